@@ -1,0 +1,130 @@
+"""Configuration read from the environment. Nothing happens at import time.
+
+Every setting is an attribute of `Config`; `Config.from_env()` reads `MODELREG_*`-free names
+(DATABASE_URL, STORAGE_URL, ...) so that the usual deployment tooling can set them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
+
+
+def default_instance_path() -> Path:
+    """Where the embedded default keeps its SQLite file and artifacts."""
+    return Path(os.environ.get("MODELREG_HOME", Path.cwd() / "instance")).resolve()
+
+
+@dataclass
+class Config:
+    """All settings, with the embedded default's values.
+
+    Sizes are bytes, times are seconds unless the name says otherwise.
+    """
+
+    # Where things live. Empty means "inside INSTANCE_PATH" (the embedded default).
+    INSTANCE_PATH: str = ""
+    DATABASE_URL: str = ""
+    STORAGE_URL: str = ""
+    # Apply pending migrations when the app starts (embedded default); production runs
+    # `modelreg db upgrade` as a separate step and sets this false.
+    AUTO_MIGRATE: bool = True
+
+    # Database pool (ignored by SQLite).
+    DB_POOL_SIZE: int = 5
+    DB_MAX_OVERFLOW: int = 5
+    DB_POOL_TIMEOUT: float = 5.0
+    DB_CONNECT_TIMEOUT: float = 3.0
+    DB_STATEMENT_TIMEOUT_MS: int = 10_000
+
+    # Limits on input.
+    MAX_ARTIFACT_BYTES: int = 2 * 1024**3
+    MAX_METADATA_BYTES: int = 1024**2
+    MAX_PREDICT_BODY_BYTES: int = 64 * 1024**2
+    MAX_PREDICT_ROWS: int = 100_000
+    MAX_PAGE_SIZE: int = 500
+    DEFAULT_PAGE_SIZE: int = 50
+
+    # Serving.
+    MODEL_CACHE_MAX_MODELS: int = 32
+    MODEL_CACHE_MAX_BYTES: int = 4 * 1024**3
+    ALIAS_REFRESH_SECONDS: float = 1.0
+    ALLOW_PICKLE: bool = True
+
+    # Auth (tokens arrive with the security work; the embedded default is open to localhost).
+    AUTH_DISABLED: bool = False
+
+    # Anything else a caller wants to hand to Flask (tests use it for TESTING=True).
+    EXTRA: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build a Config from environment variables named like the attributes."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "EXTRA" or f.name not in env:
+                continue
+            raw = env[f.name]
+            kind = type(getattr(cls(), f.name))
+            try:
+                if kind is bool:
+                    values[f.name] = _parse_bool(f.name, raw)
+                elif kind is int:
+                    values[f.name] = int(raw.replace("_", ""))
+                elif kind is float:
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ValueError(f"invalid value for {f.name}: {raw!r} ({exc})") from None
+        return cls(**values).resolved()
+
+    def resolved(self) -> Config:
+        """Fill the embedded-default locations from INSTANCE_PATH."""
+        instance = Path(self.INSTANCE_PATH) if self.INSTANCE_PATH else default_instance_path()
+        return dataclasses.replace(
+            self,
+            INSTANCE_PATH=str(instance),
+            DATABASE_URL=self.DATABASE_URL or f"sqlite:///{instance / 'modelreg.db'}",
+            STORAGE_URL=self.STORAGE_URL or (instance / "artifacts").as_uri(),
+        )
+
+    def as_flask_mapping(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "EXTRA"}
+        data.update(self.EXTRA)
+        return data
+
+
+@dataclass
+class ProductionConfig(Config):
+    """Scale-out defaults: migrations are a separate step and pickles are refused."""
+
+    AUTO_MIGRATE: bool = False
+    ALLOW_PICKLE: bool = False
+
+
+@dataclass
+class TestConfig(Config):
+    """Small bounds so tests reach them; callers pass INSTANCE_PATH (a temp folder)."""
+
+    MODEL_CACHE_MAX_MODELS: int = 8
+    MODEL_CACHE_MAX_BYTES: int = 256 * 1024**2
+    AUTH_DISABLED: bool = True
+    EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})

@@ -1,0 +1,64 @@
+"""Small helpers shared by the HTTP views: JSON responses, wiring lookup, the caller's identity."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from flask import Response, current_app, g, request
+
+from registry.errors import UnsupportedMediaType
+from registry.schemas import parse_json
+from registry.unit_of_work import UnitOfWorkFactory
+from storage import ArtifactStore
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+@dataclass
+class Wiring:
+    """What the composition root builds once per app and the views share."""
+
+    config: Any
+    uow: UnitOfWorkFactory
+    store: ArtifactStore
+    inspect_artifact: Any
+    check_version: Any = None
+    serving: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def wiring() -> Wiring:
+    return current_app.extensions["modelreg"]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    response = Response(
+        orjson.dumps(body, option=JSON_OPTIONS), status=status, mimetype="application/json"
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def json_body(*, required: bool = True) -> Any:
+    """The request's JSON object; an empty body is `{}` when not required."""
+    raw = request.get_data(cache=False)
+    if not raw:
+        if required:
+            raise UnsupportedMediaType(
+                "a JSON body is required", {"Content-Type": "expected application/json"}
+            )
+        return {}
+    if request.mimetype not in ("application/json", "") and not request.mimetype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"expected application/json, got {request.mimetype}",
+            {"Content-Type": "expected application/json"},
+        )
+    return parse_json(raw)
+
+
+def current_actor() -> str:
+    """Who is making the request, as the audit trail records it."""
+    return g.get("actor") or "anonymous"

@@ -1,0 +1,111 @@
+"""ORM models: what exists in the registry.
+
+The version counter lives on the registered-model row (`last_version`) and is advanced by
+an atomic UPDATE ... RETURNING, with UNIQUE(model_id, version) behind it. Models are
+soft-deleted so that the counter survives: a version number is never handed out twice.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from registry.db import Base, UTCDateTime
+
+
+class RegisteredModel(Base):
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    last_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    format: Mapped[str] = mapped_column(String(16))
+    artifact_key: Mapped[str] = mapped_column(String(128))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    source: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input_example: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Alias(Base):
+    """A movable name for one version. The FK makes deleting an aliased version impossible."""
+
+    __tablename__ = "aliases"
+    __table_args__ = (UniqueConstraint("model_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class Promotion(Base):
+    """One move of an alias, kept as a stack so that rollbacks walk back through history."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (Index("ix_promotions_model_alias", "model_id", "alias", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
+    alias: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    promoted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    promoted_by: Mapped[str] = mapped_column(String(128))
+    rolled_back_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Event(Base):
+    """The audit trail, written in the same transaction as the change it describes."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_model_id_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

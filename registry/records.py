@@ -1,0 +1,142 @@
+"""Plain, immutable records that services return (never live ORM rows)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from registry.models import Alias, Event, ModelVersion, RegisteredModel
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRecord:
+    name: str
+    description: str
+    tags: dict[str, str]
+    aliases: dict[str, int]
+    latest_version: int | None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+
+    @classmethod
+    def from_row(
+        cls, row: RegisteredModel, aliases: dict[str, int], latest_version: int | None
+    ) -> ModelRecord:
+        return cls(
+            name=row.name,
+            description=row.description or "",
+            tags=dict(row.tags or {}),
+            aliases=aliases,
+            latest_version=latest_version,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """Everything known about one version; its identity (name, version, sha256) never changes."""
+
+    name: str
+    version: int
+    status: str
+    format: str
+    sha256: str
+    size: int
+    artifact_key: str
+    description: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    source: dict[str, Any]
+    input_example: list[Any] | None
+    signature: dict[str, Any] | None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    aliases: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_row(cls, name: str, row: ModelVersion, aliases: tuple[str, ...] = ()) -> VersionRecord:
+        return cls(
+            name=name,
+            version=row.version,
+            status=row.status,
+            format=row.format,
+            sha256=row.sha256,
+            size=row.size,
+            artifact_key=row.artifact_key,
+            description=row.description or "",
+            tags=dict(row.tags or {}),
+            metrics=dict(row.metrics or {}),
+            params=dict(row.params or {}),
+            source=dict(row.source or {}),
+            input_example=row.input_example,
+            signature=row.signature,
+            created_at=row.created_at,
+            created_by=row.created_by,
+            updated_at=row.updated_at,
+            aliases=aliases,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    alias: str
+    version: int
+    updated_at: datetime
+    updated_by: str
+
+    @classmethod
+    def from_row(cls, row: Alias, version: int) -> AliasRecord:
+        return cls(
+            alias=row.name, version=version, updated_at=row.updated_at, updated_by=row.updated_by
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    model: str
+    type: str
+    at: datetime
+    actor: str
+    reason: str
+    version: int | None
+    alias: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, name: str, row: Event) -> EventRecord:
+        return cls(
+            id=row.id,
+            model=name,
+            type=row.type,
+            at=row.at,
+            actor=row.actor,
+            reason=row.reason or "",
+            version=row.version,
+            alias=row.alias,
+            before=row.before,
+            after=row.after,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AliasMove:
+    """The result of a promotion or a rollback."""
+
+    name: str
+    alias: str
+    version: int
+    previous_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PageOf:
+    items: list[Any]
+    next_cursor: str | None

@@ -1,0 +1,1 @@
+"""Use cases. Each opens one unit of work, records its audit event in it, and commits."""

@@ -1,0 +1,271 @@
+"""Model versions: register (race-free numbering), read, update, archive, delete, download."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry import repository as repo
+from registry.db import utcnow
+from registry.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from registry.models import ModelVersion
+from registry.names import Reference, validate_model_name
+from registry.pagination import Page, encode_cursor
+from registry.records import PageOf, VersionRecord
+from registry.services._patch import merge_tags
+from registry.services.models import create_or_revive
+from registry.signatures import check_input_example, infer_column_types, merge_signature
+from registry.unit_of_work import UnitOfWorkFactory
+from storage import ArtifactNotFound, ArtifactStore, StagedUpload, StorageError
+
+log = logging.getLogger(__name__)
+
+# Reads a staged artifact of a format and returns what it reveals of its signature.
+# Raises InvalidInput when the bytes are not a loadable model of that format (or the format
+# is not allowed by policy). Supplied by the composition root (serving knows the formats).
+ArtifactInspector = Callable[[str, str], "dict[str, Any] | None"]
+
+REGISTER_ATTEMPTS = 5
+STATUSES = ("ready", "archived")
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    format: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    input_example: list[Any] | None = None
+    signature: Mapping[str, Any] | None = None
+
+
+def register_version(
+    uow: UnitOfWorkFactory,
+    store: ArtifactStore,
+    inspect: ArtifactInspector,
+    *,
+    name: str,
+    staged: StagedUpload,
+    meta: NewVersion,
+    actor: str,
+) -> VersionRecord:
+    """Check the artifact, store it, and give it the model's next version number.
+
+    The number comes from an atomic increment on the model row inside the same transaction
+    as the version insert; UNIQUE(model_id, version) backs it. A conflict (two first
+    registrations creating the model at once) is retried in a fresh unit of work.
+    """
+    validate_model_name(name)
+    staged.finish()
+    if staged.size == 0:
+        raise InvalidInput("empty artifact", {"artifact": "the file is empty"})
+    signature = merge_signature(meta.signature, inspect(staged.path, meta.format))
+    check_input_example(meta.input_example, signature)
+    if signature is not None and meta.input_example:
+        columns = infer_column_types(meta.input_example, signature)
+        if columns is not None:
+            signature["inputs"] = columns
+    try:
+        stored = store.commit(staged)
+    except StorageError as error:
+        log.error("artifact store failed during registration: %s", error)
+        raise DependencyUnavailable(
+            "the artifact store is unavailable; try again shortly"
+        ) from None
+
+    for attempt in range(1, REGISTER_ATTEMPTS + 1):
+        try:
+            with uow(write=True) as work:
+                session = work.session
+                model = repo.find_model(session, name, lock=True)
+                if model is None:
+                    model = create_or_revive(session, name, description="", tags={}, actor=actor)
+                number = repo.next_version_number(session, model.id)
+                now = utcnow()
+                row = ModelVersion(
+                    model_id=model.id,
+                    version=number,
+                    status="ready",
+                    format=meta.format,
+                    artifact_key=stored.key,
+                    sha256=stored.sha256,
+                    size=stored.size,
+                    description=meta.description,
+                    tags=dict(meta.tags),
+                    metrics=dict(meta.metrics),
+                    params=dict(meta.params),
+                    source=dict(meta.source),
+                    input_example=meta.input_example,
+                    signature=signature,
+                    created_at=now,
+                    created_by=actor,
+                    updated_at=now,
+                )
+                session.add(row)
+                session.flush()
+                repo.record_event(
+                    session,
+                    model,
+                    "register",
+                    actor=actor,
+                    version=number,
+                    after=repo.version_summary(row),
+                )
+                record = VersionRecord.from_row(name, row)
+                work.commit()
+            return record
+        except IntegrityError:
+            log.info("registration of %s conflicted (attempt %d); retrying", name, attempt)
+    raise Conflict(f"could not register a version of '{name}' under contention; retry")
+
+
+def get_version(uow: UnitOfWorkFactory, name: str, ref: Reference) -> VersionRecord:
+    with uow() as work:
+        model = repo.get_model(work.session, name)
+        row = repo.find_version(work.session, model, ref)
+        return VersionRecord.from_row(name, row, repo.aliases_of_version(work.session, row.id))
+
+
+def list_versions(
+    uow: UnitOfWorkFactory,
+    name: str,
+    page: Page,
+    *,
+    status: str | None = None,
+    tags: Sequence[tuple[str, str | None]] = (),
+) -> PageOf:
+    with uow() as work:
+        model = repo.get_model(work.session, name)
+        query = select(ModelVersion).where(ModelVersion.model_id == model.id)
+        if status is not None:
+            query = query.where(ModelVersion.status == status)
+        for key, value in tags:
+            tag = ModelVersion.tags[key].as_string()
+            query = query.where(tag.is_not(None) if value is None else tag == value)
+        if page.after is not None:
+            query = query.where(ModelVersion.version < page.after)
+        rows = list(
+            work.session.scalars(query.order_by(ModelVersion.version.desc()).limit(page.limit + 1))
+        )
+        more = len(rows) > page.limit
+        rows = rows[: page.limit]
+        aliases = repo.aliases_by_model(work.session, [model.id])[model.id]
+        by_version: dict[int, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(version, []).append(alias)
+        items = [
+            VersionRecord.from_row(name, r, tuple(by_version.get(r.version, ()))) for r in rows
+        ]
+    return PageOf(items, encode_cursor(rows[-1].version) if more else None)
+
+
+def update_version(
+    uow: UnitOfWorkFactory,
+    name: str,
+    ref: Reference,
+    *,
+    description: str | None = None,
+    tags: Mapping[str, str | None] | None = None,
+    status: str | None = None,
+    reason: str = "",
+    actor: str,
+) -> VersionRecord:
+    with uow(write=True) as work:
+        session = work.session
+        model = repo.get_model(session, name, lock=True)
+        row = repo.find_version(session, model, ref)
+        aliases = repo.aliases_of_version(session, row.id)
+        before, after = {}, {}
+        if description is not None and description != row.description:
+            before["description"], after["description"] = row.description, description
+            row.description = description
+        if tags is not None:
+            merged = merge_tags(row.tags or {}, tags)
+            if merged != (row.tags or {}):
+                before["tags"], after["tags"] = dict(row.tags or {}), merged
+                row.tags = merged
+        if after:
+            repo.record_event(
+                session,
+                model,
+                "update_version",
+                actor=actor,
+                reason=reason,
+                version=row.version,
+                before=before,
+                after=after,
+            )
+        if status is not None and status != row.status:
+            if status == "archived" and aliases:
+                raise Conflict(
+                    f"version {row.version} of '{name}' is aliased as {', '.join(aliases)}; "
+                    "move or delete the alias before archiving it",
+                    {"status": "an aliased version cannot be archived"},
+                )
+            repo.record_event(
+                session,
+                model,
+                "archive" if status == "archived" else "restore",
+                actor=actor,
+                reason=reason,
+                version=row.version,
+                before={"status": row.status},
+                after={"status": status},
+            )
+            row.status = status
+        if after or status is not None:
+            row.updated_at = utcnow()
+        record = VersionRecord.from_row(name, row, aliases)
+        work.commit()
+    return record
+
+
+def delete_version(
+    uow: UnitOfWorkFactory, name: str, ref: Reference, *, reason: str = "", actor: str
+) -> VersionRecord:
+    """Delete one version; its number is never reused and its bytes wait for `storage gc`."""
+    with uow(write=True) as work:
+        session = work.session
+        model = repo.get_model(session, name, lock=True)
+        row = repo.find_version(session, model, ref)
+        aliases = repo.aliases_of_version(session, row.id)
+        if aliases:
+            raise Conflict(
+                f"version {row.version} of '{name}' is aliased as {', '.join(aliases)}; "
+                "move or delete the alias first",
+                {"version": "an aliased version cannot be deleted"},
+            )
+        record = VersionRecord.from_row(name, row)
+        repo.record_event(
+            session,
+            model,
+            "delete_version",
+            actor=actor,
+            reason=reason,
+            version=row.version,
+            before=repo.version_summary(row),
+        )
+        session.delete(row)
+        work.commit()
+    return record
+
+
+def open_artifact(
+    uow: UnitOfWorkFactory, store: ArtifactStore, name: str, ref: Reference
+) -> tuple[VersionRecord, BinaryIO]:
+    record = get_version(uow, name, ref)
+    try:
+        return record, store.open(record.artifact_key)
+    except ArtifactNotFound:
+        raise NotFound(
+            f"the artifact of version {record.version} of '{name}' is missing from the store"
+        ) from None
+    except StorageError:
+        raise DependencyUnavailable("the artifact store is unavailable") from None

@@ -1,0 +1,117 @@
+"""Model signatures: what a version expects as input and can return.
+
+A signature is a JSON object with any of these keys:
+`n_features` (int), `feature_names` (list of str), `inputs` (list of {"name", "type"}),
+`classes` (list), `methods` (list of "predict" / "predict_proba").
+What the publisher declares is merged with what the artifact reveals; a contradiction is
+refused at registration rather than discovered at predict time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from registry.errors import InvalidInput
+
+SIGNATURE_KEYS = ("n_features", "feature_names", "inputs", "classes", "methods")
+COLUMN_TYPES = frozenset({"double", "long", "boolean", "string"})
+MAX_EXAMPLE_ROWS = 100
+
+
+def merge_signature(
+    declared: Mapping[str, Any] | None, inferred: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    declared = dict(declared or {})
+    inferred = dict(inferred or {})
+    merged: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key in SIGNATURE_KEYS:
+        mine, theirs = declared.get(key), inferred.get(key)
+        if mine is not None and theirs is not None and mine != theirs:
+            errors[f"signature.{key}"] = f"declared {mine!r} but the artifact has {theirs!r}"
+        value = theirs if theirs is not None else mine
+        if value is not None:
+            merged[key] = value
+    if errors:
+        raise InvalidInput("the declared signature contradicts the artifact", errors)
+    names = merged.get("feature_names")
+    inputs = merged.get("inputs")
+    if names is None and inputs and all(col.get("name") for col in inputs):
+        merged["feature_names"] = names = [col["name"] for col in inputs]
+    width = merged.get("n_features")
+    for key, count in (("feature_names", names), ("inputs", inputs)):
+        if count is not None and width is not None and len(count) != width:
+            errors[f"signature.{key}"] = f"has {len(count)} entries but n_features is {width}"
+    if width is None and names is not None:
+        merged["n_features"] = len(names)
+    if errors:
+        raise InvalidInput("the signature is inconsistent", errors)
+    return merged or None
+
+
+def infer_column_types(example: list[Any], signature: Mapping[str, Any]) -> list[dict] | None:
+    """Column types from the input example when the signature has none (e.g. string columns)."""
+    if signature.get("inputs") or not example:
+        return None
+    names = signature.get("feature_names")
+    first = example[0]
+    if isinstance(first, dict):
+        if not names:
+            return None
+        values = [first.get(name) for name in names]
+    else:
+        values = list(first)
+    columns = []
+    for index, value in enumerate(values):
+        if isinstance(value, bool):
+            kind = "boolean"
+        elif isinstance(value, int):
+            kind = "long"
+        elif isinstance(value, float):
+            kind = "double"
+        elif isinstance(value, str):
+            kind = "string"
+        else:
+            return None
+        columns.append({"name": names[index] if names else None, "type": kind})
+    if all(col["type"] in ("double", "long") for col in columns):
+        return None  # purely numeric: the fast float64 path needs no per-column types
+    return columns
+
+
+def check_input_example(example: list[Any] | None, signature: Mapping[str, Any] | None) -> None:
+    """The example must be a small list of rows shaped like the signature says."""
+    if example is None:
+        return
+    field = "metadata.input_example"
+    if not isinstance(example, list) or not example:
+        raise InvalidInput("invalid input example", {field: "must be a non-empty list of rows"})
+    if len(example) > MAX_EXAMPLE_ROWS:
+        raise InvalidInput(
+            "invalid input example", {field: f"at most {MAX_EXAMPLE_ROWS} rows are kept"}
+        )
+    signature = signature or {}
+    width = signature.get("n_features")
+    names = signature.get("feature_names")
+    for index, row in enumerate(example):
+        where = f"{field}[{index}]"
+        if isinstance(row, dict):
+            if not names:
+                raise InvalidInput(
+                    "invalid input example",
+                    {where: "rows as objects need feature names in the signature"},
+                )
+            missing = [n for n in names if n not in row]
+            extra = [k for k in row if k not in set(names)]
+            if missing or extra:
+                raise InvalidInput(
+                    "invalid input example", {where: f"missing {missing}, unknown {extra}"}
+                )
+        elif isinstance(row, list):
+            if width is not None and len(row) != width:
+                raise InvalidInput(
+                    "invalid input example", {where: f"expected {width} values, got {len(row)}"}
+                )
+        else:
+            raise InvalidInput("invalid input example", {where: "must be a list or an object"})

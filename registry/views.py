@@ -1,0 +1,355 @@
+"""The registry's HTTP API. Views parse, call one service, and dump; they never commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, request, send_file
+from werkzeug.formparser import FormDataParser
+
+from registry import schemas
+from registry.errors import InvalidInput, NotFound, TooLarge, UnsupportedMediaType
+from registry.http import current_actor, json_body, json_response, wiring
+from registry.names import Reference, is_model_name, parse_reference, validate_model_name
+from registry.pagination import make_page
+from registry.services import aliases as alias_service
+from registry.services import events as event_service
+from registry.services import models as model_service
+from registry.services import versions as version_service
+from storage import StagedUpload
+
+bp = Blueprint("registry", __name__)
+
+_model_out = schemas.ModelOut()
+_version_out = schemas.VersionOut()
+_alias_out = schemas.AliasOut()
+_move_out = schemas.AliasMoveOut()
+_event_out = schemas.EventOut()
+_list_query = schemas.ListQuerySchema()
+
+EXTENSION_FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".skops": "skops", ".onnx": "onnx"}
+FILE_EXTENSIONS = {"joblib": "joblib", "skops": "skops", "onnx": "onnx"}
+
+
+def _model_name(name: str) -> str:
+    if not is_model_name(name):
+        raise NotFound(f"no model named {name!r}: not a valid model name")
+    return name
+
+
+def _reference(ref: str) -> Reference:
+    parsed = parse_reference(ref)
+    if parsed is None:
+        raise NotFound(f"{ref!r} is not a version number, an alias or 'latest'")
+    return parsed
+
+
+def _list_args(key_type: type) -> tuple[Any, dict[str, Any]]:
+    args = schemas.load(
+        _list_query,
+        {k: request.args.getlist(k) if k == "tag" else v for k, v in request.args.items()},
+    )
+    config = wiring().config
+    page = make_page(
+        args.get("limit"),
+        args.get("cursor"),
+        default=config.DEFAULT_PAGE_SIZE,
+        maximum=config.MAX_PAGE_SIZE,
+        key_type=key_type,
+    )
+    tags = []
+    for raw in args.get("tag", []):
+        key, sep, value = raw.partition(":")
+        tags.append((key, value if sep else None))
+    args["tag"] = tags
+    return page, args
+
+
+def _reason() -> str:
+    body = json_body(required=False)
+    if not body and "reason" in request.args:
+        body = {"reason": request.args["reason"]}
+    return schemas.load(schemas.ReasonSchema(), body)["reason"]
+
+
+# ---- models ------------------------------------------------------------------------------
+
+
+@bp.post("/models")
+def create_model() -> Response:
+    data = schemas.load(schemas.ModelCreateSchema(), json_body())
+    record = model_service.create_model(
+        wiring().uow,
+        data["name"],
+        description=data["description"],
+        tags=data["tags"],
+        actor=current_actor(),
+    )
+    return json_response(_model_out.dump(record), 201, {"Location": f"/models/{record.name}"})
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    page, args = _list_args(str)
+    result = model_service.list_models(wiring().uow, page, search=args.get("q"), tags=args["tag"])
+    return json_response(
+        {"models": _model_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
+    )
+
+
+@bp.get("/models/<name>")
+def get_model(name: str) -> Response:
+    return json_response(_model_out.dump(model_service.get_model(wiring().uow, _model_name(name))))
+
+
+@bp.patch("/models/<name>")
+def update_model(name: str) -> Response:
+    data = schemas.load(schemas.ModelUpdateSchema(), json_body())
+    record = model_service.update_model(
+        wiring().uow,
+        _model_name(name),
+        description=data.get("description"),
+        tags=data.get("tags"),
+        reason=data["reason"],
+        actor=current_actor(),
+    )
+    return json_response(_model_out.dump(record))
+
+
+@bp.delete("/models/<name>")
+def delete_model(name: str) -> Response:
+    model_service.delete_model(
+        wiring().uow, _model_name(name), reason=_reason(), actor=current_actor()
+    )
+    return Response(status=204)
+
+
+# ---- versions ----------------------------------------------------------------------------
+
+
+def _read_metadata(form: Any, files: Any, limit: int) -> dict[str, Any]:
+    if "metadata" in files:
+        part = files["metadata"]
+        raw = part.stream.read(limit + 1)
+        if len(raw) > limit:
+            raise TooLarge("the metadata part is too large", {"metadata": f"over {limit} bytes"})
+    else:
+        raw = form.get("metadata", "")
+    if not raw or not raw.strip():
+        return {}
+    return schemas.parse_json(raw, field="metadata")
+
+
+@bp.post("/models/<name>/versions")
+def register_version(name: str) -> Response:
+    validate_model_name(name)
+    deps = wiring()
+    config = deps.config
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "register a version with multipart/form-data: parts 'artifact' and 'metadata'",
+            {"Content-Type": "expected multipart/form-data"},
+        )
+    limit = config.MAX_ARTIFACT_BYTES + config.MAX_METADATA_BYTES + 64 * 1024
+    request.max_content_length = limit
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(
+            f"the upload exceeds {config.MAX_ARTIFACT_BYTES} bytes",
+            {"artifact": f"limit is {config.MAX_ARTIFACT_BYTES} bytes"},
+        )
+    staged: list[StagedUpload] = []
+
+    def stream_factory(**_: Any) -> StagedUpload:
+        upload = deps.store.stage(max_bytes=config.MAX_ARTIFACT_BYTES)
+        staged.append(upload)
+        return upload
+
+    try:
+        parser = FormDataParser(
+            stream_factory=stream_factory,
+            max_form_memory_size=config.MAX_METADATA_BYTES,
+            max_form_parts=16,
+            silent=False,
+        )
+        _, form, files = parser.parse(
+            request.stream, request.mimetype, request.content_length, request.mimetype_params
+        )
+        artifacts = files.getlist("artifact")
+        if len(artifacts) != 1:
+            raise InvalidInput(
+                "exactly one 'artifact' file part is required",
+                {"artifact": "missing" if not artifacts else "given twice"},
+            )
+        metadata = _read_metadata(form, files, config.MAX_METADATA_BYTES)
+        meta = schemas.load(schemas.VersionMetadataSchema(), metadata, prefix="metadata")
+        if "format" not in meta:
+            filename = (artifacts[0].filename or "").lower()
+            guessed = next(
+                (f for ext, f in EXTENSION_FORMATS.items() if filename.endswith(ext)), None
+            )
+            if guessed is None:
+                raise InvalidInput(
+                    "the artifact format is required",
+                    {"metadata.format": "one of joblib, skops, onnx"},
+                )
+            meta["format"] = guessed
+        record = version_service.register_version(
+            deps.uow,
+            deps.store,
+            deps.inspect_artifact,
+            name=name,
+            staged=artifacts[0].stream,
+            meta=version_service.NewVersion(**meta),
+            actor=current_actor(),
+        )
+    finally:
+        for upload in staged:
+            upload.discard()
+    return json_response(
+        _version_out.dump(record), 201, {"Location": f"/models/{name}/versions/{record.version}"}
+    )
+
+
+@bp.get("/models/<name>/versions")
+def list_versions(name: str) -> Response:
+    page, args = _list_args(int)
+    result = version_service.list_versions(
+        wiring().uow, _model_name(name), page, status=args.get("status"), tags=args["tag"]
+    )
+    return json_response(
+        {"versions": _version_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
+    )
+
+
+@bp.get("/models/<name>/versions/<ref>")
+def get_version(name: str, ref: str) -> Response:
+    record = version_service.get_version(wiring().uow, _model_name(name), _reference(ref))
+    return json_response(_version_out.dump(record))
+
+
+@bp.patch("/models/<name>/versions/<ref>")
+def update_version(name: str, ref: str) -> Response:
+    data = schemas.load(schemas.VersionUpdateSchema(), json_body())
+    record = version_service.update_version(
+        wiring().uow,
+        _model_name(name),
+        _reference(ref),
+        description=data.get("description"),
+        tags=data.get("tags"),
+        status=data.get("status"),
+        reason=data["reason"],
+        actor=current_actor(),
+    )
+    serving = wiring().serving
+    if serving is not None:
+        serving.forget_model(name)
+    return json_response(_version_out.dump(record))
+
+
+@bp.delete("/models/<name>/versions/<ref>")
+def delete_version(name: str, ref: str) -> Response:
+    version_service.delete_version(
+        wiring().uow, _model_name(name), _reference(ref), reason=_reason(), actor=current_actor()
+    )
+    serving = wiring().serving
+    if serving is not None:
+        serving.forget_model(name)
+    return Response(status=204)
+
+
+@bp.get("/models/<name>/versions/<ref>/artifact")
+def download_artifact(name: str, ref: str) -> Response:
+    deps = wiring()
+    record, stream = version_service.open_artifact(
+        deps.uow, deps.store, _model_name(name), _reference(ref)
+    )
+    response = send_file(
+        stream,
+        mimetype="application/octet-stream",
+        as_attachment=True,
+        download_name=f"{record.name}-v{record.version}.{FILE_EXTENSIONS[record.format]}",
+        etag=record.sha256,
+        conditional=True,
+        max_age=0,
+    )
+    response.headers["X-Model-Version"] = str(record.version)
+    response.headers["X-Content-SHA256"] = record.sha256
+    if response.status_code == 200:
+        response.content_length = record.size
+    return response
+
+
+# ---- aliases -----------------------------------------------------------------------------
+
+
+@bp.post("/models/<name>/versions/<ref>/promote")
+def promote(name: str, ref: str) -> Response:
+    deps = wiring()
+    data = schemas.load(schemas.PromoteSchema(), json_body(required=False))
+    reference = _reference(ref)
+    number = reference.version
+    if number is None:  # promoting "latest" or another alias's target: pin it first
+        number = version_service.get_version(deps.uow, _model_name(name), reference).version
+    options: dict[str, Any] = {}
+    if "expected_version" in data:
+        options["expected_version"] = data["expected_version"]
+    move = alias_service.promote_version(
+        deps.uow,
+        _model_name(name),
+        number,
+        alias=data["alias"],
+        reason=data["reason"],
+        actor=current_actor(),
+        check=deps.check_version,
+        **options,
+    )
+    if deps.serving is not None:
+        deps.serving.alias_moved(name, move.alias)
+    return json_response(_move_out.dump(move))
+
+
+@bp.post("/models/<name>/aliases/<alias>/rollback")
+def rollback(name: str, alias: str) -> Response:
+    deps = wiring()
+    move = alias_service.rollback_alias(
+        deps.uow,
+        _model_name(name),
+        alias,
+        reason=_reason(),
+        actor=current_actor(),
+        check=deps.check_version,
+    )
+    if deps.serving is not None:
+        deps.serving.alias_moved(name, alias)
+    return json_response(_move_out.dump(move))
+
+
+@bp.get("/models/<name>/aliases")
+def list_aliases(name: str) -> Response:
+    records = alias_service.list_aliases(wiring().uow, _model_name(name))
+    return json_response({"aliases": _alias_out.dump(records, many=True)})
+
+
+@bp.delete("/models/<name>/aliases/<alias>")
+def delete_alias(name: str, alias: str) -> Response:
+    deps = wiring()
+    alias_service.delete_alias(
+        deps.uow, _model_name(name), alias, reason=_reason(), actor=current_actor()
+    )
+    if deps.serving is not None:
+        deps.serving.alias_moved(name, alias)
+    return Response(status=204)
+
+
+# ---- events ------------------------------------------------------------------------------
+
+
+@bp.get("/models/<name>/events")
+def list_events(name: str) -> Response:
+    page, args = _list_args(int)
+    result = event_service.list_events(
+        wiring().uow, _model_name(name), page, type_=args.get("type")
+    )
+    return json_response(
+        {"events": _event_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
+    )

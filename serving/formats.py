@@ -1,0 +1,192 @@
+"""Model formats: turn verified artifact bytes into a predictor, and read its signature.
+
+- `skops`: safe. Loaded with an explicit trusted-types policy: only types from
+  scikit-learn, NumPy and SciPy beyond skops' own defaults; anything else is refused by name.
+- `onnx`: safe. Run by onnxruntime behind a small adapter with predict/predict_proba.
+- `joblib`: pickle, so it executes code on load. Refused unless pickles are allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Sequence
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from registry.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy")
+PICKLE_FORMATS = frozenset({"joblib"})
+
+
+class PickleRefused(InvalidInput):
+    """A pickle-based artifact while ALLOW_PICKLE is false."""
+
+    title = "Pickle-based formats are disabled"
+
+
+class UntrustedTypes(InvalidInput):
+    title = "Artifact contains untrusted types"
+
+
+def untrusted_skops_types(data: bytes) -> list[str]:
+    """Types in a skops file that are outside the trusted module roots."""
+    import skops.io
+
+    return [
+        name
+        for name in skops.io.get_untrusted_types(data=data)
+        if name.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS
+    ]
+
+
+def deserialize(file: BinaryIO, fmt: str, *, allow_pickle: bool, onnx_threads: int = 1) -> Any:
+    """Load an artifact whose bytes were already verified. Raises InvalidInput subclasses."""
+    if fmt == "joblib":
+        if not allow_pickle:
+            raise PickleRefused(
+                "pickle-based formats (joblib) are disabled on this server; "
+                "register the model as skops or onnx",
+                {"metadata.format": "joblib is not allowed (ALLOW_PICKLE=false)"},
+            )
+        import joblib
+
+        return joblib.load(file)
+    if fmt == "skops":
+        import skops.io
+
+        data = file.read()
+        refused = untrusted_skops_types(data)
+        if refused:
+            raise UntrustedTypes(
+                f"the artifact contains types outside {', '.join(TRUSTED_MODULE_ROOTS)}: "
+                + ", ".join(refused),
+                {"artifact": "untrusted types: " + ", ".join(refused)},
+            )
+        return skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+    if fmt == "onnx":
+        return OnnxModel.load(file.read(), threads=onnx_threads)
+    raise InvalidInput(f"unknown format {fmt!r}", {"metadata.format": "unknown format"})
+
+
+def _plain(values: Sequence[Any]) -> list[Any]:
+    """numpy scalars -> JSON-friendly Python values."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def infer_signature(model: Any) -> dict[str, Any]:
+    """What the fitted model reveals: feature count and names, classes, methods."""
+    if isinstance(model, OnnxModel):
+        return model.signature()
+    signature: dict[str, Any] = {}
+    width = getattr(model, "n_features_in_", None)
+    if isinstance(width, int | np.integer):
+        signature["n_features"] = int(width)
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        signature["feature_names"] = [str(n) for n in names]
+    classes = getattr(model, "classes_", None)
+    if classes is not None and np.ndim(classes) == 1:
+        signature["classes"] = _plain(list(classes))
+    methods = [m for m in ("predict", "predict_proba") if callable(getattr(model, m, None))]
+    if not methods:
+        raise InvalidInput(
+            "the artifact is not a model: it has no predict method",
+            {"artifact": f"a {type(model).__name__} has no predict()"},
+        )
+    signature["methods"] = methods
+    return signature
+
+
+def estimate_nbytes(model: Any, artifact_size: int) -> int:
+    """Memory a loaded model holds, for the cache's byte bound.
+
+    scikit-learn estimators hold their weight in arrays that pickle copies verbatim, so the
+    pickled size is a close, cheap estimate; other objects fall back to twice the artifact.
+    """
+    if isinstance(model, OnnxModel):
+        return 2 * artifact_size
+    try:
+        return max(len(pickle.dumps(model, protocol=5)), artifact_size)
+    except Exception:  # an unpicklable object only loses the estimate
+        return 2 * artifact_size
+
+
+class OnnxModel:
+    """An onnxruntime session with the predict/predict_proba surface of an estimator."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        inputs = session.get_inputs()
+        self._inputs = [(i.name, i.type, i.shape) for i in inputs]
+        self._outputs = [o.name for o in session.get_outputs()]
+        self._float32 = all(t == "tensor(float)" for _, t, _ in self._inputs)
+
+    @classmethod
+    def load(cls, model: bytes, *, threads: int = 1) -> OnnxModel:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return cls(session)
+
+    def signature(self) -> dict[str, Any]:
+        signature: dict[str, Any] = {}
+        if len(self._inputs) == 1:
+            shape = self._inputs[0][2]
+            if len(shape) == 2 and isinstance(shape[1], int):
+                signature["n_features"] = shape[1]
+        else:
+            signature["feature_names"] = [name for name, _, _ in self._inputs]
+            signature["n_features"] = len(self._inputs)
+        signature["methods"] = (
+            ["predict", "predict_proba"] if len(self._outputs) > 1 else ["predict"]
+        )
+        return signature
+
+    def _feed(self, X: Any) -> dict[str, Any]:
+        array = np.asarray(X, dtype=np.float32 if self._float32 else np.float64)
+        if len(self._inputs) == 1:
+            return {self._inputs[0][0]: array}
+        return {name: array[:, [i]] for i, (name, _, _) in enumerate(self._inputs)}
+
+    def _run(self, index: int, X: Any) -> np.ndarray:
+        result = self.session.run([self._outputs[index]], self._feed(X))[0]
+        if isinstance(result, list):  # ZipMap output: a list of {class: probability}
+            return np.array([list(row.values()) for row in result])
+        return np.asarray(result)
+
+    def predict(self, X: Any) -> np.ndarray:
+        result = self._run(0, X)
+        return result.ravel() if result.ndim == 2 and result.shape[1] == 1 else result
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if len(self._outputs) < 2:
+            raise AttributeError("this ONNX model has no probability output")
+        return self._run(1, X)
+
+
+def make_inspector(*, allow_pickle: bool) -> Any:
+    """The registration-time check: the artifact must load as its format and be a model."""
+
+    def inspect_artifact(path: str, fmt: str) -> dict[str, Any]:
+        try:
+            with open(path, "rb") as file:
+                model = deserialize(file, fmt, allow_pickle=allow_pickle)
+        except InvalidInput:
+            raise
+        except Exception as error:  # any loader failure means "not a model"
+            log.info("artifact rejected at registration: %s: %s", type(error).__name__, error)
+            raise InvalidInput(
+                f"the artifact could not be loaded as {fmt}",
+                {"artifact": f"not a loadable {fmt} model ({type(error).__name__})"},
+            ) from None
+        return infer_signature(model)
+
+    return inspect_artifact

@@ -1,0 +1,116 @@
+"""Reference resolution: `<name>/<ref>` -> the immutable identity of one version.
+
+- A pinned version (`price/7`) is looked up once and then never again: version numbers are
+  never reused, so (name, version) always means the same bytes.
+- An alias or `latest` is remembered for at most `refresh_seconds` (the documented
+  staleness bound: another process's promotion is seen within it); the process that moved
+  the alias forgets its entry at once.
+- When the registry database cannot be reached, the last known mapping keeps serving and is
+  marked stale, so that a DB outage does not stop models already known to this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from registry.errors import DependencyUnavailable
+from registry.names import Reference
+from registry.records import VersionRecord
+from serving.loader import VersionSpec
+
+log = logging.getLogger(__name__)
+
+Fetch = Callable[[str, Reference], VersionRecord]
+MAX_PINNED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    spec: VersionSpec
+    stale: bool = False
+
+
+def spec_from_record(record: VersionRecord) -> VersionSpec:
+    return VersionSpec(
+        name=record.name,
+        version=record.version,
+        sha256=record.sha256,
+        size=record.size,
+        artifact_key=record.artifact_key,
+        format=record.format,
+        status=record.status,
+        signature=record.signature,
+        input_example=record.input_example,
+    )
+
+
+class ReferenceResolver:
+    def __init__(
+        self, fetch: Fetch, *, refresh_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._fetch = fetch
+        self._refresh = refresh_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
+        self._floating: dict[tuple[str, str], tuple[VersionSpec, float]] = {}
+
+    def resolve(self, name: str, ref: Reference) -> Resolution:
+        if ref.version is not None:
+            spec = self._pinned.get((name, ref.version))
+            if spec is not None:
+                return Resolution(spec)
+            return Resolution(self.remember(self._fetch(name, ref)))
+        label = "latest" if ref.latest else str(ref.alias)
+        known = self._floating.get((name, label))
+        now = self._clock()
+        if known is not None and now - known[1] < self._refresh:
+            return Resolution(known[0])
+        try:
+            spec = self.remember(self._fetch(name, ref))
+        except DependencyUnavailable:
+            if known is None:
+                raise
+            log.warning(
+                "registry unavailable; serving %s/%s from the last known mapping (version %d)",
+                name,
+                label,
+                known[0].version,
+            )
+            return Resolution(known[0], stale=True)
+        with self._lock:
+            self._floating[(name, label)] = (spec, now)
+        return Resolution(spec)
+
+    def spec_for(self, name: str, version: int) -> VersionSpec | None:
+        return self._pinned.get((name, version))
+
+    def remember(self, record: VersionRecord) -> VersionSpec:
+        spec = spec_from_record(record)
+        with self._lock:
+            self._pinned[(spec.name, spec.version)] = spec
+            self._pinned.move_to_end((spec.name, spec.version))
+            while len(self._pinned) > MAX_PINNED:
+                self._pinned.popitem(last=False)
+        return spec
+
+    def forget_alias(self, name: str, label: str) -> None:
+        with self._lock:
+            self._floating.pop((name, label), None)
+            self._floating.pop((name, "latest"), None)
+
+    def forget_model(self, name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._floating if k[0] == name]:
+                del self._floating[key]
+            for key in [k for k in self._pinned if k[0] == name]:
+                del self._pinned[key]
+
+    def known_versions(self) -> list[VersionSpec]:
+        with self._lock:
+            return list(self._pinned.values())

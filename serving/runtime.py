@@ -1,0 +1,147 @@
+"""The serving side of one process: resolve a reference, get the model from the cache, predict."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from registry.errors import (
+    ArtifactIntegrityError,
+    InvalidInput,
+    ModelregError,
+    NotFound,
+    PromotionRefused,
+)
+from registry.names import Reference, parse_reference
+from registry.records import VersionRecord
+from serving.cache import LoadedModel, ModelCache, VersionKey
+from serving.inputs import decode_predict_body, rows_to_matrix
+from serving.loader import ModelLoader, Servable, VersionSpec, to_jsonable
+from serving.resolver import Fetch, ReferenceResolver, spec_from_record
+from storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    name: str
+    version: int
+    method: str
+    predictions: Any
+    classes: list[Any] | None
+    runtime: str
+    stale: bool
+
+
+def parse_ref(ref: str) -> Reference:
+    parsed = parse_reference(ref)
+    if parsed is None:
+        raise NotFound(f"{ref!r} is not a version number, an alias or 'latest'")
+    return parsed
+
+
+class ServingRuntime:
+    def __init__(self, fetch: Fetch, store: ArtifactStore, config: Any) -> None:
+        self._fetch = fetch
+        self.resolver = ReferenceResolver(fetch, refresh_seconds=config.ALIAS_REFRESH_SECONDS)
+        self.loader = ModelLoader(
+            store,
+            self._spec_for_key,
+            allow_pickle=config.ALLOW_PICKLE,
+            max_rows=config.MAX_PREDICT_ROWS,
+        )
+        self.cache = ModelCache(
+            self.loader,
+            max_models=config.MODEL_CACHE_MAX_MODELS,
+            max_bytes=config.MODEL_CACHE_MAX_BYTES,
+        )
+
+    def _spec_for_key(self, key: VersionKey) -> VersionSpec:
+        spec = self.resolver.spec_for(key.name, key.version)
+        if spec is None:
+            spec = spec_from_record(self._fetch(key.name, Reference(version=key.version)))
+        if spec.sha256 != key.sha256:
+            raise NotFound(f"version {key.version} of '{key.name}' is no longer the one requested")
+        return spec
+
+    def _loaded(self, name: str, ref: str) -> tuple[LoadedModel, bool]:
+        resolution = self.resolver.resolve(name, parse_ref(ref))
+        return self.cache.get_or_load(resolution.spec.key), resolution.stale
+
+    def predict(self, name: str, ref: str, body: bytes) -> Prediction:
+        loaded, stale = self._loaded(name, ref)
+        servable: Servable = loaded.extra
+        decoded = decode_predict_body(body, servable.plan)
+        output = _call(servable, decoded.method, decoded.X)
+        classes = servable.classes if decoded.method == "predict_proba" else None
+        return Prediction(
+            name,
+            loaded.key.version,
+            decoded.method,
+            to_jsonable(output),
+            classes,
+            servable.runtime,
+            stale,
+        )
+
+    def check_version(self, record: VersionRecord) -> None:
+        """The pre-promotion gate: load (sha256 verified) and predict the input example."""
+        spec = spec_from_record(record)
+        self.resolver.remember(record)
+        try:
+            loaded = self.cache.get_or_load(spec.key)
+        except ArtifactIntegrityError as error:
+            raise PromotionRefused(
+                f"version {record.version} was not promoted: {error.detail}", error.errors
+            ) from None
+        except ModelregError as error:
+            raise PromotionRefused(
+                f"version {record.version} was not promoted: it could not be loaded "
+                f"({error.detail})",
+                {"version": error.detail},
+            ) from None
+        if not record.input_example:
+            return
+        servable: Servable = loaded.extra
+        try:
+            X = rows_to_matrix(record.input_example, servable.plan, "input_example")
+            for method in servable.methods:
+                _call(servable, method, X)
+        except ModelregError as error:
+            raise PromotionRefused(
+                f"version {record.version} was not promoted: its input example failed "
+                f"({error.detail})",
+                error.errors,
+            ) from None
+
+    def warm(self, name: str, ref: str) -> LoadedModel:
+        return self._loaded(name, ref)[0]
+
+    def evict(self, name: str, ref: str) -> int:
+        reference = parse_ref(ref)
+        if reference.version is not None:
+            return self.cache.evict_where(
+                lambda key: key.name == name and key.version == reference.version
+            )
+        spec = self.resolver.resolve(name, reference).spec
+        return int(self.cache.evict(spec.key))
+
+    def alias_moved(self, name: str, alias: str) -> None:
+        self.resolver.forget_alias(name, alias)
+
+    def forget_model(self, name: str) -> None:
+        self.resolver.forget_model(name)
+
+
+def _call(servable: Servable, method: str, X: Any) -> Any:
+    try:
+        return servable.methods[method](X)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        # The input passed the signature checks but the model still refused it (an unknown
+        # category, a value out of range...): the client's problem, not a server fault.
+        raise InvalidInput(
+            f"the model could not {method} this input: {error}",
+            {"instances": f"{type(error).__name__}: {error}"[:500]},
+        ) from None

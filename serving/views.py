@@ -1,0 +1,72 @@
+"""Serving HTTP API: predictions, and introspection and control of the model cache."""
+
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, request
+
+from registry.http import json_response, wiring
+from registry.problems import problem
+from serving.runtime import ServingRuntime
+
+bp = Blueprint("serving", __name__)
+
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _runtime() -> ServingRuntime:
+    return wiring().serving
+
+
+@bp.post("/models/<name>/<ref>/predict")
+def predict(name: str, ref: str) -> Response:
+    if request.mimetype not in ("application/json", ""):
+        return problem(
+            415,
+            "Unsupported media type",
+            "send the body as application/json",
+            {"Content-Type": "expected application/json"},
+        )
+    result = _runtime().predict(name, ref, request.get_data(cache=False))
+    body: dict = {
+        "model": result.name,
+        "version": result.version,
+        "predictions": result.predictions,
+    }
+    if result.classes is not None:
+        body["classes"] = result.classes
+    response = Response(orjson.dumps(body, option=JSON_OPTIONS), mimetype="application/json")
+    headers = response.headers
+    headers["X-Model-Version"] = str(result.version)
+    headers["X-Model-Runtime"] = result.runtime
+    if result.stale:
+        headers["X-Model-Stale"] = "true"
+        headers["Warning"] = '110 modelreg "registry unavailable; last known alias mapping"'
+    return response
+
+
+@bp.get("/serving/cache")
+def cache_status() -> Response:
+    cache = _runtime().cache
+    return json_response(
+        {"models": cache.entries(), "failures": cache.failures(), "stats": cache.stats()}
+    )
+
+
+@bp.post("/serving/cache/<name>/<ref>")
+def warm(name: str, ref: str) -> Response:
+    loaded = _runtime().warm(name, ref)
+    return json_response(
+        {
+            "name": loaded.key.name,
+            "version": loaded.key.version,
+            "sha256": loaded.key.sha256,
+            "bytes": loaded.nbytes,
+            "load_seconds": loaded.load_seconds,
+        }
+    )
+
+
+@bp.delete("/serving/cache/<name>/<ref>")
+def evict(name: str, ref: str) -> Response:
+    return json_response({"evicted": _runtime().evict(name, ref)})

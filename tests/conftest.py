@@ -1,0 +1,137 @@
+"""Shared fixtures: a fresh app per test on SQLite and on PostgreSQL, tiny real models."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import joblib
+import numpy as np
+import pytest
+from sqlalchemy import create_engine, text
+
+from config import TestConfig
+
+POSTGRES_URL = os.environ.get(
+    "MODELREG_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _postgres_reachable() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as error:  # any failure means "not reachable"
+        return f"{type(error).__name__}: {error}"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    problem = _postgres_reachable()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI=true but unreachable: {problem}")
+        pytest.skip(f"PostgreSQL unreachable: {problem}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a brand-new schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(postgres_admin_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_admin_url else "?"
+    yield f"{postgres_admin_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def make_config(tmp_path, database_url: str | None = None, **overrides) -> TestConfig:
+    return TestConfig(
+        INSTANCE_PATH=str(tmp_path / "instance"),
+        DATABASE_URL=database_url or "",
+        **overrides,
+    ).resolved()
+
+
+@pytest.fixture
+def app(tmp_path, database_url: str):
+    from manage import create_app
+
+    application = create_app(make_config(tmp_path, database_url))
+    yield application
+    application.extensions["modelreg"].extras["engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    from manage import create_app
+
+    application = create_app(make_config(tmp_path))
+    yield application
+    application.extensions["modelreg"].extras["engine"].dispose()
+
+
+@pytest.fixture
+def sqlite_client(sqlite_app):
+    return sqlite_app.test_client()
+
+
+# ---- tiny real models ------------------------------------------------------------------
+
+
+def fit_linear(n_features: int = 3, seed: int = 0, offset: float = 0.0):
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.random((20, n_features))
+    y = X @ np.arange(1, n_features + 1) + offset
+    return LinearRegression().fit(X, y)
+
+
+def fit_classifier(n_features: int = 4, seed: int = 0):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    X = rng.random((40, n_features))
+    y = np.where(X[:, 0] > 0.5, "high", "low")
+    return LogisticRegression().fit(X, y)
+
+
+def joblib_bytes(model) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    return buffer.getvalue()
+
+
+def skops_bytes(model) -> bytes:
+    import skops.io
+
+    return skops.io.dumps(model)
+
+
+@pytest.fixture
+def linear_bytes() -> bytes:
+    return joblib_bytes(fit_linear())
