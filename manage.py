@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask, Response, g, request
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import Engine
@@ -114,3 +116,250 @@ def _register_request_hooks(app: Flask) -> None:
 
 
 # ---- command line ----------------------------------------------------------------------
+
+DEFAULT_PORT = 8080
+
+
+def _client(ctx: click.Context) -> Any:
+    """A client for --url, or one running in-process on the embedded default."""
+    from registry.client import Client
+
+    options = ctx.find_root().params
+    if options.get("url"):
+        return Client(options["url"], token=options.get("token"))
+    return Client.for_app(create_app(), token=options.get("token"))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="MODELREG_URL", help="A running server; default: embedded.")
+@click.option("--token", envvar="MODELREG_TOKEN", help="Bearer token for --url.")
+@click.version_option(package_name="modelreg")
+def cli(url: str | None, token: str | None) -> None:
+    """modelreg: a model registry and multi-model serving platform."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--workers",
+    type=int,
+    default=0,
+    help="Run gunicorn with this many worker processes (production server).",
+)
+@click.option(
+    "--threads", type=int, default=4, show_default=True, help="Threads per gunicorn worker."
+)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
+    """Start the HTTP service (development server unless --workers is given)."""
+    config = _resolve_config(None)
+    if config.AUTO_MIGRATE:
+        # Migrate once here, before any worker starts.
+        app = create_app(config)
+        app.extensions["modelreg"].extras["engine"].dispose()
+    if workers > 0:
+        from serving.gunicorn_app import run_gunicorn
+
+        run_gunicorn(host=host, port=port, workers=workers, threads=threads)
+        return
+    app = create_app(config)
+    click.echo(
+        f"modelreg serving {config.DATABASE_URL} and {config.STORAGE_URL} on http://{host}:{port}"
+    )
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema migrations."""
+
+
+def _engine() -> Any:
+    from sqlalchemy import create_engine
+
+    config = _resolve_config(None)
+    _prepare_embedded_paths(config)
+    engine = create_engine(config.DATABASE_URL, **engine_options(config.DATABASE_URL, config))
+    tune_engine(engine)
+    return engine
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply pending migrations (run this before starting production servers)."""
+    engine = _engine()
+    migrations.upgrade(engine, revision)
+    click.echo(f"database at revision {migrations.current_revision(engine)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION ('base' removes every table)."""
+    engine = _engine()
+    migrations.downgrade(engine, revision)
+    click.echo(f"database at revision {migrations.current_revision(engine)}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the applied and the latest revision."""
+    engine = _engine()
+    click.echo(
+        f"current: {migrations.current_revision(engine)}  head: {migrations.head_revision()}"
+    )
+
+
+@cli.group()
+def models() -> None:
+    """Registered models."""
+
+
+@models.command("list")
+@click.option("--q", "search", help="Substring of the name.")
+@click.option("--tag", "tags", multiple=True, help="key or key:value (repeatable).")
+@click.pass_context
+def models_list(ctx: click.Context, search: str | None, tags: tuple[str, ...]) -> None:
+    rows = _client(ctx).list_models(q=search, tag=list(tags) or None)
+    _table(rows, ["name", "latest_version", "aliases", "tags", "description"])
+
+
+@cli.group()
+def versions() -> None:
+    """Versions of a model."""
+
+
+@versions.command("list")
+@click.argument("name")
+@click.pass_context
+def versions_list(ctx: click.Context, name: str) -> None:
+    rows = _client(ctx).list_versions(name)
+    _table(
+        rows,
+        ["version", "status", "format", "aliases", "size", "sha256", "created_by", "created_at"],
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["joblib", "skops", "onnx"]),
+    help="Default: from the file extension.",
+)
+@click.option("--description", default="")
+@click.option(
+    "--metadata",
+    type=click.File("rb"),
+    help="A JSON file with tags, metrics, params, source, input_example, signature.",
+)
+@click.pass_context
+def register(
+    ctx: click.Context, name: str, file: str, fmt: str | None, description: str, metadata: Any
+) -> None:
+    """Register FILE as the next version of NAME."""
+    import orjson
+
+    extra = orjson.loads(metadata.read()) if metadata else {}
+    extra.setdefault("description", description)
+    if fmt:
+        extra["format"] = fmt
+    record = _client(ctx).register(name, file, **extra)
+    click.echo(
+        f"registered {name} version {record['version']} "
+        f"(sha256 {record['sha256'][:12]}, {record['size']} bytes)"
+    )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("version", type=int)
+@click.option("--alias", default="production", show_default=True)
+@click.option("--reason", default="")
+@click.option(
+    "--expected-version",
+    type=int,
+    default=None,
+    help="Only move the alias if it points to this version now.",
+)
+@click.pass_context
+def promote(
+    ctx: click.Context,
+    name: str,
+    version: int,
+    alias: str,
+    reason: str,
+    expected_version: int | None,
+) -> None:
+    """Point ALIAS of NAME at VERSION, after loading and checking it."""
+    options = {} if expected_version is None else {"expected_version": expected_version}
+    move = _client(ctx).promote(name, version, alias=alias, reason=reason, **options)
+    click.echo(f"{name}: {alias} -> {move['version']} (was {move['previous_version']})")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias", default="production")
+@click.option("--reason", default="")
+@click.pass_context
+def rollback(ctx: click.Context, name: str, alias: str, reason: str) -> None:
+    """Undo the most recent promotion of ALIAS."""
+    move = _client(ctx).rollback(name, alias=alias, reason=reason)
+    click.echo(f"{name}: {alias} -> {move['version']} (was {move['previous_version']})")
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--limit", type=int, default=None)
+@click.pass_context
+def events(ctx: click.Context, name: str, limit: int | None) -> None:
+    """The audit trail of NAME, newest first."""
+    rows = _client(ctx).events(name, limit=limit)
+    for row in rows:
+        row["change"] = _change(row)
+    _table(rows, ["at", "type", "version", "alias", "actor", "change", "reason"])
+
+
+def _change(event: dict[str, Any]) -> str:
+    before, after = event.get("before") or {}, event.get("after") or {}
+    if "version" in before or "version" in after:
+        return f"{before.get('version', '-')} -> {after.get('version', '-')}"
+    return ""
+
+
+@cli.command()
+@click.option("--name", default="house-price", show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, name: str) -> None:
+    """The house-price walk-through: register, promote, predict, roll back, audit."""
+    from registry.demo import run_demo
+
+    run_demo(_client(ctx), name, echo=click.echo)

@@ -8,7 +8,13 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.formparser import FormDataParser
 
 from registry import schemas
-from registry.errors import InvalidInput, NotFound, TooLarge, UnsupportedMediaType
+from registry.errors import (
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    TooLarge,
+    UnsupportedMediaType,
+)
 from registry.http import current_actor, json_body, json_response, wiring
 from registry.names import Reference, is_model_name, parse_reference, validate_model_name
 from registry.pagination import make_page
@@ -171,9 +177,14 @@ def register_version(name: str) -> Response:
             max_form_parts=16,
             silent=False,
         )
-        _, form, files = parser.parse(
-            request.stream, request.mimetype, request.content_length, request.mimetype_params
-        )
+        try:
+            _, form, files = parser.parse(
+                request.stream, request.mimetype, request.content_length, request.mimetype_params
+            )
+        except ValueError as error:  # no boundary, truncated or garbled parts: bad input
+            raise MalformedRequest(
+                "the multipart body cannot be parsed", {"body": str(error)[:200]}
+            ) from None
         artifacts = files.getlist("artifact")
         if len(artifacts) != 1:
             raise InvalidInput(

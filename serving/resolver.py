@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[str, Reference], VersionRecord]
 MAX_PINNED = 10_000
+# After the registry fails to answer, stale answers are served without asking it again for
+# this long, so that an outage does not add a connect timeout to every alias request.
+OUTAGE_BACKOFF_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,7 @@ class ReferenceResolver:
         self._lock = threading.Lock()
         self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
         self._floating: dict[tuple[str, str], tuple[VersionSpec, float]] = {}
+        self._unavailable_until = 0.0
 
     def resolve(self, name: str, ref: Reference) -> Resolution:
         if ref.version is not None:
@@ -71,9 +75,12 @@ class ReferenceResolver:
         now = self._clock()
         if known is not None and now - known[1] < self._refresh:
             return Resolution(known[0])
+        if known is not None and now < self._unavailable_until:
+            return Resolution(known[0], stale=True)
         try:
             spec = self.remember(self._fetch(name, ref))
         except DependencyUnavailable:
+            self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
             if known is None:
                 raise
             log.warning(

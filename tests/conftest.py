@@ -135,3 +135,28 @@ def skops_bytes(model) -> bytes:
 @pytest.fixture
 def linear_bytes() -> bytes:
     return joblib_bytes(fit_linear())
+
+
+class LiveServer:
+    """The app on a real threaded HTTP server on a loopback port, for concurrency tests."""
+
+    def __init__(self, application) -> None:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", 0, application, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app):
+    server = LiveServer(app)
+    yield server
+    server.stop()

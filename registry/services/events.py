@@ -25,4 +25,5 @@ def list_events(
         more = len(rows) > page.limit
         rows = rows[: page.limit]
         items = [EventRecord.from_row(name, row) for row in rows]
-    return PageOf(items, encode_cursor(rows[-1].id) if more else None)
+        cursor = encode_cursor(rows[-1].id) if more else None  # before the rows expire
+    return PageOf(items, cursor)

@@ -26,14 +26,26 @@ def model_record(session: Session, row: RegisteredModel) -> ModelRecord:
 
 
 def create_or_revive(
-    session: Session, name: str, *, description: str, tags: Mapping[str, str], actor: str
+    session: Session,
+    name: str,
+    *,
+    description: str,
+    tags: Mapping[str, str],
+    actor: str,
+    exist_ok: bool = False,
 ) -> RegisteredModel:
-    """Insert the model row, or bring back a deleted one so its version counter lives on."""
+    """Insert the model row, or bring back a deleted one so its version counter lives on.
+
+    The name is locked first (FOR UPDATE), so a concurrent creator that committed while we
+    waited is seen here: `exist_ok` then returns its row instead of failing.
+    """
     now = utcnow()
     row = session.scalars(
         select(RegisteredModel).where(RegisteredModel.name == name).with_for_update()
     ).one_or_none()
     if row is not None and row.deleted_at is None:
+        if exist_ok:
+            return row
         raise AlreadyExists(f"model '{name}' already exists")
     if row is None:
         row = RegisteredModel(name=name, last_version=0)
@@ -102,7 +114,10 @@ def list_models(
         aliases = repo.aliases_by_model(work.session, ids)
         latest = repo.latest_by_model(work.session, ids)
         items = [ModelRecord.from_row(r, aliases[r.id], latest.get(r.id)) for r in rows]
-    return PageOf(items, encode_cursor(rows[-1].name) if more else None)
+        # Read the cursor key while the session is open: leaving the unit of work rolls
+        # back, which expires every row it loaded.
+        cursor = encode_cursor(rows[-1].name) if more else None
+    return PageOf(items, cursor)
 
 
 def update_model(

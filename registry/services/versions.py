@@ -86,7 +86,9 @@ def register_version(
                 session = work.session
                 model = repo.find_model(session, name, lock=True)
                 if model is None:
-                    model = create_or_revive(session, name, description="", tags={}, actor=actor)
+                    model = create_or_revive(
+                        session, name, description="", tags={}, actor=actor, exist_ok=True
+                    )
                 number = repo.next_version_number(session, model.id)
                 now = utcnow()
                 row = ModelVersion(
@@ -163,7 +165,8 @@ def list_versions(
         items = [
             VersionRecord.from_row(name, r, tuple(by_version.get(r.version, ()))) for r in rows
         ]
-    return PageOf(items, encode_cursor(rows[-1].version) if more else None)
+        cursor = encode_cursor(rows[-1].version) if more else None  # before the rows expire
+    return PageOf(items, cursor)
 
 
 def update_version(
