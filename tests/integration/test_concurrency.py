@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +67,7 @@ def test_concurrent_promotions_leave_alias_and_history_consistent(live_server):
     ).json()["events"]
     chain = list(reversed(events))  # oldest first
     assert chain[0]["before"]["version"] is None
-    for earlier, later in zip(chain, chain[1:], strict=False):
+    for earlier, later in itertools.pairwise(chain):
         assert later["before"]["version"] == earlier["after"]["version"]
         assert later["after"]["version"] != later["before"]["version"]
     model = requests.get(f"{live_server.url}/models/promo", timeout=30).json()
