@@ -67,8 +67,10 @@ class Config:
     ALIAS_REFRESH_SECONDS: float = 1.0
     ALLOW_PICKLE: bool = True
 
-    # Auth (tokens arrive with the security work; the embedded default is open to localhost).
+    # Auth: bearer tokens are required unless explicitly disabled for local development.
     AUTH_DISABLED: bool = False
+    AUTH_CACHE_SECONDS: float = 5.0
+    LOCAL_ACTOR: str = "anonymous"
 
     # Anything else a caller wants to hand to Flask (tests use it for TESTING=True).
     EXTRA: dict[str, Any] = field(default_factory=dict)
@@ -128,3 +130,13 @@ class TestConfig(Config):
     MODEL_CACHE_MAX_BYTES: int = 256 * 1024**2
     AUTH_DISABLED: bool = True
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The config class named by MODELREG_ENV (`production` or the embedded default)."""
+    env = os.environ if environ is None else environ
+    kind = env.get("MODELREG_ENV", "embedded").strip().lower()
+    classes = {"embedded": Config, "development": Config, "production": ProductionConfig}
+    if kind not in classes:
+        raise ValueError(f"MODELREG_ENV must be one of {', '.join(classes)}, got {kind!r}")
+    return classes[kind].from_env(env)

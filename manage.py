@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import os
 import uuid
@@ -18,7 +19,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
 import migrations
-from config import Config
+from config import Config, load_config
+from registry import access, auth
+from registry.auth import ROLES, Authenticator
 from registry.db import Base, engine_options, tune_engine
 from registry.http import Wiring
 from registry.problems import register_error_handlers
@@ -40,10 +43,10 @@ SECURITY_HEADERS = {
 
 def _resolve_config(config: Config | Mapping[str, Any] | None) -> Config:
     if config is None:
-        return Config.from_env()
+        return load_config()
     if isinstance(config, Config):
         return config.resolved()
-    base = Config.from_env()
+    base = load_config()
     return dataclasses.replace(base, **dict(config)).resolved()
 
 
@@ -87,14 +90,20 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         serving=serving,
         extras={"engine": engine},
     )
+    authenticator = Authenticator(uow, cache_seconds=config.AUTH_CACHE_SECONDS)
+    app.extensions["modelreg"].extras["authenticator"] = authenticator
     register_error_handlers(app)
     _register_request_hooks(app)
+    access.install(app, authenticator, disabled=config.AUTH_DISABLED,
+                   local_actor=config.LOCAL_ACTOR)
 
+    from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
     from serving.ops import bp as ops_bp
     from serving.views import bp as serving_bp
 
     app.register_blueprint(registry_bp)
+    app.register_blueprint(tokens_bp)
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
     return app
@@ -127,7 +136,12 @@ def _client(ctx: click.Context) -> Any:
     options = ctx.find_root().params
     if options.get("url"):
         return Client(options["url"], token=options.get("token"))
-    return Client.for_app(create_app(), token=options.get("token"))
+    # In-process on the local database: whoever can open the database file already holds
+    # every right, so the embedded client acts as a local admin named after the OS user.
+    config = dataclasses.replace(_resolve_config(None), AUTH_DISABLED=True,
+                                 LOCAL_ACTOR=f"cli:{getpass.getuser()}")
+    logging.getLogger("registry.access").setLevel(logging.ERROR)
+    return Client.for_app(create_app(config))
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -363,3 +377,53 @@ def demo(ctx: click.Context, name: str) -> None:
     from registry.demo import run_demo
 
     run_demo(_client(ctx), name, echo=click.echo)
+
+
+@cli.group()
+def tokens() -> None:
+    """API tokens, managed directly in the configured database (the bootstrap path)."""
+
+
+def _uow() -> Any:
+    engine = _engine()
+    if _resolve_config(None).AUTO_MIGRATE:
+        migrations.upgrade(engine)
+    return UnitOfWorkFactory(sessionmaker(bind=engine, expire_on_commit=False))
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Recorded as the actor in the audit trail.")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--model", "models", multiple=True, help="Restrict to these models (repeatable).")
+@click.option("--expires-in-days", type=float, default=None)
+def tokens_create(name: str, role: str, models: tuple[str, ...],
+                  expires_in_days: float | None) -> None:
+    """Create a token and print its secret (shown only this once)."""
+    from datetime import timedelta
+
+    secret, record = auth.create_token(
+        _uow(), name=name, role=role, models=list(models) or None,
+        expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
+        actor=f"cli:{getpass.getuser()}",
+    )
+    click.echo(secret)
+    expiry = record.expires_at.isoformat() if record.expires_at else "never"
+    click.echo(f"token '{record.name}' ({record.role}, expires {expiry}); store it now: "
+               "only its hash is kept", err=True)
+
+
+@tokens.command("list")
+def tokens_list() -> None:
+    """List tokens (never their secrets)."""
+    rows = [dataclasses.asdict(t) for t in auth.list_tokens(_uow())]
+    for row in rows:
+        row["state"] = "revoked" if row["revoked_at"] else "active"
+    _table(rows, ["name", "role", "prefix", "models", "state", "expires_at", "created_by"])
+
+
+@tokens.command("revoke")
+@click.argument("name")
+def tokens_revoke(name: str) -> None:
+    """Revoke a token (every server stops accepting it within AUTH_CACHE_SECONDS)."""
+    record = auth.revoke_token(_uow(), name)
+    click.echo(f"token '{record.name}' revoked at {record.revoked_at.isoformat()}")

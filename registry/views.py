@@ -8,6 +8,7 @@ from flask import Blueprint, Response, request, send_file
 from werkzeug.formparser import FormDataParser
 
 from registry import schemas
+from registry.access import current_identity, require_role, requires
 from registry.errors import (
     InvalidInput,
     MalformedRequest,
@@ -35,6 +36,7 @@ _list_query = schemas.ListQuerySchema()
 
 EXTENSION_FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".skops": "skops", ".onnx": "onnx"}
 FILE_EXTENSIONS = {"joblib": "joblib", "skops": "skops", "onnx": "onnx"}
+PARSER_MEMORY_FLOOR = 256 * 1024  # > werkzeug's 64 KiB multipart read size plus its carry-over
 
 
 def _model_name(name: str) -> str:
@@ -82,6 +84,7 @@ def _reason() -> str:
 
 
 @bp.post("/models")
+@requires("publisher")
 def create_model() -> Response:
     data = schemas.load(schemas.ModelCreateSchema(), json_body())
     record = model_service.create_model(
@@ -97,7 +100,8 @@ def create_model() -> Response:
 @bp.get("/models")
 def list_models() -> Response:
     page, args = _list_args(str)
-    result = model_service.list_models(wiring().uow, page, search=args.get("q"), tags=args["tag"])
+    result = model_service.list_models(wiring().uow, page, search=args.get("q"), tags=args["tag"],
+                                       only=current_identity().models)
     return json_response(
         {"models": _model_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
     )
@@ -109,6 +113,7 @@ def get_model(name: str) -> Response:
 
 
 @bp.patch("/models/<name>")
+@requires("publisher")
 def update_model(name: str) -> Response:
     data = schemas.load(schemas.ModelUpdateSchema(), json_body())
     record = model_service.update_model(
@@ -123,10 +128,13 @@ def update_model(name: str) -> Response:
 
 
 @bp.delete("/models/<name>")
+@requires("operator")
 def delete_model(name: str) -> Response:
     model_service.delete_model(
         wiring().uow, _model_name(name), reason=_reason(), actor=current_actor()
     )
+    if wiring().serving is not None:
+        wiring().serving.forget_model(name)
     return Response(status=204)
 
 
@@ -141,12 +149,15 @@ def _read_metadata(form: Any, files: Any, limit: int) -> dict[str, Any]:
             raise TooLarge("the metadata part is too large", {"metadata": f"over {limit} bytes"})
     else:
         raw = form.get("metadata", "")
+        if len(raw.encode()) > limit:
+            raise TooLarge("the metadata part is too large", {"metadata": f"over {limit} bytes"})
     if not raw or not raw.strip():
         return {}
     return schemas.parse_json(raw, field="metadata")
 
 
 @bp.post("/models/<name>/versions")
+@requires("publisher")
 def register_version(name: str) -> Response:
     validate_model_name(name)
     deps = wiring()
@@ -173,7 +184,9 @@ def register_version(name: str) -> Response:
     try:
         parser = FormDataParser(
             stream_factory=stream_factory,
-            max_form_memory_size=config.MAX_METADATA_BYTES,
+            # werkzeug holds every chunk it reads (file data included) to this bound, so it
+            # cannot be smaller than its read size; _read_metadata applies the metadata limit.
+            max_form_memory_size=max(config.MAX_METADATA_BYTES, PARSER_MEMORY_FLOOR),
             max_form_parts=16,
             silent=False,
         )
@@ -216,6 +229,8 @@ def register_version(name: str) -> Response:
     finally:
         for upload in staged:
             upload.discard()
+    if deps.serving is not None:
+        deps.serving.alias_moved(name, "latest")
     return json_response(
         _version_out.dump(record), 201, {"Location": f"/models/{name}/versions/{record.version}"}
     )
@@ -239,8 +254,11 @@ def get_version(name: str, ref: str) -> Response:
 
 
 @bp.patch("/models/<name>/versions/<ref>")
+@requires("publisher")
 def update_version(name: str, ref: str) -> Response:
     data = schemas.load(schemas.VersionUpdateSchema(), json_body())
+    if "status" in data:
+        require_role("operator")  # archiving and restoring are operator decisions
     record = version_service.update_version(
         wiring().uow,
         _model_name(name),
@@ -253,18 +271,19 @@ def update_version(name: str, ref: str) -> Response:
     )
     serving = wiring().serving
     if serving is not None:
-        serving.forget_model(name)
+        serving.alias_moved(name, "latest")  # archiving moves `latest`
     return json_response(_version_out.dump(record))
 
 
 @bp.delete("/models/<name>/versions/<ref>")
+@requires("operator")
 def delete_version(name: str, ref: str) -> Response:
-    version_service.delete_version(
+    record = version_service.delete_version(
         wiring().uow, _model_name(name), _reference(ref), reason=_reason(), actor=current_actor()
     )
     serving = wiring().serving
     if serving is not None:
-        serving.forget_model(name)
+        serving.forget_version(name, record.version)
     return Response(status=204)
 
 
@@ -294,6 +313,7 @@ def download_artifact(name: str, ref: str) -> Response:
 
 
 @bp.post("/models/<name>/versions/<ref>/promote")
+@requires("operator")
 def promote(name: str, ref: str) -> Response:
     deps = wiring()
     data = schemas.load(schemas.PromoteSchema(), json_body(required=False))
@@ -320,6 +340,7 @@ def promote(name: str, ref: str) -> Response:
 
 
 @bp.post("/models/<name>/aliases/<alias>/rollback")
+@requires("operator")
 def rollback(name: str, alias: str) -> Response:
     deps = wiring()
     move = alias_service.rollback_alias(
@@ -342,6 +363,7 @@ def list_aliases(name: str) -> Response:
 
 
 @bp.delete("/models/<name>/aliases/<alias>")
+@requires("operator")
 def delete_alias(name: str, alias: str) -> Response:
     deps = wiring()
     alias_service.delete_alias(

@@ -82,6 +82,7 @@ def infer_signature(model: Any) -> dict[str, Any]:
     """What the fitted model reveals: feature count and names, classes, methods."""
     if isinstance(model, OnnxModel):
         return model.signature()
+    _require_fitted(model)
     signature: dict[str, Any] = {}
     width = getattr(model, "n_features_in_", None)
     if isinstance(width, int | np.integer):
@@ -100,6 +101,23 @@ def infer_signature(model: Any) -> dict[str, Any]:
         )
     signature["methods"] = methods
     return signature
+
+
+def _require_fitted(model: Any) -> None:
+    """An unfitted estimator has predict() too, but every call would fail."""
+    from sklearn.base import BaseEstimator
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not isinstance(model, BaseEstimator):
+        return
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise InvalidInput(
+            f"the artifact is an unfitted {type(model).__name__}: fit it before registering",
+            {"artifact": "estimator is not fitted"},
+        ) from None
 
 
 def estimate_nbytes(model: Any, artifact_size: int) -> int:

@@ -7,6 +7,7 @@ import time
 from flask import Blueprint, Response
 from sqlalchemy import text
 
+from registry.access import public
 from registry.errors import DependencyUnavailable
 from registry.http import json_response, wiring
 from storage import StorageError
@@ -15,11 +16,13 @@ bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
+@public
 def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
 @bp.get("/readyz")
+@public
 def readyz() -> Response:
     deps = wiring()
     checks: dict[str, dict] = {}

@@ -118,6 +118,14 @@ class ReferenceResolver:
             for key in [k for k in self._pinned if k[0] == name]:
                 del self._pinned[key]
 
+    def forget_version(self, name: str, version: int) -> None:
+        with self._lock:
+            self._pinned.pop((name, version), None)
+            for key in [k for k, (spec, _) in self._floating.items()
+                        if k[0] == name and spec.version == version]:
+                del self._floating[key]
+            self._floating.pop((name, "latest"), None)
+
     def known_versions(self) -> list[VersionSpec]:
         with self._lock:
             return list(self._pinned.values())

@@ -132,7 +132,13 @@ class ServingRuntime:
         self.resolver.forget_alias(name, alias)
 
     def forget_model(self, name: str) -> None:
+        """The model was deleted here: stop serving any of its versions in this process."""
         self.resolver.forget_model(name)
+        self.cache.evict_where(lambda key: key.name == name)
+
+    def forget_version(self, name: str, version: int) -> None:
+        self.resolver.forget_version(name, version)
+        self.cache.evict_where(lambda key: key.name == name and key.version == version)
 
 
 def _call(servable: Servable, method: str, X: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, request
 
+from registry.access import requires
 from registry.http import json_response, wiring
 from registry.problems import problem
 from serving.runtime import ServingRuntime
@@ -19,6 +20,7 @@ def _runtime() -> ServingRuntime:
 
 
 @bp.post("/models/<name>/<ref>/predict")
+@requires("reader")
 def predict(name: str, ref: str) -> Response:
     if request.mimetype not in ("application/json", ""):
         return problem(
@@ -54,6 +56,7 @@ def cache_status() -> Response:
 
 
 @bp.post("/serving/cache/<name>/<ref>")
+@requires("operator")
 def warm(name: str, ref: str) -> Response:
     loaded = _runtime().warm(name, ref)
     return json_response(
@@ -68,5 +71,6 @@ def warm(name: str, ref: str) -> Response:
 
 
 @bp.delete("/serving/cache/<name>/<ref>")
+@requires("operator")
 def evict(name: str, ref: str) -> Response:
     return json_response({"evicted": _runtime().evict(name, ref)})

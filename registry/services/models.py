@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -95,8 +95,12 @@ def list_models(
     *,
     search: str | None = None,
     tags: Sequence[tuple[str, str | None]] = (),
+    only: Collection[str] | None = None,
 ) -> PageOf:
+    """One page of live models by name; `only` limits it to the names a token may see."""
     query = select(RegisteredModel).where(RegisteredModel.deleted_at.is_(None))
+    if only is not None:
+        query = query.where(RegisteredModel.name.in_(sorted(only)))
     if search:
         escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(func.lower(RegisteredModel.name).like(f"%{escaped}%", escape="\\"))

@@ -10,7 +10,7 @@ import migrations
 from registry import models  # noqa: F401 - registers the tables
 from registry.db import Base, tune_engine
 
-TABLES = {"registered_models", "model_versions", "aliases", "promotions", "events"}
+TABLES = {"registered_models", "model_versions", "aliases", "promotions", "events", "api_tokens"}
 
 
 def _engine(url: str):

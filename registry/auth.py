@@ -1,0 +1,207 @@
+"""Bearer tokens and roles.
+
+Tokens are 256-bit random secrets shown once; the database keeps only their sha256 (a fast
+hash is right for high-entropy secrets: there is nothing to brute-force). Each role includes
+the ones before it: reader < publisher < operator < admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from registry.db import utcnow
+from registry.errors import (
+    AlreadyExists,
+    DependencyUnavailable,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+from registry.models import ApiToken
+from registry.names import is_model_name
+from registry.unit_of_work import UnitOfWorkFactory
+
+ROLES = ("reader", "publisher", "operator", "admin")
+TOKEN_PREFIX = "mr_"
+TOKEN_NAME_MAX = 128
+
+
+def role_rank(role: str) -> int:
+    return ROLES.index(role)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: the token's name (the audit trail's actor), its role and model scope."""
+
+    name: str
+    role: str
+    models: frozenset[str] | None = None
+    expires_at: datetime | None = None
+
+    def has_role(self, role: str) -> bool:
+        return role_rank(self.role) >= role_rank(role)
+
+    def may_use_model(self, name: str) -> bool:
+        return self.models is None or name in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    name: str
+    role: str
+    prefix: str
+    models: list[str] | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: ApiToken) -> TokenRecord:
+        return cls(row.name, row.role, row.prefix, row.models, row.created_at, row.created_by,
+                   row.expires_at, row.revoked_at)
+
+
+def _validate(name: str, role: str, models: Sequence[str] | None, expires_in: timedelta | None
+              ) -> None:
+    errors: dict[str, str] = {}
+    if not name or len(name) > TOKEN_NAME_MAX or not name.isprintable() or name != name.strip():
+        errors["name"] = f"1 to {TOKEN_NAME_MAX} printable characters"
+    if role not in ROLES:
+        errors["role"] = f"one of {', '.join(ROLES)}"
+    if models is not None and (not models or not all(is_model_name(m) for m in models)):
+        errors["models"] = "a non-empty list of model names"
+    if expires_in is not None and expires_in <= timedelta(0):
+        errors["expires_in_days"] = "must be positive"
+    if errors:
+        raise InvalidInput("invalid token request", errors)
+
+
+def create_token(
+    uow: UnitOfWorkFactory,
+    *,
+    name: str,
+    role: str,
+    actor: str,
+    models: Sequence[str] | None = None,
+    expires_in: timedelta | None = None,
+) -> tuple[str, TokenRecord]:
+    """Make a token; the secret is returned here and never again."""
+    _validate(name, role, models, expires_in)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    row = ApiToken(
+        name=name, token_hash=hash_token(secret), prefix=secret[:10], role=role,
+        models=sorted(set(models)) if models else None, created_at=now, created_by=actor,
+        expires_at=now + expires_in if expires_in else None,
+    )
+    try:
+        with uow(write=True) as work:
+            if work.session.scalars(select(ApiToken.id).where(ApiToken.name == name)).first():
+                raise AlreadyExists(f"a token named '{name}' already exists")
+            work.session.add(row)
+            work.session.flush()
+            record = TokenRecord.from_row(row)
+            work.commit()
+    except IntegrityError:
+        raise AlreadyExists(f"a token named '{name}' already exists") from None
+    return secret, record
+
+
+def list_tokens(uow: UnitOfWorkFactory) -> list[TokenRecord]:
+    with uow() as work:
+        rows = work.session.scalars(select(ApiToken).order_by(ApiToken.name))
+        return [TokenRecord.from_row(row) for row in rows]
+
+
+def revoke_token(uow: UnitOfWorkFactory, name: str) -> TokenRecord:
+    with uow(write=True) as work:
+        row = work.session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
+        if row is None:
+            raise NotFound(f"no token named '{name}'")
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+        record = TokenRecord.from_row(row)
+        work.commit()
+    return record
+
+
+def count_tokens(uow: UnitOfWorkFactory) -> int:
+    with uow() as work:
+        return len(work.session.scalars(select(ApiToken.id)).all())
+
+
+class Authenticator:
+    """Turns a bearer secret into an Identity, with a short in-process cache.
+
+    The cache keeps the hot path (predict) free of a database round trip per request; a
+    revocation takes effect within `cache_seconds` everywhere (at once in the process that
+    revoked). While the database is down, identities already verified keep working until
+    their own expiry, so an outage does not lock out the services that call predict.
+    """
+
+    def __init__(self, uow: UnitOfWorkFactory, *, cache_seconds: float,
+                 clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000) -> None:
+        self._uow = uow
+        self._ttl = cache_seconds
+        self._clock = clock
+        self._max = max_entries
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[Identity | None, float]] = {}
+
+    def authenticate(self, secret: str) -> Identity:
+        digest = hash_token(secret)
+        cached = self._cache.get(digest)
+        now = self._clock()
+        if cached is not None and now - cached[1] < self._ttl:
+            return self._check(cached[0])
+        try:
+            identity = self._lookup(digest)
+        except DependencyUnavailable:
+            if cached is None or cached[0] is None:
+                raise
+            return self._check(cached[0])
+        with self._lock:
+            if len(self._cache) >= self._max:
+                self._cache.clear()
+            self._cache[digest] = (identity, now)
+        return self._check(identity)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _lookup(self, digest: str) -> Identity | None:
+        with self._uow() as work:
+            row = work.session.scalars(
+                select(ApiToken).where(ApiToken.token_hash == digest)
+            ).one_or_none()
+            if row is None or not hmac.compare_digest(row.token_hash, digest):
+                return None
+            if row.revoked_at is not None:
+                return None
+            models = frozenset(row.models) if row.models else None
+            return Identity(row.name, row.role, models, row.expires_at)
+
+    @staticmethod
+    def _check(identity: Identity | None) -> Identity:
+        if identity is None:
+            raise Unauthenticated("the token is not valid (unknown or revoked)")
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            raise Unauthenticated("the token has expired")
+        return identity

@@ -1,0 +1,64 @@
+"""Token administration (admin role): create (the secret is shown once), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, Response
+from marshmallow import fields, validate
+
+from registry import auth, schemas
+from registry.access import requires
+from registry.http import current_actor, json_body, json_response, wiring
+
+bp = Blueprint("tokens", __name__)
+
+
+class TokenCreateSchema(schemas.StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=128))
+    role = fields.String(required=True, validate=validate.OneOf(auth.ROLES))
+    models = fields.List(fields.String(validate=validate.Length(min=1, max=128)),
+                         allow_none=True, load_default=None, validate=validate.Length(min=1))
+    expires_in_days = fields.Float(allow_none=True, load_default=None,
+                                   validate=validate.Range(min=0, min_inclusive=False,
+                                                           max=3650))
+
+
+class TokenOut(schemas.Schema):
+    name = fields.String()
+    role = fields.String()
+    prefix = fields.String()
+    models = fields.List(fields.String(), allow_none=True)
+    created_at = fields.DateTime()
+    created_by = fields.String()
+    expires_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+_token_out = TokenOut()
+
+
+@bp.post("/tokens")
+@requires("admin")
+def create_token() -> Response:
+    data = schemas.load(TokenCreateSchema(), json_body())
+    days = data["expires_in_days"]
+    secret, record = auth.create_token(
+        wiring().uow, name=data["name"], role=data["role"], models=data["models"],
+        expires_in=timedelta(days=days) if days else None, actor=current_actor(),
+    )
+    return json_response({"token": secret, **_token_out.dump(record)}, 201)
+
+
+@bp.get("/tokens")
+@requires("admin")
+def list_tokens() -> Response:
+    return json_response({"tokens": _token_out.dump(auth.list_tokens(wiring().uow), many=True)})
+
+
+@bp.delete("/tokens/<token_name>")
+@requires("admin")
+def revoke_token(token_name: str) -> Response:
+    record = auth.revoke_token(wiring().uow, token_name)
+    wiring().extras["authenticator"].forget_all()
+    return json_response(_token_out.dump(record))
