@@ -16,6 +16,7 @@ from registry.names import validate_model_name
 from registry.pagination import Page, encode_cursor
 from registry.records import ModelRecord, PageOf
 from registry.services._patch import merge_tags
+from registry.tag_filters import tag_condition
 from registry.unit_of_work import UnitOfWorkFactory
 
 
@@ -105,8 +106,7 @@ def list_models(
         escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         query = query.where(func.lower(RegisteredModel.name).like(f"%{escaped}%", escape="\\"))
     for key, value in tags:
-        tag = RegisteredModel.tags[key].as_string()
-        query = query.where(tag.is_not(None) if value is None else tag == value)
+        query = query.where(tag_condition(RegisteredModel.tags, key, value))
     if page.after is not None:
         query = query.where(RegisteredModel.name > page.after)
     query = query.order_by(RegisteredModel.name).limit(page.limit + 1)

@@ -20,6 +20,7 @@ from registry.records import PageOf, VersionRecord
 from registry.services._patch import merge_tags
 from registry.services.models import create_or_revive
 from registry.signatures import check_input_example, infer_column_types, merge_signature
+from registry.tag_filters import tag_condition
 from registry.unit_of_work import UnitOfWorkFactory
 from storage import ArtifactNotFound, ArtifactStore, StagedUpload, StorageError
 
@@ -149,8 +150,7 @@ def list_versions(
         if status is not None:
             query = query.where(ModelVersion.status == status)
         for key, value in tags:
-            tag = ModelVersion.tags[key].as_string()
-            query = query.where(tag.is_not(None) if value is None else tag == value)
+            query = query.where(tag_condition(ModelVersion.tags, key, value))
         if page.after is not None:
             query = query.where(ModelVersion.version < page.after)
         rows = list(

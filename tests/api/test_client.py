@@ -207,13 +207,7 @@ def test_list_models_follows_every_page_and_filters(api: Client) -> None:
     assert len(api.list_models(tag=["team:a", "team"])) == len(team_a)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: on SQLite, ?tag= filters never match a tag key containing non-ASCII "
-    "characters or a double quote (PostgreSQL matches): JSON_EXTRACT path lookup in "
-    "registry/services/models.py list_models and versions.py list_versions",
-)
-def test_tag_filters_match_non_ascii_keys_on_sqlite(sqlite_api: Client) -> None:
+def test_tag_filters_match_non_ascii_and_quoted_keys_on_sqlite(sqlite_api: Client) -> None:
     tags = {"команда": "ценообразование", 'say"hi': "x"}
     sqlite_api.create_model("intl", tags=tags)
     sqlite_api.register("intl", joblib_bytes(fit_linear()), format="joblib", tags=tags)

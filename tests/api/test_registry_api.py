@@ -405,6 +405,22 @@ def test_patch_model_without_change_records_no_event(client):
     assert event_types(client, "same") == ["create"]
 
 
+def test_patch_cannot_merge_past_the_tag_limit(client):
+    full = {f"a{i}": "v" for i in range(100)}
+    create(client, "many", tags=full)
+    reg(client, "many", tags=full)
+    more = {"tags": {"one-more": "v"}}
+    fails(client.patch("/models/many", json=more), 422, "tags")
+    fails(client.patch("/models/many/versions/1", json=more), 422, "tags")
+    assert ok(client.get("/models/many"))["tags"] == full
+    assert ok(client.get("/models/many/versions/1"))["tags"] == full
+    # Replacing and removing keys at the limit is fine.
+    swap = {"tags": {"a0": None, "b0": "v", "a1": "changed"}}
+    assert len(ok(client.patch("/models/many", json=swap))["tags"]) == 100
+    assert len(ok(client.patch("/models/many/versions/1", json=swap))["tags"]) == 100
+    assert event_types(client, "many") == ["update_version", "update", "register", "create"]
+
+
 def test_patch_model_rejects_bad_bodies(client):
     create(client, "pb")
     fails(client.patch("/models/pb", json={"name": "renamed"}), 422, "name")
@@ -754,6 +770,15 @@ def test_register_rejects_a_non_model_and_leaves_nothing_behind(client, app):
     assert stored_blobs(app) == [blob_path(app, hashlib.sha256(good).hexdigest())]
     assert staged_files(app) == []
     assert event_types(client, "junk") == ["register", "create"]
+
+
+def test_an_unfitted_estimator_is_refused_at_registration(client, app):
+    from sklearn.linear_model import LinearRegression
+
+    fails(register(client, "unfit", joblib_bytes(LinearRegression())), 422, "artifact")
+    fails(client.get("/models/unfit"), 404)
+    assert stored_blobs(app) == []
+    assert staged_files(app) == []
 
 
 @contextmanager
@@ -1483,32 +1508,14 @@ def test_every_client_error_is_problem_json(client):
             assert "GET" in response.headers["Allow"]
 
 
-# ---- known gaps (strict xfail: they fail today; fix, then drop the marker) -------------------
+# ---- tag keys any backend can hold -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving/formats.py infer_signature accepts an unfitted estimator (it has predict()); "
-    "it is registered and promoted, then every predict fails. Needs sklearn check_is_fitted "
-    "in serving/formats.py (not ours to edit).",
-)
-def test_an_unfitted_estimator_never_reaches_production(client):
-    from sklearn.linear_model import LinearRegression
-
-    response = register(client, "unfit", joblib_bytes(LinearRegression()))
-    if response.status_code == 201:
-        fails(promote(client, "unfit", 1), 422)
-        assert alias_target(client, "unfit") is None
-    else:
-        fails(response, 422, "artifact")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLite JSON paths cannot quote a tag key holding '\"' or '\\', so ?tag= silently "
-    "matches nothing on SQLite (PostgreSQL matches). Not a small fix in registry/services.",
-)
-def test_tag_filter_with_quote_in_the_key_on_sqlite(sqlite_client):
-    create(sqlite_client, "quoted", tags={'a"b': "x"})
-    listed = ok(sqlite_client.get("/models", query_string={"tag": 'a"b:x'}))["models"]
+def test_tag_filter_with_quote_in_the_key(client):
+    create(client, "quoted", tags={'a"b': "x", "back\\slash": "y", "ключ": "値"})
+    create(client, "plain", tags={"a": "x"})
+    for tag in ('a"b:x', 'a"b', "back\\slash:y", "ключ", "ключ:値"):
+        listed = ok(client.get("/models", query_string={"tag": tag}))["models"]
+        assert [m["name"] for m in listed] == ["quoted"], tag
+    listed = ok(client.get("/models", query_string={"tag": 'a"b:x'}))["models"]
     assert [m["name"] for m in listed] == ["quoted"]
