@@ -42,6 +42,19 @@ class Config:
     INSTANCE_PATH: str = ""
     DATABASE_URL: str = ""
     STORAGE_URL: str = ""
+    # Object storage for `STORAGE_URL=s3://bucket/prefix` (AWS or SeaweedFS/MinIO).
+    # An empty endpoint means AWS; empty keys mean boto3's default credential chain.
+    S3_ENDPOINT_URL: str = ""
+    S3_REGION: str = "us-east-1"
+    S3_ACCESS_KEY_ID: str = ""
+    S3_SECRET_ACCESS_KEY: str = field(default="", repr=False)  # never shown in a repr
+    S3_ADDRESSING_STYLE: str = "path"  # path-style is what SeaweedFS and MinIO expect
+    S3_MAX_POOL_CONNECTIONS: int = 20
+    S3_CONNECT_TIMEOUT: float = 3.0
+    S3_READ_TIMEOUT: float = 30.0
+    S3_RETRIES: int = 3
+    # Local folder for staged uploads; empty means <system temp>/modelreg-staging.
+    S3_STAGING_DIR: str = ""
     # Apply pending migrations when the app starts (embedded default); production runs
     # `modelreg db upgrade` as a separate step and sets this false.
     AUTO_MIGRATE: bool = True
@@ -71,6 +84,11 @@ class Config:
     AUTH_DISABLED: bool = False
     AUTH_CACHE_SECONDS: float = 5.0
     LOCAL_ACTOR: str = "anonymous"
+
+    # Logs: JSON lines (or "text"), and one access-log line per request.
+    LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: str = "json"
+    ACCESS_LOG: bool = True
 
     # Anything else a caller wants to hand to Flask (tests use it for TESTING=True).
     EXTRA: dict[str, Any] = field(default_factory=dict)

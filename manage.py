@@ -6,6 +6,7 @@ import dataclasses
 import getpass
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,13 +22,16 @@ from sqlalchemy.orm import sessionmaker
 import migrations
 from config import Config, load_config
 from registry import access, auth
+from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.db import Base, engine_options, tune_engine
 from registry.http import Wiring
+from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
 from registry.unit_of_work import UnitOfWorkFactory
 from serving.formats import make_inspector
+from serving.metrics import Metrics
 from serving.runtime import ServingRuntime
 from storage import open_store
 
@@ -80,7 +84,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     def fetch(name: str, ref: Any) -> Any:
         return get_version(uow, name, ref)
 
-    serving = ServingRuntime(fetch, store, config)
+    metrics = Metrics()
+    serving = ServingRuntime(fetch, store, config, on_cache_event=metrics.on_cache_event)
     app.extensions["modelreg"] = Wiring(
         config=config,
         uow=uow,
@@ -88,17 +93,19 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         inspect_artifact=make_inspector(allow_pickle=config.ALLOW_PICKLE),
         check_version=serving.check_version,
         serving=serving,
-        extras={"engine": engine},
+        extras={"engine": engine, "metrics": metrics},
     )
     authenticator = Authenticator(uow, cache_seconds=config.AUTH_CACHE_SECONDS)
     app.extensions["modelreg"].extras["authenticator"] = authenticator
     register_error_handlers(app)
-    _register_request_hooks(app)
-    access.install(app, authenticator, disabled=config.AUTH_DISABLED,
-                   local_actor=config.LOCAL_ACTOR)
+    _register_request_hooks(app, metrics, config.ACCESS_LOG)
+    access.install(
+        app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
+    )
 
     from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
+    from serving.metrics import bp as metrics_bp
     from serving.ops import bp as ops_bp
     from serving.views import bp as serving_bp
 
@@ -106,21 +113,54 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tokens_bp)
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
+    app.register_blueprint(metrics_bp)
     return app
 
 
-def _register_request_hooks(app: Flask) -> None:
+def _register_request_hooks(app: Flask, metrics: Metrics, access_log: bool) -> None:
+    access = logging.getLogger("modelreg.access")
+
     @app.before_request
-    def _assign_request_id() -> None:
+    def _start() -> None:
+        g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         valid = 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii()
         g.request_id = incoming if valid else uuid.uuid4().hex
 
     @app.after_request
-    def _decorate(response: Response) -> Response:
+    def _finish(response: Response) -> Response:
+        headers = response.headers
         for key, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(key, value)
-        response.headers["X-Request-ID"] = g.get("request_id", "")
+            headers.setdefault(key, value)
+        headers["X-Request-ID"] = g.get("request_id", "")
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        model = (request.view_args or {}).get("name", "")
+        version = headers.get("X-Model-Version", "")
+        status = response.status_code
+        metrics.observe_request(route, request.method, model, version, status, seconds)
+        if (
+            request.method not in SAFE_METHODS
+            and status < 300
+            and request.blueprint in ("registry", "tokens")
+        ):
+            metrics.mutations.labels(request.endpoint.rsplit(".", 1)[-1]).inc()
+        if access_log:
+            access.info(
+                "%s %s %d",
+                request.method,
+                request.path,
+                status,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "model": model or None,
+                    "version": version or None,
+                    "actor": g.get("actor"),
+                },
+            )
         return response
 
 
@@ -138,8 +178,9 @@ def _client(ctx: click.Context) -> Any:
         return Client(options["url"], token=options.get("token"))
     # In-process on the local database: whoever can open the database file already holds
     # every right, so the embedded client acts as a local admin named after the OS user.
-    config = dataclasses.replace(_resolve_config(None), AUTH_DISABLED=True,
-                                 LOCAL_ACTOR=f"cli:{getpass.getuser()}")
+    config = dataclasses.replace(
+        _resolve_config(None), AUTH_DISABLED=True, LOCAL_ACTOR=f"cli:{getpass.getuser()}"
+    )
     logging.getLogger("registry.access").setLevel(logging.ERROR)
     return Client.for_app(create_app(config))
 
@@ -171,10 +212,8 @@ def _cell(value: Any) -> str:
 @click.version_option(package_name="modelreg")
 def cli(url: str | None, token: str | None) -> None:
     """modelreg: a model registry and multi-model serving platform."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # Commands other than `serve` talk to people: plain text, warnings and up.
+    configure_logging(os.environ.get("LOG_LEVEL", "WARNING"), os.environ.get("LOG_FORMAT", "text"))
 
 
 @cli.command()
@@ -192,6 +231,11 @@ def cli(url: str | None, token: str | None) -> None:
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Start the HTTP service (development server unless --workers is given)."""
     config = _resolve_config(None)
+    configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
+    if workers > 0:
+        from serving.gunicorn_app import prepare_metrics_dir
+
+        prepare_metrics_dir()  # before any app (and its metrics) exists
     if config.AUTO_MIGRATE:
         # Migrate once here, before any worker starts.
         app = create_app(config)
@@ -396,20 +440,27 @@ def _uow() -> Any:
 @click.option("--role", type=click.Choice(ROLES), required=True)
 @click.option("--model", "models", multiple=True, help="Restrict to these models (repeatable).")
 @click.option("--expires-in-days", type=float, default=None)
-def tokens_create(name: str, role: str, models: tuple[str, ...],
-                  expires_in_days: float | None) -> None:
+def tokens_create(
+    name: str, role: str, models: tuple[str, ...], expires_in_days: float | None
+) -> None:
     """Create a token and print its secret (shown only this once)."""
     from datetime import timedelta
 
     secret, record = auth.create_token(
-        _uow(), name=name, role=role, models=list(models) or None,
+        _uow(),
+        name=name,
+        role=role,
+        models=list(models) or None,
         expires_in=timedelta(days=expires_in_days) if expires_in_days else None,
         actor=f"cli:{getpass.getuser()}",
     )
     click.echo(secret)
     expiry = record.expires_at.isoformat() if record.expires_at else "never"
-    click.echo(f"token '{record.name}' ({record.role}, expires {expiry}); store it now: "
-               "only its hash is kept", err=True)
+    click.echo(
+        f"token '{record.name}' ({record.role}, expires {expiry}); store it now: "
+        "only its hash is kept",
+        err=True,
+    )
 
 
 @tokens.command("list")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import glob
+import os
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -19,9 +22,13 @@ class ModelregServer(BaseApplication):
                 self.cfg.set(key, value)
 
     def load(self) -> Any:
+        from config import load_config
         from manage import create_app
+        from registry.logs import configure_logging
 
-        app = create_app()
+        config = load_config()
+        configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
+        app = create_app(config)
         # Long-lived objects from start-up (the ML stack, the app) never become garbage:
         # freezing them keeps full collections from rescanning them on every large request.
         gc.collect()
@@ -29,10 +36,34 @@ class ModelregServer(BaseApplication):
         return app
 
 
+def _child_exit(_server: Any, worker: Any) -> None:
+    from serving.metrics import mark_worker_dead
+
+    mark_worker_dead(worker.pid)
+
+
+def prepare_metrics_dir() -> None:
+    """Workers share their metrics through files in one folder, fresh for each server."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="modelreg-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.unlink(stale)
+    # prometheus_client picks its value storage when first imported; if that happened before
+    # the folder was chosen, pick again so metrics made from now on go to the shared files.
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+
+
 def run_gunicorn(
     *, host: str, port: int, workers: int, threads: int, extra: dict[str, Any] | None = None
 ) -> None:
+    prepare_metrics_dir()
     options: dict[str, Any] = {
+        "child_exit": _child_exit,
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,13 @@ def parse_ref(ref: str) -> Reference:
 
 
 class ServingRuntime:
-    def __init__(self, fetch: Fetch, store: ArtifactStore, config: Any) -> None:
+    def __init__(
+        self,
+        fetch: Fetch,
+        store: ArtifactStore,
+        config: Any,
+        on_cache_event: Callable[[str, VersionKey, dict], None] | None = None,
+    ) -> None:
         self._fetch = fetch
         self.resolver = ReferenceResolver(fetch, refresh_seconds=config.ALIAS_REFRESH_SECONDS)
         self.loader = ModelLoader(
@@ -56,6 +63,7 @@ class ServingRuntime:
             self.loader,
             max_models=config.MODEL_CACHE_MAX_MODELS,
             max_bytes=config.MODEL_CACHE_MAX_BYTES,
+            on_event=on_cache_event,
         )
 
     def _spec_for_key(self, key: VersionKey) -> VersionSpec:

@@ -1,0 +1,73 @@
+"""/metrics on a gunicorn server with two workers reports the totals of both."""
+
+from __future__ import annotations
+
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import fit_linear, joblib_bytes
+from tests.e2e.servers import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+N = 60
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith((name + "{", name + " ")):
+            continue
+        labels_text = line[len(name):line.rindex("}") + 1] if "{" in line else ""
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_count_every_request_across_two_workers(tmp_path):
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+           "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
+           "INSTANCE_PATH": str(tmp_path / "instance"), "AUTH_DISABLED": "true",
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    server = ServerProcess(env, tmp_path, workers=2, threads=2, name="metrics")
+    try:
+        registered = requests.post(
+            f"{server.url}/models/price/versions",
+            files={"artifact": ("m.joblib", joblib_bytes(fit_linear())),
+                   "metadata": (None, json.dumps({"format": "joblib"}))}, timeout=60)
+        assert registered.status_code == 201
+
+        def predict(_: int) -> int:
+            # A new connection each time, so that both workers take requests.
+            return requests.post(f"{server.url}/models/price/1/predict",
+                                 json={"instances": [[1, 2, 3]]}, timeout=30,
+                                 headers={"Connection": "close"}).status_code
+
+        # Send rounds until both workers have loaded the model (each loads it once), so the
+        # totals below are known to come from two processes.
+        sent = 0
+        for _ in range(5):
+            with ThreadPoolExecutor(8) as pool:
+                assert list(pool.map(predict, range(N))) == [200] * N
+            sent += N
+            text = requests.get(f"{server.url}/metrics", timeout=10).text
+            if _sample(text, "modelreg_model_loads_total", model="price") == 2:
+                break
+        route = "/models/<name>/<ref>/predict"
+        assert _sample(text, "modelreg_http_requests_total", route=route, status="200") == sent
+        assert _sample(text, "modelreg_http_request_duration_seconds_count", route=route,
+                       model="price", version="1", status="200") == sent
+        assert _sample(text, "modelreg_registry_mutations_total",
+                       type="register_version") == 1
+        loads = _sample(text, "modelreg_model_loads_total", model="price")
+        hits = _sample(text, "modelreg_cache_hits_total")
+        misses = _sample(text, "modelreg_cache_misses_total")  # loads + coalesced waiters
+        assert loads == 2 and loads <= misses and hits + misses == sent
+        assert _sample(text, "modelreg_cache_models") == loads
+    finally:
+        server.stop()
