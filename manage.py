@@ -79,7 +79,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         migrations.upgrade(engine)
 
     uow = UnitOfWorkFactory(sessionmaker(bind=engine, expire_on_commit=False))
-    store = open_store(config.STORAGE_URL)
+    store = open_store(config.STORAGE_URL, config=config)
 
     def fetch(name: str, ref: Any) -> Any:
         return get_version(uow, name, ref)
@@ -107,6 +107,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from registry.views import bp as registry_bp
     from serving.metrics import bp as metrics_bp
     from serving.ops import bp as ops_bp
+    from serving.v2 import bp as v2_bp
     from serving.views import bp as serving_bp
 
     app.register_blueprint(registry_bp)
@@ -114,6 +115,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
+    app.register_blueprint(v2_bp)
     return app
 
 
@@ -478,3 +480,39 @@ def tokens_revoke(name: str) -> None:
     """Revoke a token (every server stops accepting it within AUTH_CACHE_SECONDS)."""
     record = auth.revoke_token(_uow(), name)
     click.echo(f"token '{record.name}' revoked at {record.revoked_at.isoformat()}")
+
+
+@cli.group()
+def storage() -> None:
+    """Artifact storage maintenance."""
+
+
+@storage.command("gc")
+@click.option(
+    "--grace-minutes",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Leave blobs younger than this (registrations finishing).",
+)
+@click.option("--dry-run", is_flag=True, help="Report what would be deleted, delete nothing.")
+def storage_gc(grace_minutes: float, dry_run: bool) -> None:
+    """Delete artifact blobs that no version references."""
+    from datetime import timedelta
+
+    from registry.services.storage_gc import collect_garbage
+
+    config = _resolve_config(None)
+    report = collect_garbage(
+        _uow(),
+        open_store(config.STORAGE_URL, config=config),
+        dry_run=dry_run,
+        grace=timedelta(minutes=grace_minutes),
+    )
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(
+        f"scanned {report.scanned} blobs: {verb} {len(report.deleted)} "
+        f"({report.deleted_bytes} bytes); kept {report.referenced} referenced and "
+        f"{report.too_recent} younger than the grace period; removed "
+        f"{report.staging_removed} abandoned uploads"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from registry.db import utcnow
@@ -97,6 +97,17 @@ def next_version_number(session: Session, model_id: int) -> int:
         .values(last_version=RegisteredModel.last_version + 1)
         .returning(RegisteredModel.last_version)
     ).scalar_one()
+
+
+def lock_blob(session: Session, sha256: str) -> None:
+    """Serialize registration and garbage collection of one blob.
+
+    PostgreSQL: a transaction-scoped advisory lock keyed by the digest. SQLite: the write
+    transaction (BEGIN IMMEDIATE) already excludes every other writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": int(sha256[:15], 16)})
 
 
 def record_event(

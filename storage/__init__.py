@@ -28,12 +28,20 @@ __all__ = [
 ]
 
 
-def open_store(url: str, **options: object) -> ArtifactStore:
-    """Build the store for `file:///path` or a plain path (S3 arrives with scale-out)."""
+def open_store(url: str, config: object | None = None) -> ArtifactStore:
+    """Build the store for `file:///path`, a plain path, or `s3://bucket/prefix`.
+
+    `config` (a Config) carries the S3_* settings; file stores need none, so
+    `open_store(url)` keeps working for them.
+    """
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         from storage.local import LocalArtifactStore
 
         path = unquote(parsed.path) if parsed.scheme == "file" else url
         return LocalArtifactStore(path)
+    if parsed.scheme == "s3":
+        from storage.s3 import S3ArtifactStore  # boto3 is imported only when S3 is used
+
+        return S3ArtifactStore.from_config(url, config)
     raise ValueError(f"unsupported STORAGE_URL scheme: {parsed.scheme!r}")

@@ -32,7 +32,7 @@ def key_for(sha256: str) -> str:
 
 def check_key(key: str) -> str:
     """Reject anything that is not a well-formed content address (no traversal possible)."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.fullmatch(key)
     if match is None or match.group(2)[:2] != match.group(1):
         raise InvalidKey(f"not a content address: {key!r}")
     return key
@@ -171,10 +171,12 @@ class ArtifactStore(ABC):
             return 0
         cutoff = older_than.timestamp()
         for entry in os.scandir(directory):
-            if entry.name.endswith(".part") and entry.stat().st_mtime < cutoff:
-                try:
+            if not entry.name.endswith(".part"):
+                continue
+            try:  # an upload may be committed (moved away) while we look at it
+                if entry.stat().st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
-                except FileNotFoundError:
-                    pass
+            except FileNotFoundError:
+                continue
         return removed

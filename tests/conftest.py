@@ -160,3 +160,35 @@ def live_server(app):
     server = LiveServer(app)
     yield server
     server.stop()
+
+
+# ---- S3 object storage: a real SeaweedFS, started once per session -----------------------
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A SeaweedFS S3 server on loopback (see tests/s3.py); skipped if it cannot start,
+    except under CI=true where that is a failure."""
+    from tests.s3 import SeaweedUnavailable, launch
+
+    try:
+        server = launch(tmp_path_factory.mktemp("seaweedfs"))
+    except SeaweedUnavailable as error:
+        if IN_CI:
+            pytest.fail(f"SeaweedFS is required under CI=true but did not start: {error}")
+        pytest.skip(f"SeaweedFS unavailable: {error}")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_url(seaweedfs) -> str:
+    """A fresh prefix in the test bucket, so tests never see each other's blobs."""
+    seaweedfs.start()  # no-op when running; brings it back if a fault test left it stopped
+    return f"s3://{seaweedfs.bucket}/t-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def s3_config_overrides(seaweedfs, tmp_path) -> dict:
+    """The S3_* settings for `make_config(...)`, with a per-test staging folder."""
+    return seaweedfs.config_overrides(S3_STAGING_DIR=str(tmp_path / "s3-staging"))

@@ -7,13 +7,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from registry import repository as repo
 from registry.db import utcnow
 from registry.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
-from registry.models import ModelVersion
+from registry.models import ModelVersion, PendingUpload
 from registry.names import Reference, validate_model_name
 from registry.pagination import Page, encode_cursor
 from registry.records import PageOf, VersionRecord
@@ -73,6 +73,47 @@ def register_version(
         columns = infer_column_types(meta.input_example, signature)
         if columns is not None:
             signature["inputs"] = columns
+    pending_id = _mark_pending(uow, staged.sha256)
+    try:
+        return _store_and_record(uow, store, name=name, staged=staged, meta=meta,
+                                 signature=signature, actor=actor, pending_id=pending_id)
+    except BaseException:
+        _unmark_pending(uow, pending_id)
+        raise
+
+
+def _mark_pending(uow: UnitOfWorkFactory, sha256: str) -> int:
+    """Record the registration in flight before its blob is stored (see storage gc)."""
+    with uow(write=True) as work:
+        repo.lock_blob(work.session, sha256)
+        row = PendingUpload(sha256=sha256, started_at=utcnow())
+        work.session.add(row)
+        work.session.flush()
+        pending_id = row.id
+        work.commit()
+    return pending_id
+
+
+def _unmark_pending(uow: UnitOfWorkFactory, pending_id: int) -> None:
+    try:
+        with uow(write=True) as work:
+            work.session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+            work.commit()
+    except DependencyUnavailable:
+        log.warning("could not clear pending upload %d; storage gc expires it", pending_id)
+
+
+def _store_and_record(
+    uow: UnitOfWorkFactory,
+    store: ArtifactStore,
+    *,
+    name: str,
+    staged: StagedUpload,
+    meta: NewVersion,
+    signature: dict[str, Any] | None,
+    actor: str,
+    pending_id: int,
+) -> VersionRecord:
     try:
         stored = store.commit(staged)
     except StorageError as error:
@@ -112,6 +153,7 @@ def register_version(
                     updated_at=now,
                 )
                 session.add(row)
+                session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
                 session.flush()
                 repo.record_event(
                     session,
