@@ -79,6 +79,10 @@ class Config:
     MODEL_CACHE_MAX_BYTES: int = 4 * 1024**3
     ALIAS_REFRESH_SECONDS: float = 1.0
     ALLOW_PICKLE: bool = True
+    # ONNX acceleration of scikit-learn versions: "auto" converts and verifies at registration
+    # and serves the conversion when it matched; "off" neither converts nor serves ONNX.
+    ACCELERATE: str = "auto"
+    ONNX_THREADS: int = 1
 
     # Auth: bearer tokens are required unless explicitly disabled for local development.
     AUTH_DISABLED: bool = False
@@ -147,6 +151,8 @@ class TestConfig(Config):
     MODEL_CACHE_MAX_MODELS: int = 8
     MODEL_CACHE_MAX_BYTES: int = 256 * 1024**2
     AUTH_DISABLED: bool = True
+    # Conversion adds a second blob and ~0.1 s per registration; its own tests turn it on.
+    ACCELERATE: str = "off"
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

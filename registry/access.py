@@ -44,8 +44,10 @@ def require_role(role: str) -> None:
     """For views whose needed role depends on the body (e.g. archiving in a PATCH)."""
     identity: Identity = g.identity
     if not identity.has_role(role):
-        raise Forbidden(f"this change needs the {role} role; token '{identity.name}' is "
-                        f"{identity.role}", {"role": f"{role} required"})
+        raise Forbidden(
+            f"this change needs the {role} role; token '{identity.name}' is {identity.role}",
+            {"role": f"{role} required"},
+        )
 
 
 def _bearer_secret() -> str:
@@ -61,8 +63,11 @@ def _bearer_secret() -> str:
 
 def install(app: Flask, authenticator: Authenticator, *, disabled: bool, local_actor: str) -> None:
     if disabled:
-        log.warning("AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): every request acts as "
-                    "admin '%s'. Use this for local development only.", local_actor)
+        log.warning(
+            "AUTHENTICATION IS DISABLED (AUTH_DISABLED=true): every request acts as "
+            "admin '%s'. Use this for local development only.",
+            local_actor,
+        )
     unrestricted = Identity(local_actor, "admin")
 
     @app.before_request
@@ -76,16 +81,23 @@ def install(app: Flask, authenticator: Authenticator, *, disabled: bool, local_a
         identity = authenticator.authenticate(_bearer_secret())
         g.identity, g.actor = identity, identity.name
         needed = getattr(view, "_required_role", None) or (
-            "reader" if request.method in SAFE_METHODS else "admin")
+            "reader" if request.method in SAFE_METHODS else "admin"
+        )
         if not identity.has_role(needed):
-            raise Forbidden(f"this endpoint needs the {needed} role; token '{identity.name}' "
-                            f"is {identity.role}", {"role": f"{needed} required"})
+            raise Forbidden(
+                f"this endpoint needs the {needed} role; token '{identity.name}' "
+                f"is {identity.role}",
+                {"role": f"{needed} required"},
+            )
         model = (request.view_args or {}).get("name")
         if model is not None and not identity.may_use_model(model):
-            raise Forbidden(f"token '{identity.name}' is not allowed to use model '{model}'",
-                            {"name": "outside this token's models"})
+            raise Forbidden(
+                f"token '{identity.name}' is not allowed to use model '{model}'",
+                {"name": "outside this token's models"},
+            )
 
     if disabled:
+
         @app.after_request
         def _warn(response: Response) -> Response:
             response.headers[AUTH_DISABLED_HEADER] = "authentication is disabled"

@@ -73,12 +73,21 @@ class TokenRecord:
 
     @classmethod
     def from_row(cls, row: ApiToken) -> TokenRecord:
-        return cls(row.name, row.role, row.prefix, row.models, row.created_at, row.created_by,
-                   row.expires_at, row.revoked_at)
+        return cls(
+            row.name,
+            row.role,
+            row.prefix,
+            row.models,
+            row.created_at,
+            row.created_by,
+            row.expires_at,
+            row.revoked_at,
+        )
 
 
-def _validate(name: str, role: str, models: Sequence[str] | None, expires_in: timedelta | None
-              ) -> None:
+def _validate(
+    name: str, role: str, models: Sequence[str] | None, expires_in: timedelta | None
+) -> None:
     errors: dict[str, str] = {}
     if not name or len(name) > TOKEN_NAME_MAX or not name.isprintable() or name != name.strip():
         errors["name"] = f"1 to {TOKEN_NAME_MAX} printable characters"
@@ -106,8 +115,13 @@ def create_token(
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
     row = ApiToken(
-        name=name, token_hash=hash_token(secret), prefix=secret[:10], role=role,
-        models=sorted(set(models)) if models else None, created_at=now, created_by=actor,
+        name=name,
+        token_hash=hash_token(secret),
+        prefix=secret[:10],
+        role=role,
+        models=sorted(set(models)) if models else None,
+        created_at=now,
+        created_by=actor,
         expires_at=now + expires_in if expires_in else None,
     )
     try:
@@ -155,8 +169,14 @@ class Authenticator:
     their own expiry, so an outage does not lock out the services that call predict.
     """
 
-    def __init__(self, uow: UnitOfWorkFactory, *, cache_seconds: float,
-                 clock: Callable[[], float] = time.monotonic, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        *,
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
         self._uow = uow
         self._ttl = cache_seconds
         self._clock = clock

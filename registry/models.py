@@ -61,6 +61,10 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(128))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The verified ONNX conversion (status, sha256, size, tolerance met, max difference) or
+    # why there is none; its blob's digest has a column of its own for garbage collection.
+    acceleration: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    accel_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
 
 
 class Alias(Base):

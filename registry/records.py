@@ -58,6 +58,15 @@ class VersionRecord:
     created_by: str
     updated_at: datetime
     aliases: tuple[str, ...] = field(default=())
+    acceleration: dict[str, Any] | None = None
+
+    @property
+    def accel_key(self) -> str | None:
+        """The content address of the verified ONNX conversion, when there is one."""
+        accel = self.acceleration or {}
+        if accel.get("status") != "ready" or not accel.get("sha256"):
+            return None
+        return f"sha256/{accel['sha256'][:2]}/{accel['sha256']}"
 
     @classmethod
     def from_row(cls, name: str, row: ModelVersion, aliases: tuple[str, ...] = ()) -> VersionRecord:
@@ -80,6 +89,7 @@ class VersionRecord:
             created_by=row.created_by,
             updated_at=row.updated_at,
             aliases=aliases,
+            acceleration=row.acceleration,
         )
 
 

@@ -106,8 +106,7 @@ def lock_blob(session: Session, sha256: str) -> None:
     transaction (BEGIN IMMEDIATE) already excludes every other writer.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                        {"key": int(sha256[:15], 16)})
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)})
 
 
 def record_event(

@@ -120,6 +120,7 @@ class VersionMetadataSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_EXAMPLE_ROWS),
     )
     signature = fields.Nested(SignatureSchema, allow_none=True, load_default=None)
+    accelerate = fields.Boolean(load_default=True)
 
 
 class VersionUpdateSchema(StrictSchema):
@@ -182,6 +183,7 @@ class VersionOut(Schema):
     input_example = fields.Raw(allow_none=True)
     signature = fields.Raw(allow_none=True)
     aliases = fields.List(fields.String())
+    acceleration = fields.Raw(allow_none=True)
     created_at = fields.DateTime()
     created_by = fields.String()
     updated_at = fields.DateTime()

@@ -52,8 +52,10 @@ def _present_default(element: _TagPresent, compiler: Any, **kw: Any) -> str:
 @compiles(_TagEquals, "sqlite")
 def _equals_sqlite(element: _TagEquals, compiler: Any, **kw: Any) -> str:
     column, key, value = _args(element, compiler, **kw)
-    return (f"EXISTS (SELECT 1 FROM json_each({column}) AS tag "
-            f"WHERE tag.key = {key} AND tag.type = 'text' AND tag.value = {value})")
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({column}) AS tag "
+        f"WHERE tag.key = {key} AND tag.type = 'text' AND tag.value = {value})"
+    )
 
 
 @compiles(_TagPresent, "sqlite")

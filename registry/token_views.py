@@ -17,11 +17,17 @@ bp = Blueprint("tokens", __name__)
 class TokenCreateSchema(schemas.StrictSchema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=128))
     role = fields.String(required=True, validate=validate.OneOf(auth.ROLES))
-    models = fields.List(fields.String(validate=validate.Length(min=1, max=128)),
-                         allow_none=True, load_default=None, validate=validate.Length(min=1))
-    expires_in_days = fields.Float(allow_none=True, load_default=None,
-                                   validate=validate.Range(min=0, min_inclusive=False,
-                                                           max=3650))
+    models = fields.List(
+        fields.String(validate=validate.Length(min=1, max=128)),
+        allow_none=True,
+        load_default=None,
+        validate=validate.Length(min=1),
+    )
+    expires_in_days = fields.Float(
+        allow_none=True,
+        load_default=None,
+        validate=validate.Range(min=0, min_inclusive=False, max=3650),
+    )
 
 
 class TokenOut(schemas.Schema):
@@ -44,8 +50,12 @@ def create_token() -> Response:
     data = schemas.load(TokenCreateSchema(), json_body())
     days = data["expires_in_days"]
     secret, record = auth.create_token(
-        wiring().uow, name=data["name"], role=data["role"], models=data["models"],
-        expires_in=timedelta(days=days) if days else None, actor=current_actor(),
+        wiring().uow,
+        name=data["name"],
+        role=data["role"],
+        models=data["models"],
+        expires_in=timedelta(days=days) if days else None,
+        actor=current_actor(),
     )
     return json_response({"token": secret, **_token_out.dump(record)}, 201)
 

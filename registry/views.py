@@ -100,8 +100,9 @@ def create_model() -> Response:
 @bp.get("/models")
 def list_models() -> Response:
     page, args = _list_args(str)
-    result = model_service.list_models(wiring().uow, page, search=args.get("q"), tags=args["tag"],
-                                       only=current_identity().models)
+    result = model_service.list_models(
+        wiring().uow, page, search=args.get("q"), tags=args["tag"], only=current_identity().models
+    )
     return json_response(
         {"models": _model_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
     )
@@ -225,6 +226,7 @@ def register_version(name: str) -> Response:
             staged=artifacts[0].stream,
             meta=version_service.NewVersion(**meta),
             actor=current_actor(),
+            accelerate=config.ACCELERATE != "off",
         )
     finally:
         for upload in staged:

@@ -190,10 +190,23 @@ class OnnxModel:
         return self._run(1, X)
 
 
+class Inspection:
+    """A registration's one load of the artifact: its signature, and the model for conversion."""
+
+    def __init__(self, model: Any, signature: dict[str, Any]) -> None:
+        self.model = model
+        self.signature = signature
+
+    def accelerate(self, signature: Any, input_example: list[Any] | None) -> Any:
+        from serving.accelerate import accelerate
+
+        return accelerate(self.model, signature, input_example)
+
+
 def make_inspector(*, allow_pickle: bool) -> Any:
     """The registration-time check: the artifact must load as its format and be a model."""
 
-    def inspect_artifact(path: str, fmt: str) -> dict[str, Any]:
+    def inspect_artifact(path: str, fmt: str) -> Inspection:
         try:
             with open(path, "rb") as file:
                 model = deserialize(file, fmt, allow_pickle=allow_pickle)
@@ -205,6 +218,6 @@ def make_inspector(*, allow_pickle: bool) -> Any:
                 f"the artifact could not be loaded as {fmt}",
                 {"artifact": f"not a loadable {fmt} model ({type(error).__name__})"},
             ) from None
-        return infer_signature(model)
+        return Inspection(model, infer_signature(model))
 
     return inspect_artifact

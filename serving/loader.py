@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import ArtifactIntegrityError, DependencyUnavailable, NotFound
+from registry.errors import (
+    ArtifactIntegrityError,
+    DependencyUnavailable,
+    ModelregError,
+    NotFound,
+)
 from serving.cache import LoadedModel, VersionKey
 from serving.formats import deserialize, estimate_nbytes, infer_signature
 from serving.inputs import InputPlan, build_input_plan
@@ -37,6 +42,10 @@ class VersionSpec:
     status: str
     signature: dict[str, Any] | None
     input_example: list[Any] | None
+    # The verified ONNX conversion, when registration made one.
+    accel_key: str | None = None
+    accel_sha256: str | None = None
+    accel_size: int | None = None
 
     @property
     def key(self) -> VersionKey:
@@ -65,45 +74,85 @@ class ModelLoader:
         allow_pickle: bool,
         max_rows: int,
         onnx_threads: int = 1,
+        accelerate: bool = True,
     ) -> None:
         self.store = store
         self.spec_for = spec_for
         self.allow_pickle = allow_pickle
         self.max_rows = max_rows
         self.onnx_threads = onnx_threads
+        self.accelerate = accelerate
 
     def __call__(self, key: VersionKey) -> LoadedModel:
         spec = self.spec_for(key)
         started = time.perf_counter()
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as copy:
-            self._copy_verified(spec, copy)
-            copy.seek(0)
-            model = deserialize(
-                copy, spec.format, allow_pickle=self.allow_pickle, onnx_threads=self.onnx_threads
-            )
-        servable = self._servable(spec, model)
+        loaded = self._load_accelerated(spec) if self.accelerate and spec.accel_key else None
+        if loaded is None:
+            model = self._deserialize(spec, spec.artifact_key, spec.sha256, spec.size, spec.format)
+            loaded = model, self._servable(spec, model), estimate_nbytes(model, spec.size)
+        model, servable, nbytes = loaded
         seconds = time.perf_counter() - started
         log.info(
-            "loaded %s v%d (%s, %d bytes) in %.3fs",
+            "loaded %s v%d (%s via %s, %d bytes) in %.3fs",
             spec.name,
             spec.version,
             spec.format,
+            servable.runtime,
             spec.size,
             seconds,
         )
         return LoadedModel(
-            key=key,
-            model=model,
-            nbytes=estimate_nbytes(model, spec.size),
-            load_seconds=seconds,
-            extra=servable,
+            key=key, model=model, nbytes=nbytes, load_seconds=seconds, extra=servable
         )
 
-    def _copy_verified(self, spec: VersionSpec, copy: Any) -> None:
+    def _deserialize(self, spec: VersionSpec, key: str, sha256: str, size: int, fmt: str) -> Any:
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as copy:
+            self._copy_verified(spec, key, sha256, size, copy)
+            copy.seek(0)
+            return deserialize(
+                copy, fmt, allow_pickle=self.allow_pickle, onnx_threads=self.onnx_threads
+            )
+
+    def _load_accelerated(self, spec: VersionSpec) -> tuple[Any, Servable, int] | None:
+        """The verified ONNX conversion; any failure falls back to the original artifact."""
+        assert spec.accel_key and spec.accel_sha256 and spec.accel_size is not None
+        try:
+            model = self._deserialize(
+                spec, spec.accel_key, spec.accel_sha256, spec.accel_size, "onnx"
+            )
+        except (ModelregError, OSError) as error:
+            log.warning(
+                "ONNX conversion of %s v%d not used (%s); serving with scikit-learn",
+                spec.name,
+                spec.version,
+                error,
+            )
+            return None
+        signature = dict(spec.signature or {})
+        methods = {
+            m: getattr(model, m)
+            for m in signature.get("methods", ["predict"])
+            if m == "predict" or len(model.session.get_outputs()) > 1
+        }
+        plan = build_input_plan(
+            signature, max_rows=self.max_rows, methods=methods.keys(), needs_dataframe=False
+        )
+        servable = Servable(
+            plan=plan,
+            methods=methods,
+            classes=signature.get("classes"),
+            runtime="onnxruntime",
+            format=spec.format,
+        )
+        return model, servable, 2 * spec.accel_size
+
+    def _copy_verified(
+        self, spec: VersionSpec, key: str, sha256: str, expected_size: int, copy: Any
+    ) -> None:
         digest = hashlib.sha256()
         size = 0
         try:
-            with self.store.open(spec.artifact_key) as source:
+            with self.store.open(key) as source:
                 while chunk := source.read(READ_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
@@ -120,7 +169,7 @@ class ModelLoader:
             raise DependencyUnavailable(
                 "the artifact store is unavailable; cached models keep serving"
             ) from None
-        if size != spec.size or digest.hexdigest() != spec.sha256:
+        if size != expected_size or digest.hexdigest() != sha256:
             log.error(
                 "INTEGRITY: %s v%d: stored bytes (%d bytes, sha256 %s) do not match the "
                 "registry (%d bytes, sha256 %s); refusing to load",
@@ -128,14 +177,14 @@ class ModelLoader:
                 spec.version,
                 size,
                 digest.hexdigest(),
-                spec.size,
-                spec.sha256,
+                expected_size,
+                sha256,
             )
             raise ArtifactIntegrityError(
                 f"version {spec.version} of '{spec.name}' failed its integrity check: the stored "
                 "artifact does not match the sha256 recorded at registration; it will not be "
                 "loaded",
-                {"version": str(spec.version), "sha256": spec.sha256},
+                {"version": str(spec.version), "sha256": sha256},
             )
 
     def _servable(self, spec: VersionSpec, model: Any) -> Servable:

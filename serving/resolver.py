@@ -39,6 +39,7 @@ class Resolution:
 
 
 def spec_from_record(record: VersionRecord) -> VersionSpec:
+    accel = (record.acceleration or {}) if record.accel_key else {}
     return VersionSpec(
         name=record.name,
         version=record.version,
@@ -49,6 +50,9 @@ def spec_from_record(record: VersionRecord) -> VersionSpec:
         status=record.status,
         signature=record.signature,
         input_example=record.input_example,
+        accel_key=record.accel_key,
+        accel_sha256=accel.get("sha256"),
+        accel_size=accel.get("size"),
     )
 
 
@@ -121,8 +125,11 @@ class ReferenceResolver:
     def forget_version(self, name: str, version: int) -> None:
         with self._lock:
             self._pinned.pop((name, version), None)
-            for key in [k for k, (spec, _) in self._floating.items()
-                        if k[0] == name and spec.version == version]:
+            for key in [
+                k
+                for k, (spec, _) in self._floating.items()
+                if k[0] == name and spec.version == version
+            ]:
                 del self._floating[key]
             self._floating.pop((name, "latest"), None)
 

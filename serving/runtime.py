@@ -58,6 +58,8 @@ class ServingRuntime:
             self._spec_for_key,
             allow_pickle=config.ALLOW_PICKLE,
             max_rows=config.MAX_PREDICT_ROWS,
+            onnx_threads=config.ONNX_THREADS,
+            accelerate=config.ACCELERATE != "off",
         )
         self.cache = ModelCache(
             self.loader,

@@ -67,6 +67,7 @@ def collect_garbage(
                 select(
                     or_(
                         exists().where(ModelVersion.sha256 == sha256),
+                        exists().where(ModelVersion.accel_sha256 == sha256),
                         exists().where(
                             PendingUpload.sha256 == sha256,
                             PendingUpload.started_at > now - PENDING_EXPIRY,
@@ -89,8 +90,7 @@ def collect_garbage(
             blob.size,
         )
     if not dry_run:
-        report.staging_removed = store.clean_staging(
-            older_than=now - max(grace, STAGING_EXPIRY))
+        report.staging_removed = store.clean_staging(older_than=now - max(grace, STAGING_EXPIRY))
         with uow(write=True) as work:
             result = work.session.execute(
                 delete(PendingUpload).where(PendingUpload.started_at < now - PENDING_EXPIRY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,24 @@ log = logging.getLogger(__name__)
 # Reads a staged artifact of a format and returns what it reveals of its signature.
 # Raises InvalidInput when the bytes are not a loadable model of that format (or the format
 # is not allowed by policy). Supplied by the composition root (serving knows the formats).
-ArtifactInspector = Callable[[str, str], "dict[str, Any] | None"]
+ArtifactInspector = Callable[[str, str], "Inspection | None"]
+
+
+class Acceleration(Protocol):
+    status: str  # ready | mismatch | failed | unsupported
+    detail: dict[str, Any]
+    onnx_bytes: bytes | None
+
+
+class Inspection(Protocol):
+    """What registration learns by loading the artifact once."""
+
+    signature: dict[str, Any] | None
+
+    def accelerate(
+        self, signature: Mapping[str, Any] | None, input_example: list[Any] | None
+    ) -> Acceleration: ...
+
 
 REGISTER_ATTEMPTS = 5
 STATUSES = ("ready", "archived")
@@ -45,6 +62,7 @@ class NewVersion:
     source: Mapping[str, Any] = field(default_factory=dict)
     input_example: list[Any] | None = None
     signature: Mapping[str, Any] | None = None
+    accelerate: bool = True
 
 
 def register_version(
@@ -56,8 +74,12 @@ def register_version(
     staged: StagedUpload,
     meta: NewVersion,
     actor: str,
+    accelerate: bool = False,
 ) -> VersionRecord:
     """Check the artifact, store it, and give it the model's next version number.
+
+    With `accelerate` (and unless the publisher opted out), a verified ONNX conversion is
+    stored beside the artifact and recorded on the version.
 
     The number comes from an atomic increment on the model row inside the same transaction
     as the version insert; UNIQUE(model_id, version) backs it. A conflict (two first
@@ -67,40 +89,68 @@ def register_version(
     staged.finish()
     if staged.size == 0:
         raise InvalidInput("empty artifact", {"artifact": "the file is empty"})
-    signature = merge_signature(meta.signature, inspect(staged.path, meta.format))
+    inspection = inspect(staged.path, meta.format)
+    signature = merge_signature(meta.signature, inspection.signature if inspection else None)
     check_input_example(meta.input_example, signature)
     if signature is not None and meta.input_example:
         columns = infer_column_types(meta.input_example, signature)
         if columns is not None:
             signature["inputs"] = columns
-    pending_id = _mark_pending(uow, staged.sha256)
+    extra: StagedUpload | None = None
+    acceleration: dict[str, Any] | None = None
+    if accelerate and meta.accelerate and inspection is not None and meta.format != "onnx":
+        outcome = inspection.accelerate(signature, meta.input_example)
+        acceleration = {"status": outcome.status, **outcome.detail}
+        if outcome.onnx_bytes:
+            extra = store.stage()
+            extra.write(outcome.onnx_bytes)
+            extra.finish()
+    elif not meta.accelerate:
+        acceleration = {"status": "off", "reason": "turned off by the publisher"}
     try:
-        return _store_and_record(uow, store, name=name, staged=staged, meta=meta,
-                                 signature=signature, actor=actor, pending_id=pending_id)
-    except BaseException:
-        _unmark_pending(uow, pending_id)
-        raise
+        pending = _mark_pending(uow, [staged.sha256] + ([extra.sha256] if extra else []))
+        try:
+            return _store_and_record(
+                uow,
+                store,
+                name=name,
+                staged=staged,
+                meta=meta,
+                signature=signature,
+                actor=actor,
+                pending=pending,
+                onnx=extra,
+                acceleration=acceleration,
+            )
+        except BaseException:
+            _unmark_pending(uow, pending)
+            raise
+    finally:
+        if extra is not None:
+            extra.discard()
 
 
-def _mark_pending(uow: UnitOfWorkFactory, sha256: str) -> int:
-    """Record the registration in flight before its blob is stored (see storage gc)."""
+def _mark_pending(uow: UnitOfWorkFactory, digests: list[str]) -> list[int]:
+    """Record the registration in flight before its blobs are stored (see storage gc)."""
     with uow(write=True) as work:
-        repo.lock_blob(work.session, sha256)
-        row = PendingUpload(sha256=sha256, started_at=utcnow())
-        work.session.add(row)
+        rows = []
+        for sha256 in digests:
+            repo.lock_blob(work.session, sha256)
+            rows.append(PendingUpload(sha256=sha256, started_at=utcnow()))
+        work.session.add_all(rows)
         work.session.flush()
-        pending_id = row.id
+        ids = [row.id for row in rows]
         work.commit()
-    return pending_id
+    return ids
 
 
-def _unmark_pending(uow: UnitOfWorkFactory, pending_id: int) -> None:
+def _unmark_pending(uow: UnitOfWorkFactory, pending: list[int]) -> None:
     try:
         with uow(write=True) as work:
-            work.session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+            work.session.execute(delete(PendingUpload).where(PendingUpload.id.in_(pending)))
             work.commit()
     except DependencyUnavailable:
-        log.warning("could not clear pending upload %d; storage gc expires it", pending_id)
+        log.warning("could not clear pending uploads %s; storage gc expires them", pending)
 
 
 def _store_and_record(
@@ -112,10 +162,20 @@ def _store_and_record(
     meta: NewVersion,
     signature: dict[str, Any] | None,
     actor: str,
-    pending_id: int,
+    pending: list[int],
+    onnx: StagedUpload | None,
+    acceleration: dict[str, Any] | None,
 ) -> VersionRecord:
     try:
         stored = store.commit(staged)
+        if onnx is not None:
+            accelerated = store.commit(onnx)
+            acceleration = {
+                **(acceleration or {}),
+                "runtime": "onnxruntime",
+                "sha256": accelerated.sha256,
+                "size": accelerated.size,
+            }
     except StorageError as error:
         log.error("artifact store failed during registration: %s", error)
         raise DependencyUnavailable(
@@ -148,12 +208,14 @@ def _store_and_record(
                     source=dict(meta.source),
                     input_example=meta.input_example,
                     signature=signature,
+                    acceleration=acceleration,
+                    accel_sha256=(acceleration or {}).get("sha256"),
                     created_at=now,
                     created_by=actor,
                     updated_at=now,
                 )
                 session.add(row)
-                session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+                session.execute(delete(PendingUpload).where(PendingUpload.id.in_(pending)))
                 session.flush()
                 repo.record_event(
                     session,

@@ -1,0 +1,174 @@
+"""ONNX acceleration: converted at registration, verified against scikit-learn, used only when
+it agrees; every other outcome serves with scikit-learn and says why."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeRegressor
+
+import serving.accelerate as accelerate_module
+from registry.services.storage_gc import collect_garbage
+from tests.conftest import fit_linear, make_config, skops_bytes
+from tests.helpers import register
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(120, 6))
+Y_REG = X @ np.array([3.0, -2.0, 0.5, 0.0, 1.0, 4.0]) + 10
+Y_CLS = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+PROBE = RNG.normal(size=(25, 6))
+
+REGRESSORS = {
+    "linear": LinearRegression(),
+    "ridge-pipeline": make_pipeline(StandardScaler(), Ridge()),
+    "tree": DecisionTreeRegressor(max_depth=5, random_state=0),
+    "forest": RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0),
+    "boosting": GradientBoostingRegressor(n_estimators=20, random_state=0),
+}
+CLASSIFIERS = {
+    "logistic-pipeline": make_pipeline(MinMaxScaler(), LogisticRegression()),
+    "forest-classifier": RandomForestClassifier(n_estimators=15, max_depth=5, random_state=0),
+    "boosting-classifier": GradientBoostingClassifier(n_estimators=15, random_state=0),
+}
+
+
+@pytest.fixture
+def client(tmp_path):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto"))
+    yield app.test_client()
+    app.extensions["modelreg"].extras["engine"].dispose()
+
+
+def _register(client, name, model, **metadata):
+    response = register(client, name, skops_bytes(model),
+                        {"format": "skops", "input_example": X[:3].tolist(), **metadata},
+                        filename="m.skops")
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def _predict(client, name, rows, method="predict"):
+    response = client.post(f"/models/{name}/1/predict",
+                           json={"instances": rows.tolist(), "method": method})
+    assert response.status_code == 200, response.get_json()
+    return response
+
+
+@pytest.mark.parametrize("name", list(REGRESSORS))
+def test_regressors_are_accelerated_and_agree(client, name):
+    model = REGRESSORS[name].fit(X, Y_REG)
+    record = _register(client, name, model)
+    accel = record["acceleration"]
+    assert accel["status"] == "ready", accel
+    assert accel["runtime"] == "onnxruntime" and len(accel["sha256"]) == 64
+    assert accel["rows_checked"] >= 300
+    assert accel["max_abs_diff"] <= accel["tolerance"]["atol"] + accel["tolerance"]["rtol"] * 100
+    assert "skl2onnx" in accel["converter"]
+    response = _predict(client, name, PROBE)
+    assert response.headers["X-Model-Runtime"] == "onnxruntime"
+    expected = model.predict(PROBE)
+    assert np.allclose(response.get_json()["predictions"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_classifiers_are_accelerated_with_exact_labels_and_close_probabilities(client, name):
+    model = CLASSIFIERS[name].fit(X, Y_CLS)
+    record = _register(client, name, model)
+    assert record["acceleration"]["status"] == "ready", record["acceleration"]
+    labels = _predict(client, name, PROBE)
+    assert labels.headers["X-Model-Runtime"] == "onnxruntime"
+    assert labels.get_json()["predictions"] == model.predict(PROBE).tolist()
+    proba = _predict(client, name, PROBE, "predict_proba").get_json()
+    assert proba["classes"] == ["no", "yes"]
+    assert np.allclose(proba["predictions"], model.predict_proba(PROBE), atol=1e-4)
+
+
+def test_a_mismatching_conversion_is_rejected_and_sklearn_serves(client, monkeypatch):
+    wrong = fit_linear(n_features=6, offset=50.0)  # a different model's conversion
+    real_convert = accelerate_module._convert
+    monkeypatch.setattr(accelerate_module, "_convert",
+                        lambda model, width, dtype: real_convert(wrong, width, dtype))
+    model = LinearRegression().fit(X, Y_REG)
+    record = _register(client, "mismatch", model)
+    accel = record["acceleration"]
+    assert accel["status"] == "mismatch"
+    assert "sha256" not in accel and accel["max_abs_diff"] > 1
+    assert "disagrees" in accel["reason"]
+    response = _predict(client, "mismatch", PROBE)
+    assert response.headers["X-Model-Runtime"] == "sklearn"
+    assert np.allclose(response.get_json()["predictions"], model.predict(PROBE))
+
+
+def test_a_model_with_string_inputs_is_unsupported_and_sklearn_serves(client):
+    frame = pd.DataFrame({"color": ["red", "blue", "green"] * 10, "size": np.arange(30.0)})
+    encode = ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"), ["color"])],
+                               remainder="passthrough")
+    model = make_pipeline(encode, LinearRegression()).fit(frame, frame["size"] * 2)
+    response = register(client, "strings", skops_bytes(model),
+                        {"format": "skops", "input_example": [{"color": "red", "size": 1.0}]},
+                        filename="m.skops")
+    assert response.status_code == 201, response.get_json()
+    assert response.get_json()["acceleration"]["status"] == "unsupported"
+    predicted = client.post("/models/strings/1/predict",
+                            json={"instances": [{"color": "blue", "size": 4.0}]})
+    assert predicted.headers["X-Model-Runtime"] == "sklearn"
+    assert np.isclose(predicted.get_json()["predictions"][0], 8.0)
+
+
+def test_publisher_can_turn_acceleration_off_for_a_version(client):
+    record = _register(client, "optout", LinearRegression().fit(X, Y_REG), accelerate=False)
+    assert record["acceleration"]["status"] == "off"
+    assert _predict(client, "optout", PROBE).headers["X-Model-Runtime"] == "sklearn"
+
+
+def test_global_switch_off_neither_converts_nor_serves_onnx(tmp_path):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="off"))
+    client = app.test_client()
+    record = _register(client, "global", LinearRegression().fit(X, Y_REG))
+    assert record["acceleration"] is None
+    assert _predict(client, "global", PROBE).headers["X-Model-Runtime"] == "sklearn"
+
+
+def test_tampered_conversion_falls_back_to_the_verified_original(tmp_path):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto"))
+    client = app.test_client()
+    record = _register(client, "tamper", LinearRegression().fit(X, Y_REG))
+    sha = record["acceleration"]["sha256"]
+    blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
+    blob.write_bytes(blob.read_bytes() + b"!")
+    response = _predict(client, "tamper", PROBE)
+    assert response.headers["X-Model-Runtime"] == "sklearn"
+
+
+def test_gc_keeps_the_conversion_of_a_live_version(tmp_path):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto"))
+    client = app.test_client()
+    record = _register(client, "kept", LinearRegression().fit(X, Y_REG))
+    deps = app.extensions["modelreg"]
+    report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
+    assert report.deleted == [] and report.referenced == 2
+    assert client.delete("/models/kept/versions/1").status_code == 204
+    report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
+    assert sorted(report.deleted) == sorted(
+        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], record["acceleration"]["sha256"]))
