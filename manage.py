@@ -85,7 +85,9 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         return get_version(uow, name, ref)
 
     metrics = Metrics()
-    serving = ServingRuntime(fetch, store, config, on_cache_event=metrics.on_cache_event)
+    serving = ServingRuntime(
+        fetch, store, config, on_cache_event=metrics.on_cache_event, on_batch=metrics.on_batch
+    )
     app.extensions["modelreg"] = Wiring(
         config=config,
         uow=uow,
@@ -103,6 +105,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
     )
 
+    from registry.openapi_views import bp as openapi_bp
     from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
     from serving.metrics import bp as metrics_bp
@@ -116,6 +119,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(v2_bp)
+    app.register_blueprint(openapi_bp)
     return app
 
 

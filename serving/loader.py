@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import tempfile
@@ -18,9 +19,10 @@ from registry.errors import (
     ModelregError,
     NotFound,
 )
+from serving.batching import MicroBatcher, batching_helps
 from serving.cache import LoadedModel, VersionKey
 from serving.formats import deserialize, estimate_nbytes, infer_signature
-from serving.inputs import InputPlan, build_input_plan
+from serving.inputs import InputPlan, build_input_plan, rows_to_matrix
 from storage import ArtifactNotFound, ArtifactStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class ModelLoader:
         max_rows: int,
         onnx_threads: int = 1,
         accelerate: bool = True,
+        batching: BatchingPolicy | None = None,
     ) -> None:
         self.store = store
         self.spec_for = spec_for
@@ -82,6 +85,7 @@ class ModelLoader:
         self.max_rows = max_rows
         self.onnx_threads = onnx_threads
         self.accelerate = accelerate
+        self.batching = batching
 
     def __call__(self, key: VersionKey) -> LoadedModel:
         spec = self.spec_for(key)
@@ -200,9 +204,81 @@ class ModelLoader:
         )
         classes = signature.get("classes", inferred.get("classes"))
         runtime = "onnxruntime" if spec.format == "onnx" else "sklearn"
+        if self.batching is not None and spec.format != "onnx":
+            methods = self.batching.wrap(spec, plan, methods)
         return Servable(
             plan=plan, methods=methods, classes=classes, runtime=runtime, format=spec.format
         )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchingPolicy:
+    """When and how to merge concurrent requests: only where a call's fixed cost dominates
+    (measured at load time), so small fast models never wait for company."""
+
+    max_wait_ms: float
+    max_rows: int
+    on_batch: Callable[[str, int, int, float], None] | None = None
+
+    def wrap(
+        self, spec: VersionSpec, plan: InputPlan, methods: dict[str, Callable[[Any], Any]]
+    ) -> dict[str, Callable[[Any], Any]]:
+        sample = _sample_row(spec, plan)
+        if sample is None:
+            return methods
+        wrapped = dict(methods)
+        for method, fn in methods.items():
+            try:
+                helps, info = batching_helps(fn, sample)
+            except Exception as error:  # a model that cannot predict zeros decides nothing
+                log.info(
+                    "batching not measured for %s v%d %s: %s",
+                    spec.name,
+                    spec.version,
+                    method,
+                    error,
+                )
+                continue
+            if not helps:
+                continue
+            wait = min(self.max_wait_ms, float(info.get("suggested_max_wait_ms", 2.0)))
+            listener = None
+            if self.on_batch is not None:
+                listener = functools.partial(self.on_batch, spec.name)
+            wrapped[method] = MicroBatcher(
+                fn,
+                max_wait_ms=wait,
+                max_rows=self.max_rows,
+                name=f"{spec.name} v{spec.version} {method}",
+                on_batch=listener,
+            )
+            log.info(
+                "batching %s v%d %s (1 row %.2f ms, %d rows %.2f ms; wait up to %.1f ms)",
+                spec.name,
+                spec.version,
+                method,
+                info.get("one_row_ms", 0),
+                info.get("rows", 32),
+                info.get("many_rows_ms", 0),
+                wait,
+            )
+        return wrapped
+
+
+def _sample_row(spec: VersionSpec, plan: InputPlan) -> Any:
+    if spec.input_example:
+        try:
+            return rows_to_matrix(spec.input_example[:1], plan, "input_example")
+        except ModelregError:
+            return None
+    if plan.n_features is None or plan.column_types is not None:
+        return None
+    zeros = np.zeros((1, plan.n_features))
+    if plan.needs_dataframe and plan.feature_names:
+        import pandas as pd
+
+        return pd.DataFrame(zeros, columns=list(plan.feature_names))
+    return zeros
 
 
 def to_jsonable(values: Any) -> Any:

@@ -92,6 +92,27 @@ class Metrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.batch_rows = Histogram(
+            "modelreg_batch_rows",
+            "Rows per merged predict call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "modelreg_batch_requests",
+            "Requests merged into one predict call",
+            ["model"],
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "modelreg_batch_wait_seconds",
+            "Time a batch leader waited for company",
+            ["model"],
+            buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01),
+            registry=r,
+        )
         self.mutations = Counter(
             "modelreg_registry_mutations", "Successful registry changes", ["type"], registry=r
         )
@@ -113,6 +134,12 @@ class Metrics:
             self.cache_evictions.labels(str(info.get("reason", ""))).inc()
             self.loaded_models.dec()
             self.loaded_bytes.dec(info.get("bytes", 0))
+
+    def on_batch(self, model: str, rows: int, requests: int, waited: float) -> None:
+        """Listener for MicroBatcher batches."""
+        self.batch_rows.labels(model).observe(rows)
+        self.batch_requests.labels(model).observe(requests)
+        self.batch_wait.labels(model).observe(waited)
 
     def observe_request(
         self, route: str, method: str, model: str, version: str, status: int, seconds: float

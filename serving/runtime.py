@@ -18,7 +18,7 @@ from registry.names import Reference, parse_reference
 from registry.records import VersionRecord
 from serving.cache import LoadedModel, ModelCache, VersionKey
 from serving.inputs import decode_predict_body, rows_to_matrix
-from serving.loader import ModelLoader, Servable, VersionSpec, to_jsonable
+from serving.loader import BatchingPolicy, ModelLoader, Servable, VersionSpec, to_jsonable
 from serving.resolver import Fetch, ReferenceResolver, spec_from_record
 from storage import ArtifactStore
 
@@ -50,6 +50,7 @@ class ServingRuntime:
         store: ArtifactStore,
         config: Any,
         on_cache_event: Callable[[str, VersionKey, dict], None] | None = None,
+        on_batch: Callable[[str, int, int, float], None] | None = None,
     ) -> None:
         self._fetch = fetch
         self.resolver = ReferenceResolver(fetch, refresh_seconds=config.ALIAS_REFRESH_SECONDS)
@@ -60,6 +61,13 @@ class ServingRuntime:
             max_rows=config.MAX_PREDICT_ROWS,
             onnx_threads=config.ONNX_THREADS,
             accelerate=config.ACCELERATE != "off",
+            batching=None
+            if config.BATCHING == "off"
+            else BatchingPolicy(
+                max_wait_ms=config.BATCH_MAX_WAIT_MS,
+                max_rows=config.BATCH_MAX_ROWS,
+                on_batch=on_batch,
+            ),
         )
         self.cache = ModelCache(
             self.loader,
