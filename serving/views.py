@@ -13,6 +13,10 @@ from serving.runtime import ServingRuntime
 bp = Blueprint("serving", __name__)
 
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+STALE_HEADERS = [
+    ("X-Model-Stale", "true"),
+    ("Warning", '110 modelreg "registry unavailable; last known alias mapping"'),
+]
 
 
 def _runtime() -> ServingRuntime:
@@ -37,14 +41,11 @@ def predict(name: str, ref: str) -> Response:
     }
     if result.classes is not None:
         body["classes"] = result.classes
-    response = Response(orjson.dumps(body, option=JSON_OPTIONS), mimetype="application/json")
-    headers = response.headers
-    headers["X-Model-Version"] = str(result.version)
-    headers["X-Model-Runtime"] = result.runtime
+    headers = [("X-Model-Version", str(result.version)), ("X-Model-Runtime", result.runtime)]
     if result.stale:
-        headers["X-Model-Stale"] = "true"
-        headers["Warning"] = '110 modelreg "registry unavailable; last known alias mapping"'
-    return response
+        headers += STALE_HEADERS
+    return Response(orjson.dumps(body, option=JSON_OPTIONS), headers=headers,
+                    mimetype="application/json")
 
 
 @bp.get("/serving/cache")
