@@ -92,7 +92,7 @@ class ServingRuntime:
         loaded, stale = self._loaded(name, ref)
         servable: Servable = loaded.extra
         decoded = decode_predict_body(body, servable.plan)
-        output = _call(servable, decoded.method, decoded.X)
+        output = call_model(servable, decoded.method, decoded.X)
         classes = servable.classes if decoded.method == "predict_proba" else None
         return Prediction(
             name,
@@ -126,7 +126,7 @@ class ServingRuntime:
         try:
             X = rows_to_matrix(record.input_example, servable.plan, "input_example")
             for method in servable.methods:
-                _call(servable, method, X)
+                call_model(servable, method, X)
         except ModelregError as error:
             raise PromotionRefused(
                 f"version {record.version} was not promoted: its input example failed "
@@ -159,7 +159,8 @@ class ServingRuntime:
         self.cache.evict_where(lambda key: key.name == name and key.version == version)
 
 
-def _call(servable: Servable, method: str, X: Any) -> Any:
+def call_model(servable: Servable, method: str, X: Any, field: str = "instances") -> Any:
+    """Run one model method; a model that refuses valid-looking input is the client's 422."""
     try:
         return servable.methods[method](X)
     except (ValueError, TypeError, KeyError, IndexError) as error:
@@ -167,5 +168,5 @@ def _call(servable: Servable, method: str, X: Any) -> Any:
         # category, a value out of range...): the client's problem, not a server fault.
         raise InvalidInput(
             f"the model could not {method} this input: {error}",
-            {"instances": f"{type(error).__name__}: {error}"[:500]},
+            {field: f"{type(error).__name__}: {error}"[:500]},
         ) from None

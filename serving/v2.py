@@ -55,7 +55,7 @@ from serving.cache import LoadedModel
 from serving.inputs import InputPlan, columns_to_matrix, rows_to_matrix
 from serving.loader import Servable
 from serving.resolver import Resolution
-from serving.runtime import ServingRuntime, parse_ref
+from serving.runtime import ServingRuntime, call_model, parse_ref
 from serving.v2_codec import (
     FLOAT_DATATYPES,
     HEADER_LENGTH,
@@ -549,7 +549,7 @@ def _infer(name: str, version: str | None) -> Response:
         outputs = _requested_outputs(decoded, servable)
         X = to_matrix(decoded, servable.plan)
         decoded_at = clock()
-        results = [_call(servable, output.name, X) for output in outputs]
+        results = [call_model(servable, output.name, X, "inputs") for output in outputs]
         inferred = clock()
         entries: list[dict[str, Any]] = []
         binaries: list[bytes] = []
@@ -603,17 +603,6 @@ def _requested_outputs(decoded: InferRequest, servable: Servable) -> list[Reques
                 {"outputs": f"{output.name} not supported by this model"},
             )
     return decoded.outputs
-
-
-def _call(servable: Servable, method: str, X: Any) -> Any:
-    try:
-        return servable.methods[method](X)
-    except (ValueError, TypeError, KeyError, IndexError) as error:
-        # Passed the signature checks but the model still refused it: the client's problem.
-        raise InvalidInput(
-            f"the model could not {method} this input: {error}",
-            {"inputs": f"{type(error).__name__}: {error}"[:500]},
-        ) from None
 
 
 # --------------------------------------------------------------------------- tensors -> X
@@ -806,9 +795,7 @@ def repository_unload(name: str) -> Response:
 @requires("reader")
 def all_stats() -> Response:
     allowed = _allowed()
-    cached = [
-        (e["name"], e["version"]) for e in _runtime().cache.entries() if allowed(e["name"])
-    ]
+    cached = [(e["name"], e["version"]) for e in _runtime().cache.entries() if allowed(e["name"])]
     stats = inference_stats().model_stats(lambda name, version: allowed(name), cached)
     return _json({"model_stats": stats})
 

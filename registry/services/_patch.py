@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from registry.errors import InvalidInput
 from registry.schemas import MAX_TAGS
@@ -22,3 +23,21 @@ def merge_tags(current: Mapping[str, str], patch: Mapping[str, str | None]) -> d
             {"tags": f"at most {MAX_TAGS} tags (the patch would make {len(merged)})"},
         )
     return merged
+
+
+def apply_edits(
+    row: Any, description: str | None, tags: Mapping[str, str | None] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set a model's or version's description and merge its tags; returns what changed
+    as (before, after) for the audit trail (both empty when nothing did)."""
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+    if description is not None and description != row.description:
+        before["description"], after["description"] = row.description, description
+        row.description = description
+    if tags is not None:
+        merged = merge_tags(row.tags or {}, tags)
+        if merged != (row.tags or {}):
+            before["tags"], after["tags"] = dict(row.tags or {}), merged
+            row.tags = merged
+    return before, after

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from registry.models import Alias, ModelVersion, Promotion, RegisteredModel
 from registry.names import validate_model_name
 from registry.pagination import Page, encode_cursor
 from registry.records import ModelRecord, PageOf
-from registry.services._patch import merge_tags
+from registry.services._patch import apply_edits
 from registry.tag_filters import tag_condition
 from registry.unit_of_work import UnitOfWorkFactory
 
@@ -135,16 +134,7 @@ def update_model(
 ) -> ModelRecord:
     with uow(write=True) as work:
         row = repo.get_model(work.session, name, lock=True)
-        before: dict[str, Any] = {}
-        after: dict[str, Any] = {}
-        if description is not None and description != row.description:
-            before["description"], after["description"] = row.description, description
-            row.description = description
-        if tags is not None:
-            merged = merge_tags(row.tags or {}, tags)
-            if merged != (row.tags or {}):
-                before["tags"], after["tags"] = dict(row.tags or {}), merged
-                row.tags = merged
+        before, after = apply_edits(row, description, tags)
         if after:
             row.updated_at = utcnow()
             repo.record_event(

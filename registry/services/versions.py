@@ -17,7 +17,7 @@ from registry.models import ModelVersion, PendingUpload
 from registry.names import Reference, validate_model_name
 from registry.pagination import Page, encode_cursor
 from registry.records import PageOf, VersionRecord
-from registry.services._patch import merge_tags
+from registry.services._patch import apply_edits
 from registry.services.models import create_or_revive
 from registry.signatures import check_input_example, infer_column_types, merge_signature
 from registry.tag_filters import tag_condition
@@ -289,15 +289,7 @@ def update_version(
         model = repo.get_model(session, name, lock=True)
         row = repo.find_version(session, model, ref)
         aliases = repo.aliases_of_version(session, row.id)
-        before, after = {}, {}
-        if description is not None and description != row.description:
-            before["description"], after["description"] = row.description, description
-            row.description = description
-        if tags is not None:
-            merged = merge_tags(row.tags or {}, tags)
-            if merged != (row.tags or {}):
-                before["tags"], after["tags"] = dict(row.tags or {}), merged
-                row.tags = merged
+        before, after = apply_edits(row, description, tags)
         if after:
             repo.record_event(
                 session,
