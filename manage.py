@@ -213,7 +213,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """Errors from the server or the services end the command with a message, not a trace."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from registry.client import ApiError
+        from registry.errors import ModelregError
+
+        try:
+            return super().invoke(ctx)
+        except ApiError as error:
+            raise click.ClickException(str(error)) from None
+        except ModelregError as error:
+            raise click.ClickException(f"{error.detail} {error.errors or ''}".strip()) from None
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="MODELREG_URL", help="A running server; default: embedded.")
 @click.option("--token", envvar="MODELREG_TOKEN", help="Bearer token for --url.")
 @click.version_option(package_name="modelreg")

@@ -104,8 +104,8 @@ def run_demo(client: Any, name: str = "house-price", echo: Callable[[str], Any] 
     echo(f"== aliases: {client.aliases(name)} ==")
     echo("== audit trail (newest first) ==")
     for event in client.events(name):
-        before = (event.get("before") or {}).get("version", "-")
-        after = (event.get("after") or {}).get("version", "-")
+        before = (event.get("before") or {}).get("version") or "-"
+        after = (event.get("after") or {}).get("version") or "-"
         change = f" {before} -> {after}" if event["type"] in ("promote", "rollback") else ""
         version = f" v{event['version']}" if event.get("version") else ""
         reason = f"  ({event['reason']})" if event.get("reason") else ""
