@@ -127,6 +127,7 @@ def _check(
     from serving.formats import OnnxModel
 
     onnx_model = OnnxModel.load(onnx_bytes, threads=1)
+    onnx_model.label_classes(getattr(model, "classes_", None))
     inputs = _as_model_input(model, X, names)
     result: dict[str, Any] = {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "matches": True}
     is_classifier = getattr(model, "classes_", None) is not None

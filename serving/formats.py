@@ -143,6 +143,11 @@ class OnnxModel:
         self._inputs = [(i.name, i.type, i.shape) for i in inputs]
         self._outputs = [o.name for o in session.get_outputs()]
         self._float32 = all(t == "tensor(float)" for _, t, _ in self._inputs)
+        self._bool_labels = False
+
+    def label_classes(self, classes: Sequence[Any] | None) -> None:
+        """Converters emit boolean class labels as 0/1 integers: give them back as booleans."""
+        self._bool_labels = classes is not None and np.asarray(classes).dtype == bool
 
     @classmethod
     def load(cls, model: bytes, *, threads: int = 1) -> OnnxModel:
@@ -182,7 +187,9 @@ class OnnxModel:
 
     def predict(self, X: Any) -> np.ndarray:
         result = self._run(0, X)
-        return result.ravel() if result.ndim == 2 and result.shape[1] == 1 else result
+        if result.ndim == 2 and result.shape[1] == 1:
+            result = result.ravel()
+        return result.astype(bool) if self._bool_labels else result
 
     def predict_proba(self, X: Any) -> np.ndarray:
         if len(self._outputs) < 2:

@@ -133,6 +133,7 @@ class ModelLoader:
             )
             return None
         signature = dict(spec.signature or {})
+        model.label_classes(signature.get("classes"))
         methods = {
             m: getattr(model, m)
             for m in signature.get("methods", ["predict"])

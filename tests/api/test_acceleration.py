@@ -172,3 +172,14 @@ def test_gc_keeps_the_conversion_of_a_live_version(tmp_path):
     report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
     assert sorted(report.deleted) == sorted(
         f"sha256/{s[:2]}/{s}" for s in (record["sha256"], record["acceleration"]["sha256"]))
+
+
+def test_boolean_labels_come_back_as_booleans(client):
+    model = LogisticRegression().fit(X, X[:, 0] > 0)
+    record = _register(client, "flags", model)
+    assert record["acceleration"]["status"] == "ready", record["acceleration"]
+    response = _predict(client, "flags", PROBE)
+    assert response.headers["X-Model-Runtime"] == "onnxruntime"
+    assert response.get_json()["predictions"] == model.predict(PROBE).tolist()
+    proba = _predict(client, "flags", PROBE, "predict_proba").get_json()
+    assert proba["classes"] == [False, True]
