@@ -30,9 +30,6 @@ from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
 from registry.unit_of_work import UnitOfWorkFactory
-from serving.formats import make_inspector
-from serving.metrics import Metrics
-from serving.runtime import ServingRuntime
 from storage import open_store
 
 log = logging.getLogger("modelreg")
@@ -61,6 +58,12 @@ def _prepare_embedded_paths(config: Config) -> None:
 
 def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Build a fully wired application. Nothing is created at import time."""
+    # The serving stack (numpy, pandas, onnxruntime...) is imported here, not by the command
+    # line: a gunicorn master or `modelreg tokens` never needs it.
+    from serving.formats import make_inspector
+    from serving.metrics import Metrics
+    from serving.runtime import ServingRuntime
+
     config = _resolve_config(config)
     _prepare_embedded_paths(config)
     app = Flask("modelreg", instance_path=config.INSTANCE_PATH)
@@ -122,7 +125,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _register_request_hooks(app: Flask, metrics: Metrics, access_log: bool) -> None:
+def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
     access = logging.getLogger("modelreg.access")
 
     @app.before_request
@@ -259,9 +262,10 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
         prepare_metrics_dir()  # before any app (and its metrics) exists
     if config.AUTO_MIGRATE:
-        # Migrate once here, before any worker starts.
-        app = create_app(config)
-        app.extensions["modelreg"].extras["engine"].dispose()
+        # Migrate once here, before any worker starts (workers then find nothing to do).
+        engine = _engine()
+        migrations.upgrade(engine)
+        engine.dispose()
     if workers > 0:
         from serving.gunicorn_app import run_gunicorn
 
