@@ -25,7 +25,7 @@ from registry import access, auth
 from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.db import Base, engine_options, tune_engine
-from registry.http import Wiring
+from registry.http import Wiring, reject_nul_characters
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
@@ -134,6 +134,8 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         valid = 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii()
         g.request_id = incoming if valid else uuid.uuid4().hex
+
+    app.before_request(reject_nul_characters)
 
     @app.after_request
     def _finish(response: Response) -> Response:

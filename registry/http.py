@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from flask import Response, current_app, g, request
 
-from registry.errors import UnsupportedMediaType
+from registry.errors import InvalidInput, NotFound, UnsupportedMediaType
 from registry.schemas import parse_json
 from registry.unit_of_work import UnitOfWorkFactory
 from storage import ArtifactStore
@@ -62,3 +62,15 @@ def json_body(*, required: bool = True) -> Any:
 def current_actor() -> str:
     """Who is making the request, as the audit trail records it."""
     return g.get("actor") or "anonymous"
+
+
+def reject_nul_characters() -> None:
+    """NUL can be neither stored (PostgreSQL text refuses it) nor part of any valid name, so
+    refuse it at the edge: in the path the resource cannot exist, in the query it is invalid."""
+    if "\x00" in request.path:
+        raise NotFound("no resource has a NUL character in its path")
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            raise InvalidInput(
+                "NUL characters are not allowed", {key.replace("\x00", ""): "contains NUL"}
+            )

@@ -48,11 +48,16 @@ EXAMPLE_SHA256 = "9f2c6b1e0d4a8f3b7c5e2a1d9b8c7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b
 EXAMPLE_TIME = "2025-01-31T09:30:00+00:00"
 
 TAGS = [
-    {"name": "registry",
-     "description": "Registered models, versions, aliases and the audit trail."},
+    {
+        "name": "registry",
+        "description": "Registered models, versions, aliases and the audit trail.",
+    },
     {"name": "serving", "description": "Predictions and the in-process model cache."},
-    {"name": "v2", "description": "Open Inference Protocol (KServe V2 / Triton HTTP). "
-                                  "Errors on these routes are `{\"error\": \"...\"}`."},
+    {
+        "name": "v2",
+        "description": "Open Inference Protocol (KServe V2 / Triton HTTP). "
+        'Errors on these routes are `{"error": "..."}`.',
+    },
     {"name": "tokens", "description": "API token administration (admin role)."},
     {"name": "ops", "description": "Health, readiness, metrics and this API description."},
 ]
@@ -172,8 +177,12 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
                             "additionalProperties": {"type": "array"},
                             "description": "Columns: feature name -> values.",
                         },
-                        {"type": "array", "minItems": 1, "items": _ROW,
-                         "description": "Rows, as with `instances`."},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": _ROW,
+                            "description": "Rows, as with `instances`.",
+                        },
                     ]
                 },
                 "Columns (an object of lists) or rows (a list).",
@@ -214,8 +223,16 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "CachedModel": {
         "type": "object",
-        "required": ["name", "version", "sha256", "bytes", "load_seconds", "loaded_at", "hits",
-                     "last_used_at"],
+        "required": [
+            "name",
+            "version",
+            "sha256",
+            "bytes",
+            "load_seconds",
+            "loaded_at",
+            "hits",
+            "last_used_at",
+        ],
         "properties": {
             "name": {"type": "string"},
             "version": {"type": "integer"},
@@ -243,17 +260,32 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
         "type": "object",
         "required": ["models", "failures", "stats"],
         "properties": {
-            "models": {"type": "array", "items": {"$ref": "#/components/schemas/CachedModel"},
-                       "description": "Loaded versions, most recently used first."},
-            "failures": {"type": "array",
-                         "items": {"$ref": "#/components/schemas/CacheFailure"},
-                         "description": "The last load failure per version, newest first."},
+            "models": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/CachedModel"},
+                "description": "Loaded versions, most recently used first.",
+            },
+            "failures": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/CacheFailure"},
+                "description": "The last load failure per version, newest first.",
+            },
             "stats": {
                 "type": "object",
                 "properties": {
                     key: {"type": "integer"}
-                    for key in ("hits", "misses", "coalesced", "loads", "load_failures",
-                                "evictions", "models", "bytes", "max_models", "max_bytes")
+                    for key in (
+                        "hits",
+                        "misses",
+                        "coalesced",
+                        "loads",
+                        "load_failures",
+                        "evictions",
+                        "models",
+                        "bytes",
+                        "max_models",
+                        "max_bytes",
+                    )
                 },
             },
         },
@@ -272,8 +304,13 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     "EvictResponse": {
         "type": "object",
         "required": ["evicted"],
-        "properties": {"evicted": {"type": "integer", "minimum": 0,
-                                   "description": "How many cached versions were dropped."}},
+        "properties": {
+            "evicted": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "How many cached versions were dropped.",
+            }
+        },
     },
     "Health": {
         "type": "object",
@@ -345,10 +382,11 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
             "name": {"type": "string"},
             "versions": {"type": "array", "items": {"type": "string"}},
             "platform": {"type": "string"},
-            "inputs": {"type": "array",
-                       "items": {"$ref": "#/components/schemas/V2TensorMetadata"}},
-            "outputs": {"type": "array",
-                        "items": {"$ref": "#/components/schemas/V2TensorMetadata"}},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/V2TensorMetadata"}},
+            "outputs": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/V2TensorMetadata"},
+            },
             "parameters": {
                 "type": "object",
                 "properties": {
@@ -376,8 +414,10 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "content_type": {"type": "string",
-                                     "description": "`pd`: one input per feature (columns)."},
+                    "content_type": {
+                        "type": "string",
+                        "description": "`pd`: one input per feature (columns).",
+                    },
                     "binary_data_output": {"type": "boolean"},
                 },
             },
@@ -392,15 +432,26 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
                         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                         "datatype": {
                             "type": "string",
-                            "enum": ["BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8",
-                                     "UINT16", "UINT32", "UINT64", "FP16", "FP32", "FP64",
-                                     "BYTES"],
+                            "enum": [
+                                "BOOL",
+                                "INT8",
+                                "INT16",
+                                "INT32",
+                                "INT64",
+                                "UINT8",
+                                "UINT16",
+                                "UINT32",
+                                "UINT64",
+                                "FP16",
+                                "FP32",
+                                "FP64",
+                                "BYTES",
+                            ],
                         },
                         "data": {"description": "Row-major values, flat or nested."},
                         "parameters": {
                             "type": "object",
-                            "properties": {"binary_data_size": {"type": "integer",
-                                                                "minimum": 0}},
+                            "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
                         },
                     },
                 },
@@ -446,8 +497,13 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "V2RepositoryIndexRequest": {
         "type": "object",
-        "properties": {"ready": {"type": "boolean", "default": False,
-                                 "description": "Only models that are loaded."}},
+        "properties": {
+            "ready": {
+                "type": "boolean",
+                "default": False,
+                "description": "Only models that are loaded.",
+            }
+        },
     },
     "V2RepositoryIndex": {
         "type": "array",
@@ -498,13 +554,22 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["name", "version", "last_inference", "inference_count",
-                                 "execution_count", "inference_stats", "batch_stats"],
+                    "required": [
+                        "name",
+                        "version",
+                        "last_inference",
+                        "inference_count",
+                        "execution_count",
+                        "inference_stats",
+                        "batch_stats",
+                    ],
                     "properties": {
                         "name": {"type": "string"},
                         "version": {"type": "string"},
-                        "last_inference": {"type": "integer",
-                                           "description": "Milliseconds since the epoch."},
+                        "last_inference": {
+                            "type": "integer",
+                            "description": "Milliseconds since the epoch.",
+                        },
                         "inference_count": {"type": "integer"},
                         "execution_count": {"type": "integer"},
                         "inference_stats": {
@@ -512,8 +577,10 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
                             "additionalProperties": {
                                 "type": "object",
                                 "required": ["count", "ns"],
-                                "properties": {"count": {"type": "integer"},
-                                               "ns": {"type": "integer"}},
+                                "properties": {
+                                    "count": {"type": "integer"},
+                                    "ns": {"type": "integer"},
+                                },
                             },
                         },
                         "batch_stats": {"type": "array"},
@@ -529,8 +596,11 @@ _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
 RESPONSE_DETAILS: dict[str, dict[str, dict[str, Any]]] = {
     "ModelOut": {
         "tags": _STRING_MAP,
-        "aliases": {"type": "object", "additionalProperties": {"type": "integer"},
-                    "description": "Alias -> version number."},
+        "aliases": {
+            "type": "object",
+            "additionalProperties": {"type": "integer"},
+            "description": "Alias -> version number.",
+        },
     },
     "VersionOut": {
         "status": {"type": "string", "enum": ["ready", "archived"]},
@@ -544,8 +614,11 @@ RESPONSE_DETAILS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "input_example": {"type": ["array", "null"], "description": "A list of rows."},
         "signature": {"anyOf": [{"$ref": "#/components/schemas/Signature"}, {"type": "null"}]},
-        "aliases": {"type": "array", "items": {"type": "string"},
-                    "description": "The aliases pointing at this version."},
+        "aliases": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The aliases pointing at this version.",
+        },
     },
     "TokenOut": {"role": {"type": "string", "enum": list(ROLES)}},
     "TokenCreated": {"role": {"type": "string", "enum": list(ROLES)}},
@@ -555,8 +628,14 @@ REQUEST_DETAILS: dict[str, dict[str, dict[str, Any]]] = {
     "ModelCreate": {"name": {"type": "string", "pattern": MODEL_NAME_PATTERN}},
     # Range(min=0, min_inclusive=False): apispec writes an inclusive minimum.
     "TokenCreate": {"expires_in_days": {"minimum": None, "exclusiveMinimum": 0}},
-    "Promote": {"alias": {"type": "string", "pattern": ALIAS_PATTERN, "default": "production",
-                          "description": "Not `latest` or `versions` (reserved)."}},
+    "Promote": {
+        "alias": {
+            "type": "string",
+            "pattern": ALIAS_PATTERN,
+            "default": "production",
+            "description": "Not `latest` or `versions` (reserved).",
+        }
+    },
 }
 
 
@@ -583,8 +662,14 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(description: str, schema: Any, *, example: Any = None,
-          headers: dict[str, Any] | None = None, media: str = "application/json") -> dict:
+def _json(
+    description: str,
+    schema: Any,
+    *,
+    example: Any = None,
+    headers: dict[str, Any] | None = None,
+    media: str = "application/json",
+) -> dict:
     content: dict[str, Any] = {"schema": schema}
     if example is not None:
         content["example"] = example
@@ -598,8 +683,13 @@ def _empty(description: str) -> dict[str, Any]:
     return {"description": description}
 
 
-def _body(schema: Any, *, required: bool = True, examples: dict[str, Any] | None = None,
-          description: str = "") -> dict[str, Any]:
+def _body(
+    schema: Any,
+    *,
+    required: bool = True,
+    examples: dict[str, Any] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
     media: dict[str, Any] = {"schema": schema}
     if examples:
         media["examples"] = examples
@@ -626,8 +716,9 @@ REASON_QUERY = {
     "schema": {"type": "string", "maxLength": schemas.MAX_REASON},
     "description": "Why (recorded in the audit trail); used when there is no JSON body.",
 }
-REASON_BODY = _body(_ref("Reason"), required=False,
-                    description="Optional: why (recorded in the audit trail).")
+REASON_BODY = _body(
+    _ref("Reason"), required=False, description="Optional: why (recorded in the audit trail)."
+)
 IF_NONE_MATCH = {
     "in": "header",
     "name": "If-None-Match",
@@ -692,47 +783,86 @@ def _list_query(*names: str) -> tuple[dict[str, Any], ...]:
 OPERATIONS: dict[str, Op] = {
     # -- registry: models --
     "registry.create_model": Op(
-        "registry", "Create a registered model",
-        {201: _json("The new model.", _ref("ModelOut"), example=MODEL_EXAMPLE
-                    | {"aliases": {}, "latest_version": None}, headers=LOCATION)},
+        "registry",
+        "Create a registered model",
+        {
+            201: _json(
+                "The new model.",
+                _ref("ModelOut"),
+                example=MODEL_EXAMPLE | {"aliases": {}, "latest_version": None},
+                headers=LOCATION,
+            )
+        },
         (*_NATIVE_BODY_ERRORS, 409),
-        body=_body(_ref("ModelCreate"), examples={"create": {"value": {
-            "name": EXAMPLE_MODEL, "description": "Sale price from rooms and floor area",
-            "tags": {"team": "pricing"}}}}),
+        body=_body(
+            _ref("ModelCreate"),
+            examples={
+                "create": {
+                    "value": {
+                        "name": EXAMPLE_MODEL,
+                        "description": "Sale price from rooms and floor area",
+                        "tags": {"team": "pricing"},
+                    }
+                }
+            },
+        ),
         description="409 when a model of that name exists.",
     ),
     "registry.list_models": Op(
-        "registry", "List registered models",
-        {200: _json("A page of models.", _ref("ModelList"),
-                    example={"models": [MODEL_EXAMPLE], "next_cursor": None})},
+        "registry",
+        "List registered models",
+        {
+            200: _json(
+                "A page of models.",
+                _ref("ModelList"),
+                example={"models": [MODEL_EXAMPLE], "next_cursor": None},
+            )
+        },
         (401, 403, 422, 503),
         query=_list_query("limit", "cursor", "q", "tag"),
     ),
     "registry.get_model": Op(
-        "registry", "Get a registered model",
+        "registry",
+        "Get a registered model",
         {200: _json("The model, with its aliases.", _ref("ModelOut"), example=MODEL_EXAMPLE)},
         (401, 403, 404, 503),
     ),
     "registry.update_model": Op(
-        "registry", "Update a model's description or tags",
+        "registry",
+        "Update a model's description or tags",
         {200: _json("The updated model.", _ref("ModelOut"))},
         (*_NATIVE_BODY_ERRORS, 404),
-        body=_body(_ref("ModelUpdate"), examples={"retag": {"value": {
-            "tags": {"team": "pricing", "obsolete": None}, "reason": "team tag"}}}),
+        body=_body(
+            _ref("ModelUpdate"),
+            examples={
+                "retag": {
+                    "value": {"tags": {"team": "pricing", "obsolete": None}, "reason": "team tag"}
+                }
+            },
+        ),
         description="`tags` is a merge patch: a null value removes that tag.",
     ),
     "registry.delete_model": Op(
-        "registry", "Delete a registered model",
+        "registry",
+        "Delete a registered model",
         {204: _empty("Deleted.")},
         (*_NATIVE_BODY_ERRORS, 404, 409),
-        body=REASON_BODY, query=(REASON_QUERY,),
+        body=REASON_BODY,
+        query=(REASON_QUERY,),
         description="409 while an alias points at one of its versions.",
     ),
     # -- registry: versions --
     "registry.register_version": Op(
-        "registry", "Register a new version (multipart upload)",
-        {201: _json("The new version record.", _ref("VersionOut"), example=VERSION_EXAMPLE,
-                    headers=LOCATION)},
+        "registry",
+        "Register a new version (multipart upload)",
+        {
+            201: _json(
+                "The new version record.",
+                _ref("VersionOut"),
+                example=VERSION_EXAMPLE,
+                headers=LOCATION,
+            )
+        },
         (*_NATIVE_BODY_ERRORS, 409),
         body={
             "required": True,
@@ -765,8 +895,10 @@ OPERATIONS: dict[str, Op] = {
                     "examples": {
                         "joblib": {
                             "summary": "A joblib artifact with metadata",
-                            "value": {"artifact": "<the model file's bytes>",
-                                      "metadata": json.dumps(REGISTER_EXAMPLE_METADATA)},
+                            "value": {
+                                "artifact": "<the model file's bytes>",
+                                "metadata": json.dumps(REGISTER_EXAMPLE_METADATA),
+                            },
                         }
                     },
                 }
@@ -778,34 +910,42 @@ OPERATIONS: dict[str, Op] = {
         "disabled on this server (422).",
     ),
     "registry.list_versions": Op(
-        "registry", "List a model's versions",
+        "registry",
+        "List a model's versions",
         {200: _json("A page of versions, newest first.", _ref("VersionList"))},
         (401, 403, 404, 422, 503),
         query=_list_query("limit", "cursor", "status", "tag"),
     ),
     "registry.get_version": Op(
-        "registry", "Get a version",
+        "registry",
+        "Get a version",
         {200: _json("The version record.", _ref("VersionOut"), example=VERSION_EXAMPLE)},
         (401, 403, 404, 503),
     ),
     "registry.update_version": Op(
-        "registry", "Update a version's description, tags or status",
+        "registry",
+        "Update a version's description, tags or status",
         {200: _json("The updated version record.", _ref("VersionOut"))},
         (*_NATIVE_BODY_ERRORS, 404, 409),
-        body=_body(_ref("VersionUpdate"), examples={"archive": {"value": {
-            "status": "archived", "reason": "superseded by v8"}}}),
+        body=_body(
+            _ref("VersionUpdate"),
+            examples={"archive": {"value": {"status": "archived", "reason": "superseded by v8"}}},
+        ),
         description="Changing `status` (archive or restore) needs the operator role; 409 "
         "when archiving a version an alias points at.",
     ),
     "registry.delete_version": Op(
-        "registry", "Delete a version",
+        "registry",
+        "Delete a version",
         {204: _empty("Deleted; its number is never reused.")},
         (*_NATIVE_BODY_ERRORS, 404, 409),
-        body=REASON_BODY, query=(REASON_QUERY,),
+        body=REASON_BODY,
+        query=(REASON_QUERY,),
         description="409 while an alias points at it.",
     ),
     "registry.download_artifact": Op(
-        "registry", "Download a version's artifact",
+        "registry",
+        "Download a version's artifact",
         {
             200: {
                 "description": "The artifact's bytes.",
@@ -814,9 +954,15 @@ OPERATIONS: dict[str, Op] = {
                     "X-Content-SHA256": _header("The artifact's sha256."),
                     "X-Model-Version": VERSION_HEADERS["X-Model-Version"],
                 },
-                "content": {"application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary",
-                               "contentMediaType": "application/octet-stream"}}},
+                "content": {
+                    "application/octet-stream": {
+                        "schema": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "application/octet-stream",
+                        }
+                    }
+                },
             },
             304: _empty("Not modified: If-None-Match matched the artifact's sha256."),
         },
@@ -825,207 +971,343 @@ OPERATIONS: dict[str, Op] = {
     ),
     # -- registry: aliases --
     "registry.promote": Op(
-        "registry", "Promote a version to an alias",
-        {200: _json("The alias moved.", _ref("AliasMoveOut"), example={
-            "name": EXAMPLE_MODEL, "alias": "production", "version": 7,
-            "previous_version": 6})},
+        "registry",
+        "Promote a version to an alias",
+        {
+            200: _json(
+                "The alias moved.",
+                _ref("AliasMoveOut"),
+                example={
+                    "name": EXAMPLE_MODEL,
+                    "alias": "production",
+                    "version": 7,
+                    "previous_version": 6,
+                },
+            )
+        },
         (*_NATIVE_BODY_ERRORS, 404, 409),
-        body=_body(_ref("Promote"), required=False, examples={
-            "production": {"summary": "Promote to production",
-                           "value": {"alias": "production", "reason": "better rmse"}},
-            "compare-and-set": {
-                "summary": "Only if production still points at version 6",
-                "value": {"alias": "production", "reason": "better rmse",
-                          "expected_version": 6}},
-        }),
+        body=_body(
+            _ref("Promote"),
+            required=False,
+            examples={
+                "production": {
+                    "summary": "Promote to production",
+                    "value": {"alias": "production", "reason": "better rmse"},
+                },
+                "compare-and-set": {
+                    "summary": "Only if production still points at version 6",
+                    "value": {
+                        "alias": "production",
+                        "reason": "better rmse",
+                        "expected_version": 6,
+                    },
+                },
+            },
+        ),
         description="Before the alias moves, the version is loaded, its sha256 verified and "
         "its input example (if any) predicted; a failure is 422 and the alias does not move. "
         "With `expected_version`, 409 when the alias points elsewhere. An empty body "
         "promotes to `production`.",
     ),
     "registry.rollback": Op(
-        "registry", "Roll an alias back to its previous version",
-        {200: _json("The alias moved back.", _ref("AliasMoveOut"), example={
-            "name": EXAMPLE_MODEL, "alias": "production", "version": 6,
-            "previous_version": 7})},
+        "registry",
+        "Roll an alias back to its previous version",
+        {
+            200: _json(
+                "The alias moved back.",
+                _ref("AliasMoveOut"),
+                example={
+                    "name": EXAMPLE_MODEL,
+                    "alias": "production",
+                    "version": 6,
+                    "previous_version": 7,
+                },
+            )
+        },
         (*_NATIVE_BODY_ERRORS, 404, 409),
-        body=REASON_BODY, query=(REASON_QUERY,),
+        body=REASON_BODY,
+        query=(REASON_QUERY,),
         description="Undoes the most recent promotion of the alias that has not been rolled "
         "back yet; 409 when there is nothing left to roll back to.",
     ),
     "registry.list_aliases": Op(
-        "registry", "List a model's aliases",
+        "registry",
+        "List a model's aliases",
         {200: _json("The aliases.", _ref("AliasList"))},
         (401, 403, 404, 503),
     ),
     "registry.delete_alias": Op(
-        "registry", "Delete an alias",
+        "registry",
+        "Delete an alias",
         {204: _empty("Deleted.")},
         (*_NATIVE_BODY_ERRORS, 404),
-        body=REASON_BODY, query=(REASON_QUERY,),
+        body=REASON_BODY,
+        query=(REASON_QUERY,),
     ),
     "registry.list_events": Op(
-        "registry", "The model's audit trail",
+        "registry",
+        "The model's audit trail",
         {200: _json("A page of events, newest first.", _ref("EventList"))},
         (401, 403, 404, 422, 503),
         query=_list_query("limit", "cursor", "type"),
     ),
     # -- tokens --
     "tokens.create_token": Op(
-        "tokens", "Create an API token",
-        {201: _json("The token, with its secret (shown only this once).",
-                    _ref("TokenCreated"))},
+        "tokens",
+        "Create an API token",
+        {201: _json("The token, with its secret (shown only this once).", _ref("TokenCreated"))},
         (*_NATIVE_BODY_ERRORS, 409),
-        body=_body(_ref("TokenCreate"), examples={"service": {"value": {
-            "name": "pricing-service", "role": "reader", "models": [EXAMPLE_MODEL],
-            "expires_in_days": 90}}}),
+        body=_body(
+            _ref("TokenCreate"),
+            examples={
+                "service": {
+                    "value": {
+                        "name": "pricing-service",
+                        "role": "reader",
+                        "models": [EXAMPLE_MODEL],
+                        "expires_in_days": 90,
+                    }
+                }
+            },
+        ),
     ),
     "tokens.list_tokens": Op(
-        "tokens", "List API tokens (never their secrets)",
+        "tokens",
+        "List API tokens (never their secrets)",
         {200: _json("The tokens.", _ref("TokenList"))},
         (401, 403, 503),
     ),
     "tokens.revoke_token": Op(
-        "tokens", "Revoke an API token",
+        "tokens",
+        "Revoke an API token",
         {200: _json("The revoked token.", _ref("TokenOut"))},
         (401, 403, 404, 503),
     ),
     # -- serving --
     "serving.predict": Op(
-        "serving", "Predict with a version or an alias",
-        {200: _json("The predictions, and which version made them.",
-                    _ref("PredictResponse"),
-                    example={"model": EXAMPLE_MODEL, "version": 1,
-                             "predictions": [412000.0]},
-                    headers={**VERSION_HEADERS,
-                             "X-Model-Runtime": _header("The runtime that answered.")})},
+        "serving",
+        "Predict with a version or an alias",
+        {
+            200: _json(
+                "The predictions, and which version made them.",
+                _ref("PredictResponse"),
+                example={"model": EXAMPLE_MODEL, "version": 1, "predictions": [412000.0]},
+                headers={
+                    **VERSION_HEADERS,
+                    "X-Model-Runtime": _header("The runtime that answered."),
+                },
+            )
+        },
         (400, 401, 403, 404, 413, 415, 422, 503),
-        body=_body(_ref("PredictRequest"), examples={
-            "instances": {"summary": "Rows", "value": {"instances": [[3.0, 2.0, 1450.0]]}},
-            "instances-by-name": {"summary": "Rows keyed by feature name", "value": {
-                "instances": [{"rooms": 3, "baths": 2, "sqft": 1450}]}},
-            "inputs": {"summary": "Columns", "value": {
-                "inputs": {"rooms": [3], "baths": [2], "sqft": [1450]}}},
-            "dataframe_split": {"summary": "MLflow split", "value": {"dataframe_split": {
-                "columns": ["rooms", "baths", "sqft"], "data": [[3, 2, 1450]]}}},
-            "predict_proba": {"summary": "Class probabilities", "value": {
-                "instances": [[3.0, 2.0, 1450.0]], "method": "predict_proba"}},
-        }),
+        body=_body(
+            _ref("PredictRequest"),
+            examples={
+                "instances": {"summary": "Rows", "value": {"instances": [[3.0, 2.0, 1450.0]]}},
+                "instances-by-name": {
+                    "summary": "Rows keyed by feature name",
+                    "value": {"instances": [{"rooms": 3, "baths": 2, "sqft": 1450}]},
+                },
+                "inputs": {
+                    "summary": "Columns",
+                    "value": {"inputs": {"rooms": [3], "baths": [2], "sqft": [1450]}},
+                },
+                "dataframe_split": {
+                    "summary": "MLflow split",
+                    "value": {
+                        "dataframe_split": {
+                            "columns": ["rooms", "baths", "sqft"],
+                            "data": [[3, 2, 1450]],
+                        }
+                    },
+                },
+                "predict_proba": {
+                    "summary": "Class probabilities",
+                    "value": {"instances": [[3.0, 2.0, 1450.0]], "method": "predict_proba"},
+                },
+            },
+        ),
         description="`ref` is a version number (pinned), an alias (follows promotions) or "
         "`latest`. 422 names the rows and fields that are wrong.",
     ),
     "serving.cache_status": Op(
-        "serving", "What the model cache holds",
-        {200: _json("Loaded versions, recent load failures and counters.",
-                    _ref("CacheStatus"))},
+        "serving",
+        "What the model cache holds",
+        {200: _json("Loaded versions, recent load failures and counters.", _ref("CacheStatus"))},
         (401, 403, 503),
     ),
     "serving.warm": Op(
-        "serving", "Load a version into the cache",
+        "serving",
+        "Load a version into the cache",
         {200: _json("The loaded version.", _ref("WarmResponse"))},
         (401, 403, 404, 422, 503),
     ),
     "serving.evict": Op(
-        "serving", "Evict a version from the cache",
+        "serving",
+        "Evict a version from the cache",
         {200: _json("How many were evicted.", _ref("EvictResponse"))},
         (401, 403, 404, 503),
     ),
     # -- ops --
     "ops.healthz": Op("ops", "Liveness", {200: _json("The process is up.", _ref("Health"))}),
     "ops.readyz": Op(
-        "ops", "Readiness: database and artifact store",
-        {200: _json("Ready.", _ref("Readiness")),
-         503: _json("A dependency is unavailable.", _ref("Readiness"),
-                    headers={"Retry-After": _header("Seconds.")})},
+        "ops",
+        "Readiness: database and artifact store",
+        {
+            200: _json("Ready.", _ref("Readiness")),
+            503: _json(
+                "A dependency is unavailable.",
+                _ref("Readiness"),
+                headers={"Retry-After": _header("Seconds.")},
+            ),
+        },
     ),
     "metrics.metrics": Op(
-        "ops", "Prometheus metrics",
-        {200: {"description": "Prometheus text exposition.",
-               "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        "ops",
+        "Prometheus metrics",
+        {
+            200: {
+                "description": "Prometheus text exposition.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
     ),
     "openapi.openapi_json": Op(
-        "ops", "This OpenAPI document",
-        {200: _json("The OpenAPI 3.1 document.", _ref("OpenAPIDocument")),
-         304: _empty("Not modified: If-None-Match matched the document's ETag.")},
+        "ops",
+        "This OpenAPI document",
+        {
+            200: _json("The OpenAPI 3.1 document.", _ref("OpenAPIDocument")),
+            304: _empty("Not modified: If-None-Match matched the document's ETag."),
+        },
     ),
     "openapi.docs": Op(
-        "ops", "The API reference page",
-        {200: {"description": "An HTML page that renders this document (works offline).",
-               "content": {"text/html": {"schema": {"type": "string"}}}}},
+        "ops",
+        "The API reference page",
+        {
+            200: {
+                "description": "An HTML page that renders this document (works offline).",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
     ),
     # -- Open Inference Protocol --
     "v2.server_metadata": Op(
-        "v2", "Server metadata", {200: _json("Server metadata.", _ref("V2ServerMetadata"))},
+        "v2",
+        "Server metadata",
+        {200: _json("Server metadata.", _ref("V2ServerMetadata"))},
         v2=True,
     ),
     "v2.live": Op("v2", "Server liveness", {200: _json("Live.", _ref("V2Live"))}, v2=True),
     "v2.ready": Op(
-        "v2", "Server readiness",
-        {200: _json("Ready.", _ref("V2Ready")),
-         503: _json("The database is unavailable.", _ref("V2Ready"))},
+        "v2",
+        "Server readiness",
+        {
+            200: _json("Ready.", _ref("V2Ready")),
+            503: _json("The database is unavailable.", _ref("V2Ready")),
+        },
         v2=True,
     ),
     "v2.model_metadata": Op(
-        "v2", "Model metadata (default version)",
-        {200: _json("Inputs, outputs and versions.", _ref("V2ModelMetadata"),
-                    headers=VERSION_HEADERS)},
-        (400, 401, 403, 404, 503), v2=True,
+        "v2",
+        "Model metadata (default version)",
+        {
+            200: _json(
+                "Inputs, outputs and versions.", _ref("V2ModelMetadata"), headers=VERSION_HEADERS
+            )
+        },
+        (400, 401, 403, 404, 503),
+        v2=True,
         description="Without a version: `production` when the model has it, else `latest`.",
     ),
     "v2.model_version_metadata": Op(
-        "v2", "Model metadata (a version)",
-        {200: _json("Inputs, outputs and versions.", _ref("V2ModelMetadata"),
-                    headers=VERSION_HEADERS)},
-        (400, 401, 403, 404, 503), v2=True,
+        "v2",
+        "Model metadata (a version)",
+        {
+            200: _json(
+                "Inputs, outputs and versions.", _ref("V2ModelMetadata"), headers=VERSION_HEADERS
+            )
+        },
+        (400, 401, 403, 404, 503),
+        v2=True,
     ),
     "v2.model_ready": Op(
-        "v2", "Model readiness (default version)",
-        {200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
-         503: _json("The version cannot be loaded.", _ref("V2ModelReady"))},
-        (401, 403, 404), v2=True,
+        "v2",
+        "Model readiness (default version)",
+        {
+            200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
+            503: _json("The version cannot be loaded.", _ref("V2ModelReady")),
+        },
+        (401, 403, 404),
+        v2=True,
     ),
     "v2.model_version_ready": Op(
-        "v2", "Model readiness (a version)",
-        {200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
-         503: _json("The version cannot be loaded.", _ref("V2ModelReady"))},
-        (401, 403, 404), v2=True,
+        "v2",
+        "Model readiness (a version)",
+        {
+            200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
+            503: _json("The version cannot be loaded.", _ref("V2ModelReady")),
+        },
+        (401, 403, 404),
+        v2=True,
     ),
     "v2.infer": Op(
-        "v2", "Inference (default version)", {}, (400, 401, 403, 404, 413, 503),
-        v2=True, extra={"infer": True},
+        "v2",
+        "Inference (default version)",
+        {},
+        (400, 401, 403, 404, 413, 503),
+        v2=True,
+        extra={"infer": True},
     ),
     "v2.infer_version": Op(
-        "v2", "Inference (a version)", {}, (400, 401, 403, 404, 413, 503),
-        v2=True, extra={"infer": True},
+        "v2",
+        "Inference (a version)",
+        {},
+        (400, 401, 403, 404, 413, 503),
+        v2=True,
+        extra={"infer": True},
     ),
     "v2.repository_index": Op(
-        "v2", "Repository index: loaded versions and load failures",
+        "v2",
+        "Repository index: loaded versions and load failures",
         {200: _json("The index.", _ref("V2RepositoryIndex"))},
-        (400, 401, 403, 413, 503), v2=True,
+        (400, 401, 403, 413, 503),
+        v2=True,
         body=_body(_ref("V2RepositoryIndexRequest"), required=False),
     ),
     "v2.repository_load": Op(
-        "v2", "Load the model's default version",
+        "v2",
+        "Load the model's default version",
         {200: _json("Loaded.", _ref("V2LoadResponse"), headers=VERSION_HEADERS)},
-        (400, 401, 403, 404, 413, 503), v2=True,
+        (400, 401, 403, 404, 413, 503),
+        v2=True,
         body=_body(_ref("V2LoadRequest"), required=False),
     ),
     "v2.repository_unload": Op(
-        "v2", "Unload the model's default version",
+        "v2",
+        "Unload the model's default version",
         {200: _json("Unloaded.", _ref("V2UnloadResponse"), headers=VERSION_HEADERS)},
-        (401, 403, 404, 503), v2=True,
+        (401, 403, 404, 503),
+        v2=True,
     ),
     "v2.all_stats": Op(
-        "v2", "Inference statistics of every model",
-        {200: _json("Statistics.", _ref("V2ModelStats"))}, (401, 403, 503), v2=True,
+        "v2",
+        "Inference statistics of every model",
+        {200: _json("Statistics.", _ref("V2ModelStats"))},
+        (401, 403, 503),
+        v2=True,
     ),
     "v2.model_stats": Op(
-        "v2", "Inference statistics of a model",
-        {200: _json("Statistics.", _ref("V2ModelStats"))}, (401, 403, 404, 503), v2=True,
+        "v2",
+        "Inference statistics of a model",
+        {200: _json("Statistics.", _ref("V2ModelStats"))},
+        (401, 403, 404, 503),
+        v2=True,
     ),
     "v2.model_version_stats": Op(
-        "v2", "Inference statistics of a version",
-        {200: _json("Statistics.", _ref("V2ModelStats"))}, (401, 403, 404, 503), v2=True,
+        "v2",
+        "Inference statistics of a version",
+        {200: _json("Statistics.", _ref("V2ModelStats"))},
+        (401, 403, 404, 503),
+        v2=True,
     ),
 }
 
@@ -1064,8 +1346,10 @@ QUERY_DETAILS: dict[str, dict[str, Any]] = {
     "q": {"description": "A substring of the model name."},
     "tag": {"description": "`key` (has the tag) or `key:value`; repeat for all of several."},
     "status": {"description": "Only versions in this status."},
-    "type": {"description": "Only events of this type (create, register, promote, rollback, "
-                            "archive, delete, ...)."},
+    "type": {
+        "description": "Only events of this type (create, register, promote, rollback, "
+        "archive, delete, ...)."
+    },
 }
 
 MARSHMALLOW_COMPONENTS: dict[str, type[Schema]] = {
@@ -1133,8 +1417,7 @@ def _error_responses() -> dict[str, dict[str, Any]]:
     v2_error = {"schema": _ref("V2Error")}
     responses: dict[str, dict[str, Any]] = {}
     for status, description in ERROR_TITLES.items():
-        response: dict[str, Any] = {"description": description,
-                                    "content": {PROBLEM_JSON: problem}}
+        response: dict[str, Any] = {"description": description, "content": {PROBLEM_JSON: problem}}
         responses[f"Problem{status}"] = response
     for status, description in V2_ERROR_TITLES.items():
         content: dict[str, Any] = {"application/json": v2_error}
@@ -1149,30 +1432,47 @@ def _error_responses() -> dict[str, dict[str, Any]]:
     return responses
 
 
-def _infer_operation(op: Op) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+def _infer_operation() -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     body = {
         "required": True,
         "content": {
             "application/json": {
                 "schema": _ref("V2InferRequest"),
                 "examples": {
-                    "rows": {"summary": "One [N, F] tensor", "value": {"inputs": [
-                        {"name": "input", "shape": [1, 3], "datatype": "FP64",
-                         "data": [3.0, 2.0, 1450.0]}]}},
-                    "columns": {"summary": "One tensor per feature", "value": {
-                        "parameters": {"content_type": "pd"},
-                        "inputs": [
-                            {"name": n, "shape": [1], "datatype": "FP64", "data": [v]}
-                            for n, v in (("rooms", 3.0), ("baths", 2.0), ("sqft", 1450.0))
-                        ]}},
+                    "rows": {
+                        "summary": "One [N, F] tensor",
+                        "value": {
+                            "inputs": [
+                                {
+                                    "name": "input",
+                                    "shape": [1, 3],
+                                    "datatype": "FP64",
+                                    "data": [3.0, 2.0, 1450.0],
+                                }
+                            ]
+                        },
+                    },
+                    "columns": {
+                        "summary": "One tensor per feature",
+                        "value": {
+                            "parameters": {"content_type": "pd"},
+                            "inputs": [
+                                {"name": n, "shape": [1], "datatype": "FP64", "data": [v]}
+                                for n, v in (("rooms", 3.0), ("baths", 2.0), ("sqft", 1450.0))
+                            ],
+                        },
+                    },
                 },
             },
             "application/octet-stream": {
-                "schema": {"type": "string", "format": "binary",
-                           "contentMediaType": "application/octet-stream",
-                           "description": "Binary tensor extension: the JSON header (its "
-                           "length in Inference-Header-Content-Length), then raw tensor "
-                           "data."},
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "contentMediaType": "application/octet-stream",
+                    "description": "Binary tensor extension: the JSON header (its "
+                    "length in Inference-Header-Content-Length), then raw tensor "
+                    "data.",
+                },
             },
         },
     }
@@ -1182,18 +1482,31 @@ def _infer_operation(op: Op) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]
             "headers": {
                 **VERSION_HEADERS,
                 "Inference-Header-Content-Length": _header(
-                    "With binary outputs: the length of the JSON header.", {"type": "integer"}),
+                    "With binary outputs: the length of the JSON header.", {"type": "integer"}
+                ),
             },
             "content": {
                 "application/json": {
                     "schema": _ref("V2InferResponse"),
-                    "example": {"model_name": EXAMPLE_MODEL, "model_version": "1",
-                                "outputs": [{"name": "predict", "datatype": "FP64",
-                                             "shape": [1], "data": [412000.0]}]},
+                    "example": {
+                        "model_name": EXAMPLE_MODEL,
+                        "model_version": "1",
+                        "outputs": [
+                            {
+                                "name": "predict",
+                                "datatype": "FP64",
+                                "shape": [1],
+                                "data": [412000.0],
+                            }
+                        ],
+                    },
                 },
                 "application/octet-stream": {
-                    "schema": {"type": "string", "format": "binary",
-                               "contentMediaType": "application/octet-stream"},
+                    "schema": {
+                        "type": "string",
+                        "format": "binary",
+                        "contentMediaType": "application/octet-stream",
+                    },
                 },
             },
         }
@@ -1213,7 +1526,7 @@ class _Builder:
             info={
                 "description": "A SQL-backed model registry with multi-model serving. Errors "
                 "are `application/problem+json` (RFC 9457), except on the Open Inference "
-                "Protocol routes (`/v2/...`), which answer `{\"error\": \"...\"}`. Every "
+                'Protocol routes (`/v2/...`), which answer `{"error": "..."}`. Every '
                 "operation needs `Authorization: Bearer <token>` unless it is marked public; "
                 "roles, each including the ones before it: " + ", ".join(ROLES) + ".",
                 "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
@@ -1223,11 +1536,14 @@ class _Builder:
 
     def build(self) -> dict[str, Any]:
         components = self.spec.components
-        components.security_scheme(SECURITY_SCHEME, {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "An API token (`modelreg tokens create` or POST /tokens).",
-        })
+        components.security_scheme(
+            SECURITY_SCHEME,
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API token (`modelreg tokens create` or POST /tokens).",
+            },
+        )
         for name, schema in MARSHMALLOW_COMPONENTS.items():
             components.schema(name, schema=schema)
         for name, schema in JSON_SCHEMAS.items():
@@ -1269,7 +1585,7 @@ class _Builder:
         body = copy.deepcopy(op.body)
         responses = copy.deepcopy(op.responses)
         if op.extra.get("infer"):
-            body, responses = _infer_operation(op)
+            body, responses = _infer_operation()
             parameters.append(copy.deepcopy(V2_HEADER_LENGTH))
         errors = set(op.errors)
         if role is not None:

@@ -26,7 +26,6 @@ DOCS_PAGE = "index.html"
 DOCS_ASSETS = {
     "docs.js": "text/javascript; charset=utf-8",
     "docs.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
 }
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

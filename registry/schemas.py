@@ -237,10 +237,33 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, str]:
     return dict(list(flat.items())[:20])
 
 
+def _nul_path(value: Any, path: str) -> str | None:
+    """The path of the first string holding a NUL character (it cannot be stored)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                return where.replace("\x00", "")
+            found = _nul_path(item, where)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
 def load(schema: Schema, data: Any, *, prefix: str = "") -> dict[str, Any]:
     """Validate `data` with `schema` or raise InvalidInput naming each bad field."""
     if not isinstance(data, Mapping):
         raise InvalidInput("the body must be a JSON object", {prefix or "body": "not an object"})
+    bad = _nul_path(data, prefix)
+    if bad is not None:
+        raise InvalidInput("NUL characters are not allowed", {bad or "body": "contains NUL"})
     try:
         return schema.load(data)
     except ValidationError as error:
