@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 
 from flask import Blueprint, Response
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from registry.access import public
 from registry.errors import DependencyUnavailable
@@ -13,6 +14,36 @@ from registry.http import json_response, wiring
 from storage import StorageError
 
 bp = Blueprint("ops", __name__)
+
+
+@functools.cache
+def _known_revisions() -> tuple[str, frozenset[str]]:
+    """This code's migration head, and every revision it knows."""
+    from alembic.script import ScriptDirectory
+
+    import migrations
+
+    script = ScriptDirectory(str(migrations.HERE))
+    return migrations.head_revision(), frozenset(r.revision for r in script.walk_revisions())
+
+
+def _schema_problem(connection: Connection) -> str | None:
+    """Why this server cannot use the database's schema, or None.
+
+    A schema behind this code's head (or none at all: `modelreg db upgrade` never ran) fails
+    every request that touches it, so the server is not ready. A revision this code does not
+    know is newer: migrations are applied before a rollout, so old servers keep serving.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    head, known = _known_revisions()
+    if current == head or (current is not None and current not in known):
+        return None
+    return (
+        f"the database schema is at revision {current or 'none'}, this server needs {head}: "
+        "run `modelreg db upgrade`"
+    )
 
 
 @bp.get("/healthz")
@@ -30,7 +61,11 @@ def readyz() -> Response:
     try:
         with deps.uow() as work:
             work.session.execute(text("SELECT 1"))
-        checks["database"] = {"status": "ok"}
+            outdated = _schema_problem(work.session.connection())
+        if outdated is None:
+            checks["database"] = {"status": "ok"}
+        else:
+            checks["database"] = {"status": "migration_required", "detail": outdated}
     except DependencyUnavailable as error:
         checks["database"] = {"status": "unavailable", "detail": error.detail}
     checks["database"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)

@@ -214,11 +214,7 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[Te
             f"{field}.datatype",
         )
     shape = raw.get("shape")
-    if (
-        type(shape) is not list
-        or not shape
-        or not all(type(d) is int and d >= 0 for d in shape)
-    ):
+    if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(
             f"{where}: shape must be a non-empty list of non-negative integers",
             f"{field}.shape",

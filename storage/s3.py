@@ -3,9 +3,12 @@
 Same contract as the local store: uploads are staged to a local temporary file (hashed in one
 pass), then committed under `<prefix>/sha256/<2 hex>/<64 hex>`. S3 only makes an object
 visible once its upload completes, and boto3's managed transfer aborts a failed multipart
-upload, so a blob is either absent or complete. Committing bytes already stored copies the
-object onto itself, which refreshes its LastModified: `modelreg storage gc` reads that as the
-grace period protecting a registration still in flight.
+upload, so a blob is either absent or complete. A process killed in the middle of a multipart
+upload cannot abort it: its parts stay stored (invisible, but billed) until `clean_staging`
+(run by `modelreg storage gc`) aborts uploads begun before the staging expiry.
+Committing bytes already stored copies the object onto itself, which refreshes its
+LastModified: `modelreg storage gc` reads that as the grace period protecting a registration
+still in flight.
 
 Every failure to reach the endpoint, or a refusal of the credentials, is a
 `StorageUnavailable` whose message never includes the secret.
@@ -14,6 +17,7 @@ Every failure to reach the endpoint, or a refusal of the credentials, is a
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -36,6 +40,8 @@ from botocore.exceptions import (
 
 from storage.base import ArtifactStore, BlobInfo, StagedUpload, StoredArtifact, check_key, key_for
 from storage.errors import ArtifactNotFound, InvalidKey, StorageError, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 # Above this a blob is uploaded in parts: memory stays flat whatever the artifact's size.
@@ -318,6 +324,42 @@ class S3ArtifactStore(ArtifactStore):
 
     def check(self) -> None:
         self._call("readiness check", lambda: self.client.head_bucket(Bucket=self.bucket))
+
+    def clean_staging(self, older_than: datetime) -> int:
+        """Local staged files, then multipart uploads under the prefix begun before
+        `older_than` and never completed (their server died mid-upload): aborted, which frees
+        their parts. Credentials that may not list or abort them only skip that part."""
+        removed = super().clean_staging(older_than)
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}sha256/"
+        )
+        try:
+            for page in pages:
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] >= older_than:
+                        continue  # may still be in progress
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as error:
+                        if _error_code(error) in {"NoSuchUpload", *_MISSING_CODES}:
+                            continue  # completed or aborted meanwhile
+                        raise
+                    removed += 1
+        except ClientError as error:
+            if _error_code(error) in _CREDENTIAL_CODES or _status(error) in (401, 403):
+                log.warning(
+                    "storage gc: not allowed to list or abort incomplete multipart uploads in "
+                    "%r (%s); leaving them to a bucket lifecycle rule",
+                    self.bucket,
+                    _error_code(error),
+                )
+                return removed
+            raise self._translate("cleaning abandoned uploads", error) from error
+        except (BotoCoreError, OSError) as error:
+            raise self._translate("cleaning abandoned uploads", error) from error
+        return removed
 
 
 class S3Reader(io.RawIOBase):

@@ -180,6 +180,7 @@ class SeaweedFS:
                 )
             try:
                 _ensure_bucket(client, self.bucket)
+                _probe_read(client, self.bucket)
                 return
             except Exception as error:  # not listening yet, or still electing a leader
                 last = error
@@ -257,6 +258,24 @@ class SeaweedFS:
             "S3_RETRIES": 1,
             **extra,
         }
+
+
+PROBE_KEY = "readiness-probe"
+
+
+def _probe_read(client: Any, bucket: str) -> None:
+    """Read back an object stored by an earlier start: after a restart the bucket answers
+    before the volume servers holding existing objects have registered, so a bucket check
+    alone says "ready" while reads still fail."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.get_object(Bucket=bucket, Key=PROBE_KEY)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        client.put_object(Bucket=bucket, Key=PROBE_KEY, Body=b"ready")
+        client.get_object(Bucket=bucket, Key=PROBE_KEY)["Body"].read()
 
 
 def _ensure_bucket(client: Any, bucket: str) -> None:

@@ -1,39 +1,84 @@
-"""Two real server processes on one database and one artifact folder: one truth."""
+"""Two real server processes on one database and one artifact store: one truth.
+
+Every combination of registry database (SQLite, PostgreSQL) and artifact store (a local
+folder, an S3 bucket on SeaweedFS); PostgreSQL + S3 is the production shape.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import pytest
 import requests
 
 from tests.conftest import fit_linear, joblib_bytes
-from tests.e2e.servers import ServerProcess, wait_until
+from tests.e2e.servers import (
+    ServerProcess,
+    StoreView,
+    env_strings,
+    referenced_digests,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
 REFRESH = 1.0
 
 
+# (database, artifact store). PostgreSQL + S3 is the production shape; SQLite + S3 adds
+# nothing the others do not cover, and each combination costs two server start-ups.
+DEPLOYMENTS = [
+    pytest.param(("sqlite", "local"), id="sqlite-local"),
+    pytest.param(("postgresql", "local"), id="postgresql-local", marks=pytest.mark.postgres),
+    pytest.param(("postgresql", "s3"), id="postgresql-s3", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def deployment(request, tmp_path) -> dict[str, str]:
+    """DATABASE_URL, STORAGE_URL and the S3_* settings shared by both servers."""
+    database, storage = request.param
+    if database == "sqlite":
+        env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}"}
+    else:
+        env = {"DATABASE_URL": request.getfixturevalue("postgres_url")}
+    if storage == "local":
+        env["STORAGE_URL"] = (tmp_path / "artifacts").as_uri()
+    else:
+        env["STORAGE_URL"] = request.getfixturevalue("s3_url")
+        env.update(env_strings(request.getfixturevalue("s3_config_overrides")))
+    return env
+
+
 @pytest.fixture
-def two_servers(tmp_path, database_url):
+def store_view(request, deployment) -> StoreView:
+    """The store both servers use, seen directly (filesystem or boto3)."""
+    s3 = "S3_ENDPOINT_URL" in deployment
+    return StoreView(deployment, request.getfixturevalue("seaweedfs").client() if s3 else None)
+
+
+@pytest.fixture
+def two_servers(tmp_path, deployment):
     env = {
-        "DATABASE_URL": database_url,
-        "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
+        **deployment,
         "INSTANCE_PATH": str(tmp_path / "instance"),
         "ALIAS_REFRESH_SECONDS": str(REFRESH),
         "AUTH_DISABLED": "true",
     }
-    a = ServerProcess(env, tmp_path, name="a")
-    try:
-        b = ServerProcess(env, tmp_path, name="b")
-    except Exception:
-        a.stop()
-        raise
-    yield a, b
-    a.stop()
-    b.stop()
+    # Start and stop both at once: most of a server's start-up is importing the ML stack.
+    with ThreadPoolExecutor(2) as pool:
+        starting = [pool.submit(ServerProcess, env, tmp_path, name=name) for name in "ab"]
+        wait(starting)
+    started = [f.result() for f in starting if f.exception() is None]
+    if len(started) < 2:
+        for server in started:
+            server.stop()
+        raise next(f.exception() for f in starting if f.exception() is not None)
+    yield started[0], started[1]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(ServerProcess.stop, started))
 
 
 def _register(url: str, name: str, seed: int) -> dict:
@@ -55,10 +100,14 @@ def _predict(url: str, ref: str) -> requests.Response:
     )
 
 
-def test_register_on_one_predict_on_other_and_promotions_cross_within_bound(two_servers):
+def test_register_on_one_predict_on_other_and_promotions_cross_within_bound(
+    two_servers, store_view
+):
     a, b = two_servers
-    _register(a.url, "price", 1)
-    _register(a.url, "price", 2)
+    first = _register(a.url, "price", 1)
+    second = _register(a.url, "price", 2)
+    # The bytes are in the configured store (the folder, or the bucket under the prefix).
+    assert {first["sha256"], second["sha256"]} <= store_view.digests()
     pinned = _predict(b.url, "2")
     assert pinned.status_code == 200 and pinned.json()["version"] == 2
 
@@ -94,9 +143,7 @@ def test_register_on_one_predict_on_other_and_promotions_cross_within_bound(two_
     )
 
 
-def test_concurrent_registrations_split_across_processes_get_1_to_32(two_servers):
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_concurrent_registrations_split_across_processes_get_1_to_32(two_servers, store_view):
     a, b = two_servers
     artifact = joblib_bytes(fit_linear())
 
@@ -115,3 +162,13 @@ def test_concurrent_registrations_split_across_processes_get_1_to_32(two_servers
         responses = list(pool.map(register, range(32)))
     assert [r.status_code for r in responses] == [201] * 32, [r.text for r in responses]
     assert sorted(r.json()["version"] for r in responses) == list(range(1, 33))
+    # 32 registrations of the same bytes through two processes: the store holds exactly what
+    # the registry references (one shared blob), and no staged upload is left behind.
+    assert len({r.json()["sha256"] for r in responses}) == 1
+    assert store_view.digests() == referenced_digests(a.url)
+    assert store_view.staged() == []
+    for url in (a.url, b.url):
+        answer = requests.post(
+            f"{url}/models/split/32/predict", json={"instances": [[1, 2, 3]]}, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
