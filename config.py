@@ -78,6 +78,9 @@ class Config:
     MODEL_CACHE_MAX_MODELS: int = 32
     MODEL_CACHE_MAX_BYTES: int = 4 * 1024**3
     ALIAS_REFRESH_SECONDS: float = 1.0
+    # Longest a request waits for the registry database on the serving path (alias and token
+    # lookups, readiness) before answering from what it knows, or 503.
+    REGISTRY_LOOKUP_TIMEOUT: float = 2.0
     ALLOW_PICKLE: bool = True
     # ONNX acceleration of scikit-learn versions: "auto" converts and verifies at registration
     # and serves the conversion when it matched; "off" neither converts nor serves ONNX.

@@ -24,6 +24,7 @@ from config import Config, load_config
 from registry import access, auth
 from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
+from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
 from registry.http import Wiring, reject_nul_characters
 from registry.logs import configure_logging
@@ -87,8 +88,14 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         return get_version(uow, name, ref)
 
     metrics = Metrics()
+    lookups = BoundedLookups()  # serving-path registry queries, each with a deadline
     serving = ServingRuntime(
-        fetch, store, config, on_cache_event=metrics.on_cache_event, on_batch=metrics.on_batch
+        fetch,
+        store,
+        config,
+        on_cache_event=metrics.on_cache_event,
+        on_batch=metrics.on_batch,
+        lookups=lookups,
     )
     app.extensions["modelreg"] = Wiring(
         config=config,
@@ -97,9 +104,14 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         inspect_artifact=make_inspector(allow_pickle=config.ALLOW_PICKLE),
         check_version=serving.check_version,
         serving=serving,
-        extras={"engine": engine, "metrics": metrics},
+        extras={"engine": engine, "metrics": metrics, "lookups": lookups},
     )
-    authenticator = Authenticator(uow, cache_seconds=config.AUTH_CACHE_SECONDS)
+    authenticator = Authenticator(
+        uow,
+        cache_seconds=config.AUTH_CACHE_SECONDS,
+        lookups=lookups,
+        lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
+    )
     app.extensions["modelreg"].extras["authenticator"] = authenticator
     register_error_handlers(app)
     _register_request_hooks(app, metrics, config.ACCESS_LOG)

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from registry.bounded import BoundedLookups
 from registry.db import utcnow
 from registry.errors import (
     AlreadyExists,
@@ -176,8 +177,12 @@ class Authenticator:
         cache_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 10_000,
+        lookups: BoundedLookups | None = None,
+        lookup_timeout: float = 2.0,
     ) -> None:
         self._uow = uow
+        self._lookups = lookups or BoundedLookups(name="token-lookup")
+        self._timeout = lookup_timeout
         self._ttl = cache_seconds
         self._clock = clock
         self._max = max_entries
@@ -191,7 +196,9 @@ class Authenticator:
         if cached is not None and now - cached[1] < self._ttl:
             return self._check(cached[0])
         try:
-            identity = self._lookup(digest)
+            identity = self._lookups.call(
+                ("token", digest), lambda: self._lookup(digest), self._timeout
+            )
         except DependencyUnavailable:
             if cached is None or cached[0] is None:
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from typing import Any
 
 from flask import Blueprint, Response
 from sqlalchemy import Connection, text
@@ -52,6 +53,12 @@ def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
+def _database_problem(uow: Any) -> str | None:
+    with uow() as work:
+        work.session.execute(text("SELECT 1"))
+        return _schema_problem(work.session.connection())
+
+
 @bp.get("/readyz")
 @public
 def readyz() -> Response:
@@ -59,9 +66,9 @@ def readyz() -> Response:
     checks: dict[str, dict] = {}
     started = time.perf_counter()
     try:
-        with deps.uow() as work:
-            work.session.execute(text("SELECT 1"))
-            outdated = _schema_problem(work.session.connection())
+        outdated = deps.extras["lookups"].call(
+            "readyz", lambda: _database_problem(deps.uow), deps.config.REGISTRY_LOOKUP_TIMEOUT
+        )
         if outdated is None:
             checks["database"] = {"status": "ok"}
         else:

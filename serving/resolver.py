@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from registry.bounded import BoundedLookups
 from registry.errors import DependencyUnavailable
 from registry.names import Reference
 from registry.records import VersionRecord
@@ -30,6 +31,8 @@ MAX_PINNED = 10_000
 # After the registry fails to answer, stale answers are served without asking it again for
 # this long, so that an outage does not add a connect timeout to every alias request.
 OUTAGE_BACKOFF_SECONDS = 1.0
+# How long a request waits for a refresh another request started before answering stale.
+FOLLOWER_WAIT_SECONDS = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +61,18 @@ def spec_from_record(record: VersionRecord) -> VersionSpec:
 
 class ReferenceResolver:
     def __init__(
-        self, fetch: Fetch, *, refresh_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        fetch: Fetch,
+        *,
+        refresh_seconds: float,
+        lookups: BoundedLookups | None = None,
+        lookup_timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._refresh = refresh_seconds
+        self._lookups = lookups or BoundedLookups(name="resolver")
+        self._timeout = lookup_timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
@@ -73,7 +84,10 @@ class ReferenceResolver:
             spec = self._pinned.get((name, ref.version))
             if spec is not None:
                 return Resolution(spec)
-            return Resolution(self.remember(self._fetch(name, ref)))
+            record = self._lookups.call(
+                ("ref", name, ref.version), lambda: self._fetch(name, ref), self._timeout
+            )
+            return Resolution(self.remember(record))
         label = "latest" if ref.latest else str(ref.alias)
         known = self._floating.get((name, label))
         now = self._clock()
@@ -81,10 +95,19 @@ class ReferenceResolver:
             return Resolution(known[0])
         if known is not None and now < self._unavailable_until:
             return Resolution(known[0], stale=True)
+        key = ("ref", name, label)
+        # One request refreshes; the others wait briefly for it, then answer from what is
+        # known, so a slow database never takes every request thread.
+        joining = known is not None and self._lookups.in_flight(key)
         try:
-            spec = self.remember(self._fetch(name, ref))
+            record = self._lookups.call(
+                key,
+                lambda: self._fetch(name, ref),
+                FOLLOWER_WAIT_SECONDS if joining else self._timeout,
+            )
         except DependencyUnavailable:
-            self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
+            if not joining:
+                self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
             if known is None:
                 raise
             log.warning(
@@ -94,6 +117,7 @@ class ReferenceResolver:
                 known[0].version,
             )
             return Resolution(known[0], stale=True)
+        spec = self.remember(record)
         with self._lock:
             self._floating[(name, label)] = (spec, now)
         return Resolution(spec)

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from registry.bounded import BoundedLookups
 from registry.errors import (
     ArtifactIntegrityError,
+    DependencyUnavailable,
     InvalidInput,
     ModelregError,
     NotFound,
@@ -51,9 +53,15 @@ class ServingRuntime:
         config: Any,
         on_cache_event: Callable[[str, VersionKey, dict], None] | None = None,
         on_batch: Callable[[str, int, int, float], None] | None = None,
+        lookups: BoundedLookups | None = None,
     ) -> None:
         self._fetch = fetch
-        self.resolver = ReferenceResolver(fetch, refresh_seconds=config.ALIAS_REFRESH_SECONDS)
+        self.resolver = ReferenceResolver(
+            fetch,
+            refresh_seconds=config.ALIAS_REFRESH_SECONDS,
+            lookups=lookups,
+            lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
+        )
         self.loader = ModelLoader(
             store,
             self._spec_for_key,
@@ -114,6 +122,8 @@ class ServingRuntime:
             raise PromotionRefused(
                 f"version {record.version} was not promoted: {error.detail}", error.errors
             ) from None
+        except DependencyUnavailable:
+            raise  # the store or database is down: try again later, the version is not bad
         except ModelregError as error:
             raise PromotionRefused(
                 f"version {record.version} was not promoted: it could not be loaded "

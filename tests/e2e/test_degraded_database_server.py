@@ -177,20 +177,6 @@ def test_a_server_process_serves_through_a_database_outage_and_recovers(
     assert _predict(http, url, "2").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=requests.exceptions.ReadTimeout,
-    reason=(
-        "product bug: nothing bounds a database call on the client side. When PostgreSQL "
-        "stops answering without closing its connections (frozen host, a path that swallows "
-        "replies), pool_pre_ping and queries on pooled connections wait forever "
-        "(registry/db.py engine_options sets connect_timeout and a server-side "
-        "statement_timeout only: no libpq keepalives/tcp_user_timeout, no client deadline), "
-        "and the resolver lets every alias request refresh at once (no single-flight), so "
-        "alias requests take every gunicorn thread and even cached pinned predictions and "
-        "/readyz stop answering until the database answers again"
-    ),
-)
 def test_a_database_that_stops_answering_does_not_wedge_the_server(tmp_path, postgres):
     proxy = ThrottledProxy("127.0.0.1", postgres.port)
     env = {

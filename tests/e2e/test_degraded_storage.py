@@ -128,16 +128,6 @@ def test_cached_models_serve_through_an_s3_outage_and_everything_recovers(
     assert _predict(client, "2").status_code == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug (serving/runtime.py ServingRuntime.check_version): a promotion whose "
-        "version cannot be loaded because the artifact store is unavailable is refused as 422 "
-        "'Promotion refused ... could not be loaded' (a PromotionRefused, i.e. the version is "
-        "bad) instead of 503 + Retry-After (try again): DependencyUnavailable is caught by "
-        "the `except ModelregError` branch"
-    ),
-)
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_promotion_during_an_s3_outage_is_503_not_a_refusal(app, outage):
     client = app.test_client()
