@@ -33,6 +33,7 @@ class ModelregServer(BaseApplication):
         # freezing them keeps full collections from rescanning them on every large request.
         gc.collect()
         gc.freeze()
+        app.extensions["modelreg"].serving.loader.freeze_gc_after_load = True
         return app
 
 

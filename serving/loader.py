@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import logging
 import tempfile
@@ -86,6 +87,9 @@ class ModelLoader:
         self.onnx_threads = onnx_threads
         self.accelerate = accelerate
         self.batching = batching
+        # Set by the production server: what a load imports and builds lives as long as the
+        # process, so it is moved out of the collector's sight (see docs/performance.md).
+        self.freeze_gc_after_load = False
 
     def __call__(self, key: VersionKey) -> LoadedModel:
         spec = self.spec_for(key)
@@ -95,6 +99,9 @@ class ModelLoader:
             model = self._deserialize(spec, spec.artifact_key, spec.sha256, spec.size, spec.format)
             loaded = model, self._servable(spec, model), estimate_nbytes(model, spec.size)
         model, servable, nbytes = loaded
+        if self.freeze_gc_after_load:
+            gc.collect()
+            gc.freeze()
         seconds = time.perf_counter() - started
         log.info(
             "loaded %s v%d (%s via %s, %d bytes) in %.3fs",
