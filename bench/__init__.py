@@ -1,0 +1,1 @@
+"""Benchmark of modelreg's serving path (see bench/README.md); run it with `bench/run.py`."""
