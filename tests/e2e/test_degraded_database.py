@@ -6,25 +6,13 @@ import time
 
 import pytest
 
-from tests.conftest import IN_CI, fit_linear, joblib_bytes, make_config
-from tests.e2e.servers import ThrowawayPostgres, wait_until
+from tests.conftest import fit_linear, joblib_bytes, make_config
+from tests.e2e.servers import wait_until
 from tests.helpers import problem, register
 
 pytestmark = pytest.mark.slow
 
 REFRESH = 0.2
-
-
-@pytest.fixture
-def postgres():
-    try:
-        server = ThrowawayPostgres()
-    except Exception as error:
-        if IN_CI:
-            raise
-        pytest.skip(f"cannot run a throwaway PostgreSQL here: {error}")
-    yield server
-    server.destroy()
 
 
 @pytest.fixture

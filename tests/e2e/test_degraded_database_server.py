@@ -18,12 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.conftest import IN_CI, fit_linear, skops_bytes
+from tests.conftest import fit_linear, skops_bytes
 from tests.e2e.servers import (
     ServerProcess,
     StoreView,
     ThrottledProxy,
-    ThrowawayPostgres,
     env_strings,
     modelreg_cli,
     referenced_digests,
@@ -33,18 +32,6 @@ from tests.e2e.servers import (
 pytestmark = pytest.mark.slow
 
 REFRESH = 0.5
-
-
-@pytest.fixture
-def postgres():
-    try:
-        server = ThrowawayPostgres()
-    except Exception as error:
-        if IN_CI:
-            raise
-        pytest.skip(f"cannot run a throwaway PostgreSQL here: {error}")
-    yield server
-    server.destroy()
 
 
 @pytest.fixture
