@@ -275,11 +275,20 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
         from serving.gunicorn_app import prepare_metrics_dir
 
         prepare_metrics_dir()  # before any app (and its metrics) exists
-    if config.AUTO_MIGRATE:
-        # Migrate once here, before any worker starts (workers then find nothing to do).
-        engine = _engine()
-        migrations.upgrade(engine)
-        engine.dispose()
+    engine = _engine()
+    try:
+        if config.AUTO_MIGRATE:  # once here, before any worker starts
+            migrations.upgrade(engine)
+        if not config.AUTH_DISABLED and not migrations.pending(engine):
+            uow = UnitOfWorkFactory(sessionmaker(bind=engine))
+            if auth.count_tokens(uow) == 0:
+                click.echo(
+                    "No API tokens exist yet: every request will be refused. Create the "
+                    "first one with\n  modelreg tokens create --name admin --role admin",
+                    err=True,
+                )
+    finally:
+        engine.dispose()  # workers make their own connections
     if workers > 0:
         from serving.gunicorn_app import run_gunicorn
 
