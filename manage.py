@@ -183,6 +183,7 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
                     "model": model or None,
                     "version": version or None,
                     "actor": g.get("actor"),
+                    "request_id": g.get("request_id"),
                 },
             )
         return response
@@ -515,7 +516,7 @@ def tokens_create(
 @tokens.command("list")
 def tokens_list() -> None:
     """List tokens (never their secrets)."""
-    rows = [dataclasses.asdict(t) for t in auth.list_tokens(_uow())]
+    rows = [dataclasses.asdict(t) for t in auth.list_tokens(_uow()).items]
     for row in rows:
         row["state"] = "revoked" if row["revoked_at"] else "active"
     _table(rows, ["name", "role", "prefix", "models", "state", "expires_at", "created_by"])

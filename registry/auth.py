@@ -30,6 +30,8 @@ from registry.errors import (
 )
 from registry.models import ApiToken
 from registry.names import is_model_name
+from registry.pagination import Page, encode_cursor
+from registry.records import PageOf
 from registry.unit_of_work import UnitOfWorkFactory
 
 ROLES = ("reader", "publisher", "operator", "admin")
@@ -138,10 +140,18 @@ def create_token(
     return secret, record
 
 
-def list_tokens(uow: UnitOfWorkFactory) -> list[TokenRecord]:
+def list_tokens(uow: UnitOfWorkFactory, page: Page | None = None) -> PageOf:
+    """Tokens by name (never their secrets); every token when no page is given."""
+    query = select(ApiToken).order_by(ApiToken.name)
+    if page is not None and page.after is not None:
+        query = query.where(ApiToken.name > page.after)
+    if page is not None:
+        query = query.limit(page.limit + 1)
     with uow() as work:
-        rows = work.session.scalars(select(ApiToken).order_by(ApiToken.name))
-        return [TokenRecord.from_row(row) for row in rows]
+        rows = [TokenRecord.from_row(row) for row in work.session.scalars(query)]
+    if page is None or len(rows) <= page.limit:
+        return PageOf(rows, None)
+    return PageOf(rows[: page.limit], encode_cursor(rows[page.limit - 1].name))
 
 
 def revoke_token(uow: UnitOfWorkFactory, name: str) -> TokenRecord:

@@ -855,8 +855,8 @@ class Client:
 
     def aliases(self, name: str) -> dict[str, int]:
         """`{alias: version}` for every alias of the model."""
-        body = self._json("GET", f"/models/{_q(name)}/aliases")
-        return {row["alias"]: row["version"] for row in body["aliases"]}
+        rows = self._collect(f"/models/{_q(name)}/aliases", "aliases", {}, page_size=None)
+        return {row["alias"]: row["version"] for row in rows}
 
     def delete_alias(self, name: str, alias: str, reason: str = "") -> None:
         """Remove an alias and its promotion history (the events keep the record)."""

@@ -119,10 +119,12 @@ class EventListSchema(Schema):
 
 class AliasListSchema(Schema):
     aliases = fields.List(fields.Nested(schemas.AliasOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
 
 
 class TokenListSchema(Schema):
     tokens = fields.List(fields.Nested(TokenOut), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
 
 
 class TokenCreatedSchema(TokenOut):
@@ -1034,7 +1036,8 @@ OPERATIONS: dict[str, Op] = {
         "registry",
         "List a model's aliases",
         {200: _json("The aliases.", _ref("AliasList"))},
-        (401, 403, 404, 503),
+        (401, 403, 404, 422, 503),
+        query=_list_query("limit", "cursor"),
     ),
     "registry.delete_alias": Op(
         "registry",
@@ -1075,7 +1078,8 @@ OPERATIONS: dict[str, Op] = {
         "tokens",
         "List API tokens (never their secrets)",
         {200: _json("The tokens.", _ref("TokenList"))},
-        (401, 403, 503),
+        (401, 403, 422, 503),
+        query=_list_query("limit", "cursor"),
     ),
     "tokens.revoke_token": Op(
         "tokens",

@@ -237,21 +237,28 @@ def _flatten(messages: Any, prefix: str = "") -> dict[str, str]:
     return dict(list(flat.items())[:20])
 
 
-def _nul_path(value: Any, path: str) -> str | None:
-    """The path of the first string holding a NUL character (it cannot be stored)."""
+MAX_DEPTH = 32
+
+
+def _unstorable(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """The first (field, reason) that cannot be stored and served back: a NUL character
+    (PostgreSQL text refuses it) or nesting deeper than MAX_DEPTH (the JSON encoder's limit
+    is far below the parser's, so a deep value would be stored and then never readable)."""
+    if depth > MAX_DEPTH:
+        return path or "body", f"nested deeper than {MAX_DEPTH} levels"
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return (path or "body", "contains NUL") if "\x00" in value else None
     if isinstance(value, Mapping):
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and "\x00" in key:
-                return where.replace("\x00", "")
-            found = _nul_path(item, where)
+                return where.replace("\x00", ""), "contains NUL"
+            found = _unstorable(item, where, depth + 1)
             if found:
                 return found
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
+            found = _unstorable(item, f"{path}[{index}]", depth + 1)
             if found:
                 return found
     return None
@@ -261,9 +268,9 @@ def load(schema: Schema, data: Any, *, prefix: str = "") -> dict[str, Any]:
     """Validate `data` with `schema` or raise InvalidInput naming each bad field."""
     if not isinstance(data, Mapping):
         raise InvalidInput("the body must be a JSON object", {prefix or "body": "not an object"})
-    bad = _nul_path(data, prefix)
+    bad = _unstorable(data, prefix)
     if bad is not None:
-        raise InvalidInput("NUL characters are not allowed", {bad or "body": "contains NUL"})
+        raise InvalidInput(f"invalid value: {bad[1]}", {bad[0]: bad[1]})
     try:
         return schema.load(data)
     except ValidationError as error:

@@ -115,3 +115,9 @@ def check_input_example(example: list[Any] | None, signature: Mapping[str, Any] 
                 )
         else:
             raise InvalidInput("invalid input example", {where: "must be a list or an object"})
+        cells = row.values() if isinstance(row, dict) else row
+        if not all(cell is None or isinstance(cell, str | int | float) for cell in cells):
+            raise InvalidInput(
+                "invalid input example",
+                {where: "values must be numbers, strings, booleans or null"},
+            )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 from marshmallow import fields, validate
 
 from registry import auth, schemas
 from registry.access import requires
 from registry.http import current_actor, json_body, json_response, wiring
+from registry.pagination import make_page
 
 bp = Blueprint("tokens", __name__)
 
@@ -63,7 +64,18 @@ def create_token() -> Response:
 @bp.get("/tokens")
 @requires("admin")
 def list_tokens() -> Response:
-    return json_response({"tokens": _token_out.dump(auth.list_tokens(wiring().uow), many=True)})
+    config = wiring().config
+    page = make_page(
+        request.args.get("limit", type=int),
+        request.args.get("cursor"),
+        default=config.DEFAULT_PAGE_SIZE,
+        maximum=config.MAX_PAGE_SIZE,
+        key_type=str,
+    )
+    result = auth.list_tokens(wiring().uow, page)
+    return json_response(
+        {"tokens": _token_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
+    )
 
 
 @bp.delete("/tokens/<token_name>")

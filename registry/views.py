@@ -360,8 +360,11 @@ def rollback(name: str, alias: str) -> Response:
 
 @bp.get("/models/<name>/aliases")
 def list_aliases(name: str) -> Response:
-    records = alias_service.list_aliases(wiring().uow, _model_name(name))
-    return json_response({"aliases": _alias_out.dump(records, many=True)})
+    page, _ = _list_args(str)
+    result = alias_service.list_aliases(wiring().uow, _model_name(name), page)
+    return json_response(
+        {"aliases": _alias_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
+    )
 
 
 @bp.delete("/models/<name>/aliases/<alias>")

@@ -18,7 +18,6 @@ from registry.errors import (
     ArtifactIntegrityError,
     DependencyUnavailable,
     ModelregError,
-    NotFound,
 )
 from serving.batching import MicroBatcher, batching_helps
 from serving.cache import LoadedModel, VersionKey
@@ -170,9 +169,15 @@ class ModelLoader:
                     size += len(chunk)
                     copy.write(chunk)
         except ArtifactNotFound:
-            log.error("artifact of %s v%d is missing from the store", spec.name, spec.version)
-            raise NotFound(
-                f"the artifact of version {spec.version} of '{spec.name}' is missing from the store"
+            log.error(
+                "INTEGRITY: the artifact of %s v%d is missing from the store",
+                spec.name,
+                spec.version,
+            )
+            raise ArtifactIntegrityError(
+                f"version {spec.version} of '{spec.name}' cannot be loaded: its artifact is "
+                "missing from the store",
+                {"version": str(spec.version), "sha256": sha256},
             ) from None
         except StorageError as error:
             log.warning(

@@ -161,7 +161,7 @@ class Metrics:
 @public
 def metrics() -> Response:
     body = current_app.extensions["modelreg"].extras["metrics"].exposition()
-    return Response(body, mimetype=CONTENT_TYPE_LATEST)
+    return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 
 def mark_worker_dead(pid: int) -> None:

@@ -44,8 +44,9 @@ def predict(name: str, ref: str) -> Response:
     headers = [("X-Model-Version", str(result.version)), ("X-Model-Runtime", result.runtime)]
     if result.stale:
         headers += STALE_HEADERS
-    return Response(orjson.dumps(body, option=JSON_OPTIONS), headers=headers,
-                    mimetype="application/json")
+    return Response(
+        orjson.dumps(body, option=JSON_OPTIONS), headers=headers, mimetype="application/json"
+    )
 
 
 @bp.get("/serving/cache")

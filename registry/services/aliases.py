@@ -18,7 +18,8 @@ from registry.db import utcnow
 from registry.errors import Conflict, NotFound
 from registry.models import Alias, ModelVersion, Promotion, RegisteredModel
 from registry.names import Reference, validate_alias
-from registry.records import AliasMove, AliasRecord, VersionRecord
+from registry.pagination import Page, encode_cursor
+from registry.records import AliasMove, AliasRecord, PageOf, VersionRecord
 from registry.unit_of_work import UnitOfWorkFactory
 
 
@@ -215,16 +216,20 @@ def rollback_alias(
     return AliasMove(name, alias, target_number, current)
 
 
-def list_aliases(uow: UnitOfWorkFactory, name: str) -> list[AliasRecord]:
+def list_aliases(uow: UnitOfWorkFactory, name: str, page: Page) -> PageOf:
     with uow() as work:
         model = repo.get_model(work.session, name)
-        rows = work.session.execute(
+        query = (
             select(Alias, ModelVersion.version)
             .join(ModelVersion, ModelVersion.id == Alias.version_id)
             .where(Alias.model_id == model.id)
-            .order_by(Alias.name)
         )
-        return [AliasRecord.from_row(alias, version) for alias, version in rows]
+        if page.after is not None:
+            query = query.where(Alias.name > page.after)
+        rows = list(work.session.execute(query.order_by(Alias.name).limit(page.limit + 1)))
+        items = [AliasRecord.from_row(alias, version) for alias, version in rows[: page.limit]]
+    cursor = encode_cursor(items[-1].alias) if len(rows) > page.limit else None
+    return PageOf(items, cursor)
 
 
 def delete_alias(

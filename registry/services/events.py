@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from registry import repository as repo
+from registry.errors import NotFound
 from registry.models import Event, RegisteredModel
 from registry.pagination import Page, encode_cursor
 from registry.records import EventRecord, PageOf
@@ -15,7 +15,12 @@ def list_events(
     uow: UnitOfWorkFactory, name: str, page: Page, *, type_: str | None = None
 ) -> PageOf:
     with uow() as work:
-        model: RegisteredModel = repo.get_model(work.session, name)
+        # A deleted model's trail stays readable: the row is kept (soft delete) for this too.
+        model = work.session.scalars(
+            select(RegisteredModel).where(RegisteredModel.name == name)
+        ).one_or_none()
+        if model is None:
+            raise NotFound(f"model '{name}' not found")
         query = select(Event).where(Event.model_id == model.id)
         if type_ is not None:
             query = query.where(Event.type == type_)

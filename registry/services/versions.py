@@ -12,7 +12,12 @@ from sqlalchemy.exc import IntegrityError
 
 from registry import repository as repo
 from registry.db import utcnow
-from registry.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from registry.errors import (
+    ArtifactIntegrityError,
+    Conflict,
+    DependencyUnavailable,
+    InvalidInput,
+)
 from registry.models import ModelVersion, PendingUpload
 from registry.names import Reference, validate_model_name
 from registry.pagination import Page, encode_cursor
@@ -363,8 +368,12 @@ def open_artifact(
     try:
         return record, store.open(record.artifact_key)
     except ArtifactNotFound:
-        raise NotFound(
-            f"the artifact of version {record.version} of '{name}' is missing from the store"
+        log.error(
+            "INTEGRITY: the artifact of %s v%d is missing from the store", name, record.version
+        )
+        raise ArtifactIntegrityError(
+            f"the artifact of version {record.version} of '{name}' is missing from the store",
+            {"version": str(record.version)},
         ) from None
     except StorageError:
         raise DependencyUnavailable("the artifact store is unavailable") from None
