@@ -143,6 +143,22 @@ ENDPOINTS: dict[str, tuple[str, str, int, Setup]] = {
     "revoke token": ("DELETE", "admin", 200, lambda w: (
         f"/tokens/{w.admin('POST', '/tokens', json={'name': f't{next(_counter)}', 'role': 'reader'}).get_json()['name']}",  # noqa: E501
         {}, None)),
+    # Open Inference Protocol routes: the same roles, errors as {"error": ...}.
+    "v2 model metadata": ("GET", "reader", 200,
+                          lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1", {}, n)),
+    "v2 model ready": ("GET", "reader", 200,
+                       lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1/ready", {}, n)),
+    "v2 infer": ("POST", "reader", 200, lambda w: (
+        f"/v2/models/{(n := w.model(1))}/versions/1/infer",
+        {"json": {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64",
+                              "data": [0.1, 0.2, 0.3]}]}}, n)),
+    "v2 stats": ("GET", "reader", 200, lambda w: ("/v2/models/stats", {}, None)),
+    "v2 repository index": ("POST", "reader", 200,
+                            lambda w: ("/v2/repository/index", {"json": {}}, None)),
+    "v2 load": ("POST", "operator", 200, lambda w: (
+        f"/v2/repository/models/{(n := w.model(1, (1,)))}/load", {"json": {}}, n)),
+    "v2 unload": ("POST", "operator", 200, lambda w: (
+        f"/v2/repository/models/{(n := w.model(1, (1,)))}/unload", {"json": {}}, n)),
 }
 
 
@@ -163,7 +179,10 @@ def test_endpoint_answers_exact_status_for_each_caller(world: World, endpoint: s
     expected = _expected(endpoint, caller)
     assert response.status_code == expected, (endpoint, caller, response.data[:300])
     if expected in (401, 403):
-        assert response.headers["Content-Type"].startswith("application/problem+json")
+        if path.startswith("/v2/"):
+            assert "error" in response.get_json()
+        else:
+            assert response.headers["Content-Type"].startswith("application/problem+json")
         if expected == 401:
             assert response.headers["WWW-Authenticate"] == "Bearer"
         if name is not None:

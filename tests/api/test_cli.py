@@ -78,3 +78,28 @@ def test_storage_gc_reports(run, tmp_path):
     output = run("storage", "gc", "--dry-run", "--grace-minutes", "0").output
     # the artifact and its verified ONNX conversion
     assert "scanned 2 blobs" in output and "kept 2 referenced" in output
+
+
+def test_cli_drives_a_running_server_with_a_token(tmp_path, monkeypatch):
+    from manage import create_app
+    from registry import auth
+    from tests.conftest import LiveServer, make_config
+
+    app = create_app(make_config(tmp_path, AUTH_DISABLED=False))
+    secret, _ = auth.create_token(app.extensions["modelreg"].uow, name="ops", role="operator",
+                                  actor="test")
+    server = LiveServer(app)
+    try:
+        runner = CliRunner()
+        base = ["--url", server.url, "--token", secret]
+        demo = runner.invoke(cli, [*base, "demo", "--name", "houses"], catch_exceptions=False)
+        assert demo.exit_code == 0, demo.output
+        assert "production -> 1 (was 2)" in demo.output and "by ops" in demo.output
+        listed = runner.invoke(cli, [*base, "models", "list"], catch_exceptions=False)
+        assert "houses" in listed.output
+        refused = runner.invoke(cli, ["--url", server.url, "--token", "mr_wrong", "models",
+                                      "list"], catch_exceptions=False)
+        assert refused.exit_code == 1 and "401" in refused.output
+    finally:
+        server.stop()
+        app.extensions["modelreg"].extras["engine"].dispose()

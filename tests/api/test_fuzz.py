@@ -45,6 +45,11 @@ predict_bodies = st.one_of(
 
 
 @pytest.fixture(scope="module")
+def real_artifact() -> bytes:
+    return joblib_bytes(fit_classifier())
+
+
+@pytest.fixture(scope="module")
 def client(tmp_path_factory):
     from manage import create_app
 
@@ -76,18 +81,38 @@ def test_create_model_with_random_fields(client, name, description, tags):
     _no_server_error(client.post("/models", json=body))
 
 
+deep_values = st.integers(30, 400).map(lambda n: _nest(n))
+metadata_values = st.one_of(json_values, deep_values)
+
+
+def _nest(levels: int):
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @SETTINGS
-@given(name=names, metadata=st.one_of(json_values, st.dictionaries(
-    st.sampled_from(["format", "description", "tags", "metrics", "params", "source",
-                     "input_example", "signature", "other"]), json_values, max_size=5)))
-def test_register_with_random_metadata(client, name, metadata):
+@given(name=names, artifact=st.sampled_from(["real", "junk"]),
+       metadata=st.one_of(json_values, st.dictionaries(
+           st.sampled_from(["format", "description", "tags", "metrics", "params", "source",
+                            "input_example", "signature", "other"]), metadata_values,
+           max_size=5)))
+def test_register_with_random_metadata(client, real_artifact, name, artifact, metadata):
+    """A registration either fails cleanly or stores a version that reads back fine."""
+    path_name = name if "/" not in name else "x"
     response = client.post(
-        f"/models/{name}/versions" if "/" not in name else "/models/x/versions",
-        data={"artifact": (io.BytesIO(b"not a model"), "m.joblib"),
+        f"/models/{path_name}/versions",
+        data={"artifact": (io.BytesIO(real_artifact if artifact == "real" else b"junk"),
+                           "m.joblib"),
               "metadata": json.dumps(metadata)},
         content_type="multipart/form-data",
     )
     _no_server_error(response)
+    if response.status_code == 201:
+        version = response.get_json()["version"]
+        _no_server_error(client.get(f"/models/{path_name}/versions/{version}"))
+        _no_server_error(client.get(f"/models/{path_name}/versions"))
 
 
 @SETTINGS
