@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, request, send_file
+from werkzeug.exceptions import RequestedRangeNotSatisfiable as RangeNotSatisfiable
 from werkzeug.formparser import FormDataParser
+from werkzeug.wsgi import wrap_file
 
 from registry import schemas
 from registry.access import current_identity, require_role, requires
@@ -292,23 +294,52 @@ def delete_version(name: str, ref: str) -> Response:
 @bp.get("/models/<name>/versions/<ref>/artifact")
 def download_artifact(name: str, ref: str) -> Response:
     deps = wiring()
-    record, stream = version_service.open_artifact(
-        deps.uow, deps.store, _model_name(name), _reference(ref)
+    record, stream, span = version_service.open_artifact(
+        deps.uow, deps.store, _model_name(name), _reference(ref), byte_range=_requested_range
     )
-    response = send_file(
-        stream,
-        mimetype="application/octet-stream",
-        as_attachment=True,
-        download_name=f"{record.name}-v{record.version}.{FILE_EXTENSIONS[record.format]}",
-        etag=record.sha256,
-        conditional=True,
-        max_age=0,
-    )
+    filename = f"{record.name}-v{record.version}.{FILE_EXTENSIONS[record.format]}"
+    if span is not None:  # a resumed or partial download: 206 with just those bytes
+        start, stop = span
+        response = Response(
+            wrap_file(request.environ, stream),
+            status=206,
+            mimetype="application/octet-stream",
+            direct_passthrough=True,
+        )
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{record.size}"
+        response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response.content_length = stop - start
+        response.set_etag(record.sha256)
+    else:
+        response = send_file(
+            stream,
+            mimetype="application/octet-stream",
+            as_attachment=True,
+            download_name=filename,
+            etag=record.sha256,
+            conditional=True,
+            max_age=0,
+        )
+        if response.status_code == 200:
+            response.content_length = record.size
+    response.headers["Accept-Ranges"] = "bytes"
     response.headers["X-Model-Version"] = str(record.version)
     response.headers["X-Content-SHA256"] = record.sha256
-    if response.status_code == 200:
-        response.content_length = record.size
     return response
+
+
+def _requested_range(size: int) -> tuple[int, int] | None:
+    """(start, stop) of a single satisfiable `Range: bytes=...`, honouring If-Range."""
+    requested = request.range
+    if requested is None or len(requested.ranges) != 1:
+        return None
+    if_range = request.if_range
+    if if_range.etag is not None or if_range.date is not None:
+        return None  # conservative: a conditional range gets the whole artifact
+    span = requested.range_for_length(size)
+    if span is None:
+        raise RangeNotSatisfiable(length=size)
+    return span
 
 
 # ---- aliases -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -17,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from storage.errors import ArtifactTooLarge, InvalidKey
 
@@ -141,8 +142,9 @@ class ArtifactStore(ABC):
             return self.commit(staged)
 
     @abstractmethod
-    def open(self, key: str) -> BinaryIO:
-        """A readable binary stream of the blob; raises ArtifactNotFound."""
+    def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
+        """A readable binary stream of the blob, or of `length` bytes from `start` (a ranged
+        download); raises ArtifactNotFound."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -180,3 +182,27 @@ class ArtifactStore(ABC):
             except FileNotFoundError:
                 continue
         return removed
+
+
+class LimitedReader(io.RawIOBase):
+    """At most `length` bytes of a stream (a byte range of a local file)."""
+
+    def __init__(self, raw: BinaryIO, length: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")[: self._left]
+        if not view:
+            return 0
+        count = self._raw.readinto(view)  # type: ignore[attr-defined]
+        self._left -= count or 0
+        return count or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()

@@ -9,7 +9,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import ArtifactStore, BlobInfo, StagedUpload, StoredArtifact, check_key, key_for
+from storage.base import (
+    ArtifactStore,
+    BlobInfo,
+    LimitedReader,
+    StagedUpload,
+    StoredArtifact,
+    check_key,
+    key_for,
+)
 from storage.errors import ArtifactNotFound, StorageError, StorageUnavailable
 
 
@@ -49,11 +57,14 @@ class LocalArtifactStore(ArtifactStore):
             _fsync_dir(dest.parent)
         return StoredArtifact(key=key, sha256=sha, size=staged.size)
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")
+            file = open(self._path(key), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError:
             raise ArtifactNotFound(key) from None
+        if start:
+            file.seek(start)
+        return file if length is None else LimitedReader(file, length)  # type: ignore[return-value]
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -274,10 +274,14 @@ class S3ArtifactStore(ArtifactStore):
         except (BotoCoreError, OSError) as error:
             raise self._translate(action, error) from error
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         object_key = self._object_key(key)
+        extra: dict[str, str] = {}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            extra["Range"] = f"bytes={start}-{end}"
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            response = self.client.get_object(Bucket=self.bucket, Key=object_key, **extra)
         except ClientError as error:
             if _error_code(error) in _MISSING_CODES:
                 raise ArtifactNotFound(key) from None

@@ -362,11 +362,20 @@ def delete_version(
 
 
 def open_artifact(
-    uow: UnitOfWorkFactory, store: ArtifactStore, name: str, ref: Reference
-) -> tuple[VersionRecord, BinaryIO]:
+    uow: UnitOfWorkFactory,
+    store: ArtifactStore,
+    name: str,
+    ref: Reference,
+    byte_range: Callable[[int], tuple[int, int] | None] | None = None,
+) -> tuple[VersionRecord, BinaryIO, tuple[int, int] | None]:
+    """The version and a stream of its artifact; `byte_range(size)` may pick (start, stop)."""
     record = get_version(uow, name, ref)
+    span = byte_range(record.size) if byte_range is not None else None
     try:
-        return record, store.open(record.artifact_key)
+        if span is None:
+            return record, store.open(record.artifact_key), None
+        start, stop = span
+        return record, store.open(record.artifact_key, start, stop - start), span
     except ArtifactNotFound:
         log.error(
             "INTEGRITY: the artifact of %s v%d is missing from the store", name, record.version

@@ -121,3 +121,23 @@ def test_alias_and_token_lists_are_paginated(tmp_path):
     rest = client.get(f"/tokens?limit=2&cursor={page['next_cursor']}").get_json()
     assert [t["name"] for t in page["tokens"] + rest["tokens"]] == ["t1", "t2", "t3"]
     assert client.get("/tokens?limit=0").status_code == 422
+
+
+def test_ranged_downloads_resume_an_artifact(client):
+    artifact = joblib_bytes(fit_linear())
+    register(client, "m", artifact)
+    whole = client.get("/models/m/versions/1/artifact")
+    assert whole.status_code == 200 and whole.data == artifact
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    part = client.get("/models/m/versions/1/artifact", headers={"Range": "bytes=10-99"})
+    assert part.status_code == 206 and part.data == artifact[10:100]
+    assert part.headers["Content-Range"] == f"bytes 10-99/{len(artifact)}"
+    assert int(part.headers["Content-Length"]) == 90
+    tail = client.get("/models/m/versions/1/artifact", headers={"Range": "bytes=-25"})
+    assert tail.status_code == 206 and tail.data == artifact[-25:]
+    rest = client.get("/models/m/versions/1/artifact", headers={"Range": "bytes=100-"})
+    assert rest.data == artifact[100:]
+    beyond = client.get("/models/m/versions/1/artifact",
+                        headers={"Range": f"bytes={len(artifact) + 5}-"})
+    assert beyond.status_code == 416
+    problem(beyond)

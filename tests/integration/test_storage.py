@@ -497,3 +497,16 @@ def test_app_registers_predicts_and_downloads_on_s3(
         assert ready.get_json()["checks"]["storage"]["status"] == "ok"
     finally:
         app.extensions["modelreg"].extras["engine"].dispose()
+
+
+def test_ranged_reads(store: ArtifactStore):
+    data = bytes(range(256)) * 64
+    staged = store.stage()
+    staged.write(data)
+    stored = store.commit(staged)
+    with store.open(stored.key, 100, 50) as part:
+        assert part.read() == data[100:150]
+    with store.open(stored.key, 16_000) as rest:
+        assert rest.read() == data[16_000:]
+    with store.open(stored.key, 0, 10) as head:
+        assert head.read(4) == data[:4] and head.read() == data[4:10]
