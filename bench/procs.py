@@ -42,7 +42,9 @@ def relative(path: Path) -> str:
 class Process:
     """A command in its own session (process group), its output appended to a log file."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = REPO_ROOT
+    ) -> None:
         self.command = command
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,7 @@ class Process:
         self.popen = subprocess.Popen(
             command,
             env=env,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

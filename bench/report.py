@@ -410,47 +410,55 @@ def render(ctx: Context, run: TargetRun, cache: CacheCheck | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tune_cell(p: PointResult) -> str:
+    workers = "+".join(f"{c:.2f}" for c in p.worker_cores)
+    return (
+        f"{p.load.req_per_s:,.0f} · {_ms(p.load.p50_ms)} · {_ms(p.load.p99_ms)} · {workers}"
+        f" · {p.other_cores:.2f}"
+    )
+
+
 def render_tuning(ctx: Context, runs: dict[int, TargetRun], best: int) -> str:
     points = (Point(1, 1), Point(1, 8), Point(1, 32))
     header = [
         "threads",
-        *(f"conc {p.concurrency}: req/s · p50 · p99 ms · other load" for p in points),
+        "run",
+        *(
+            f"conc {p.concurrency}: req/s · p50 ms · p99 ms · worker cores · other load"
+            for p in points
+        ),
     ]
     rows: list[list[str]] = []
     for threads, run in runs.items():
-        cells: list[str] = [f"**{threads}**" if threads == best else str(threads)]
-        for point in points:
-            p = _find(run, LINEAR, point)
-            cells.append(
-                "n/a"
-                if p is None
-                else f"{p.load.req_per_s:,.0f} · {_ms(p.load.p50_ms)} · {_ms(p.load.p99_ms)}"
-                f" · {p.other_cores:.2f}"
-            )
-        rows.append(cells)
-    return (
-        "\n".join(
-            [
-                "# modelreg benchmark: threads per worker",
-                "",
-                f"Command: `{ctx.command}`",
-                "",
-                *_machine_section(ctx),
-                "",
-                "## 1-row LinearRegression, `modelreg serve --workers 2 --threads T`",
-                "",
-                f"wrk, {ctx.settings.duration_s:g} s per point after {ctx.settings.warmup_s:g} s "
-                "warm-up; a fresh server per setting.",
-                "",
-                *_table(header, rows),
-                "",
-                f"Best: **threads = {best}** (the highest req/s at concurrency 8 among the "
-                f"settings with p99 < {SMALL_P99_MS:g} ms there). Other load = cores used by "
-                "other processes on the machine during the point (see README).",
-            ]
-        )
-        + "\n"
-    )
+        label = f"**{threads}**" if threads == best else str(threads)
+        results = [p for m in run.models for p in m.points if m.spec.name == LINEAR]
+        for repeat in sorted({p.repeat for p in results}):
+            cells = [label, str(repeat)]
+            for point in points:
+                found = [p for p in results if p.point == point and p.repeat == repeat]
+                cells.append(_tune_cell(found[0]) if found else "n/a")
+            rows.append(cells)
+    lines = [
+        "# modelreg benchmark: threads per worker",
+        "",
+        f"Command: `{ctx.command}`",
+        "",
+        *_machine_section(ctx),
+        "",
+        "## 1-row LinearRegression, `modelreg serve --workers 2 --threads T`",
+        "",
+        f"wrk, {ctx.settings.duration_s:g} s per point after {ctx.settings.warmup_s:g} s "
+        "warm-up, each point measured twice (wrk opens new connections each time); a fresh "
+        "server per setting. Worker cores: the average cores each gunicorn worker used during "
+        "the point (unequal numbers mean wrk's keep-alive connections landed unevenly on the "
+        "workers). Other load: cores used by other processes on the machine (see README).",
+        "",
+        *_table(header, rows),
+        "",
+        f"Best: **threads = {best}** (the highest mean req/s at concurrency 8 among the "
+        f"settings whose p99 there stayed < {SMALL_P99_MS:g} ms in every run).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def stdout_table(run: TargetRun) -> str:
