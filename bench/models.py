@@ -1,4 +1,4 @@
-"""The reference models of the shared performance notes (PERFORMANCE.md), trained on synthetic data (fixed seeds)."""
+"""The reference models of the shared PERFORMANCE.md, trained on synthetic data (fixed seeds)."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ SMALL_P99_MS = 10.0
 OVERHEAD_P50_MS = 0.5  # served p50 minus in-process, 1 row, concurrency 1
 LARGE_FRACTION = 0.60  # 10,000-row requests: served rows/s / in-process rows/s
 
-# The best figure of each peer's range in the shared performance notes (PERFORMANCE.md) (not re-measured here).
+# The best figure of each peer's range in the shared PERFORMANCE.md (not re-measured here).
 PEERS: tuple[tuple[str, str, Point | None, str, float, float, bool], ...] = (
     # (label, model, point, metric, MLflow, MLServer, higher is better)
     ("linear, 1 row, conc 1", LINEAR, Point(1, 1), "req/s", 880, 600, True),
