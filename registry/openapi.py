@@ -660,6 +660,34 @@ class Op:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _v2_default_and_versioned(
+    default: str,
+    versioned: str,
+    summary: str,
+    responses: dict[int, dict[str, Any]],
+    errors: tuple[int, ...],
+    **options: Any,
+) -> dict[str, Op]:
+    """The same V2 operation without a version (the default alias) and with one."""
+    return {
+        f"v2.{default}": Op(
+            "v2",
+            f"{summary} (default version)",
+            responses,
+            errors,
+            v2=True,
+            description=DEFAULT_VERSION_NOTE,
+            **options,
+        ),
+        f"v2.{versioned}": Op(
+            "v2", f"{summary} (a version)", responses, errors, v2=True, **options
+        ),
+    }
+
+
+DEFAULT_VERSION_NOTE = "Without a version: `production` when the model has it, else `latest`."
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -1210,63 +1238,33 @@ OPERATIONS: dict[str, Op] = {
         },
         v2=True,
     ),
-    "v2.model_metadata": Op(
-        "v2",
-        "Model metadata (default version)",
+    **_v2_default_and_versioned(
+        "model_metadata",
+        "model_version_metadata",
+        "Model metadata",
         {
             200: _json(
                 "Inputs, outputs and versions.", _ref("V2ModelMetadata"), headers=VERSION_HEADERS
             )
         },
         (400, 401, 403, 404, 503),
-        v2=True,
-        description="Without a version: `production` when the model has it, else `latest`.",
     ),
-    "v2.model_version_metadata": Op(
-        "v2",
-        "Model metadata (a version)",
-        {
-            200: _json(
-                "Inputs, outputs and versions.", _ref("V2ModelMetadata"), headers=VERSION_HEADERS
-            )
-        },
-        (400, 401, 403, 404, 503),
-        v2=True,
-    ),
-    "v2.model_ready": Op(
-        "v2",
-        "Model readiness (default version)",
+    **_v2_default_and_versioned(
+        "model_ready",
+        "model_version_ready",
+        "Model readiness",
         {
             200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
             503: _json("The version cannot be loaded.", _ref("V2ModelReady")),
         },
         (401, 403, 404),
-        v2=True,
     ),
-    "v2.model_version_ready": Op(
-        "v2",
-        "Model readiness (a version)",
-        {
-            200: _json("Loaded and ready.", _ref("V2ModelReady"), headers=VERSION_HEADERS),
-            503: _json("The version cannot be loaded.", _ref("V2ModelReady")),
-        },
-        (401, 403, 404),
-        v2=True,
-    ),
-    "v2.infer": Op(
-        "v2",
-        "Inference (default version)",
+    **_v2_default_and_versioned(
+        "infer",
+        "infer_version",
+        "Inference",
         {},
         (400, 401, 403, 404, 413, 503),
-        v2=True,
-        extra={"infer": True},
-    ),
-    "v2.infer_version": Op(
-        "v2",
-        "Inference (a version)",
-        {},
-        (400, 401, 403, 404, 413, 503),
-        v2=True,
         extra={"infer": True},
     ),
     "v2.repository_index": Op(
