@@ -7,7 +7,6 @@ import getpass
 import logging
 import os
 import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
-from registry.http import Wiring, reject_nul_characters
+from registry.http import FIXED_HEADERS, Wiring, reject_nul_characters, request_id_from
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
@@ -34,12 +33,6 @@ from registry.unit_of_work import UnitOfWorkFactory
 from storage import open_store
 
 log = logging.getLogger("modelreg")
-
-FIXED_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
 
 
 def _resolve_config(config: Config | Mapping[str, Any] | None) -> Config:
@@ -134,6 +127,18 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(metrics_bp)
     app.register_blueprint(v2_bp)
     app.register_blueprint(openapi_bp)
+    from serving.fastpath import PredictFastPath
+
+    app.wsgi_app = PredictFastPath(  # type: ignore[method-assign]
+        app.wsgi_app,
+        serving,
+        authenticator,
+        metrics,
+        auth_disabled=config.AUTH_DISABLED,
+        local_actor=config.LOCAL_ACTOR,
+        max_body_bytes=config.MAX_PREDICT_BODY_BYTES,
+        access_log=config.ACCESS_LOG,
+    )
     return app
 
 
@@ -143,9 +148,7 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
-        incoming = request.headers.get("X-Request-ID", "")
-        valid = 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii()
-        g.request_id = incoming if valid else uuid.uuid4().hex
+        g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
 
     app.before_request(reject_nul_characters)
 

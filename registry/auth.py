@@ -219,6 +219,17 @@ class Authenticator:
             self._cache[digest] = (identity, now)
         return self._check(identity)
 
+    def cached(self, secret: str) -> Identity | None:
+        """The identity behind `secret` if it was verified recently and is still valid; None
+        when only a database lookup (or an error answer) could tell."""
+        cached = self._cache.get(hash_token(secret))
+        if cached is None or cached[0] is None or self._clock() - cached[1] >= self._ttl:
+            return None
+        identity = cached[0]
+        if identity.expires_at is not None and identity.expires_at <= utcnow():
+            return None
+        return identity
+
     def forget_all(self) -> None:
         with self._lock:
             self._cache.clear()

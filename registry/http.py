@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,3 +75,18 @@ def reject_nul_characters() -> None:
             raise InvalidInput(
                 "NUL characters are not allowed", {key.replace("\x00", ""): "contains NUL"}
             )
+
+
+# Sent on every response (the predict fast path in serving/fastpath.py sends them too).
+FIXED_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's X-Request-ID when it is a sane one, else a fresh id."""
+    if 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii():
+        return incoming
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID

@@ -122,6 +122,21 @@ class ReferenceResolver:
             self._floating[(name, label)] = (spec, now)
         return Resolution(spec)
 
+    def peek(self, name: str, ref: Reference) -> Resolution | None:
+        """What `resolve` would answer without asking the registry; None when it would ask."""
+        if ref.version is not None:
+            spec = self._pinned.get((name, ref.version))
+            return Resolution(spec) if spec is not None else None
+        known = self._floating.get((name, "latest" if ref.latest else str(ref.alias)))
+        if known is None:
+            return None
+        now = self._clock()
+        if now - known[1] < self._refresh:
+            return Resolution(known[0])
+        if now < self._unavailable_until:
+            return Resolution(known[0], stale=True)
+        return None
+
     def spec_for(self, name: str, version: int) -> VersionSpec | None:
         return self._pinned.get((name, version))
 

@@ -38,6 +38,10 @@ class Prediction:
     stale: bool
 
 
+# Parsed references, so the hot path does not re-validate the same few strings.
+_REFERENCES: dict[str, Reference] = {}
+
+
 def parse_ref(ref: str) -> Reference:
     parsed = parse_reference(ref)
     if parsed is None:
@@ -110,6 +114,37 @@ class ServingRuntime:
             classes,
             servable.runtime,
             stale,
+        )
+
+    def predict_cached(self, name: str, ref: str, body: bytes) -> Prediction | None:
+        """`predict` when it needs no registry lookup and no load; None otherwise.
+
+        Errors (a bad body, a model refusing the input) still raise, as in `predict`.
+        """
+        reference = _REFERENCES.get(ref)
+        if reference is None:
+            reference = parse_reference(ref)
+            if reference is None:
+                return None
+            if len(_REFERENCES) < 4096:
+                _REFERENCES[ref] = reference
+        resolution = self.resolver.peek(name, reference)
+        if resolution is None:
+            return None
+        loaded = self.cache.get(resolution.spec.key)
+        if loaded is None:
+            return None
+        servable: Servable = loaded.extra
+        decoded = decode_predict_body(body, servable.plan)
+        output = call_model(servable, decoded.method, decoded.X)
+        return Prediction(
+            name,
+            loaded.key.version,
+            decoded.method,
+            to_jsonable(output),
+            servable.classes if decoded.method == "predict_proba" else None,
+            servable.runtime,
+            resolution.stale,
         )
 
     def check_version(self, record: VersionRecord) -> None:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, request
 from registry.access import requires
 from registry.http import json_response, wiring
 from registry.problems import problem
-from serving.runtime import ServingRuntime
+from serving.runtime import Prediction, ServingRuntime
 
 bp = Blueprint("serving", __name__)
 
@@ -34,6 +34,12 @@ def predict(name: str, ref: str) -> Response:
             {"Content-Type": "expected application/json"},
         )
     result = _runtime().predict(name, ref, request.get_data(cache=False))
+    return Response(
+        encode_prediction(result), headers=model_headers(result), mimetype="application/json"
+    )
+
+
+def encode_prediction(result: Prediction) -> bytes:
     body: dict = {
         "model": result.name,
         "version": result.version,
@@ -41,12 +47,12 @@ def predict(name: str, ref: str) -> Response:
     }
     if result.classes is not None:
         body["classes"] = result.classes
+    return orjson.dumps(body, option=JSON_OPTIONS)
+
+
+def model_headers(result: Prediction) -> list[tuple[str, str]]:
     headers = [("X-Model-Version", str(result.version)), ("X-Model-Runtime", result.runtime)]
-    if result.stale:
-        headers += STALE_HEADERS
-    return Response(
-        orjson.dumps(body, option=JSON_OPTIONS), headers=headers, mimetype="application/json"
-    )
+    return headers + STALE_HEADERS if result.stale else headers
 
 
 @bp.get("/serving/cache")

@@ -454,7 +454,10 @@ def test_batching_helps_accepts_a_dataframe_and_survives_a_failing_model() -> No
     frame = pd.DataFrame(DATA, columns=FEATURES)
     model = LinearRegression().fit(frame, TARGET)
     helps, info = batching_helps(model.predict, frame.iloc[5:9], repeats=2)
-    assert not helps and info["one_row_ms"] > 0
+    # Whether batching helps a DataFrame-fed model depends on this machine's speed; the
+    # decision must follow the measured numbers.
+    assert info["one_row_ms"] > 0 and info["many_rows_ms"] > 0
+    assert helps == (info["one_row_ms"] >= 0.5 and info["ratio"] < 4), info
 
     def broken(X: Any) -> Any:
         raise ValueError("nope")
