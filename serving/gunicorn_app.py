@@ -68,7 +68,7 @@ def run_gunicorn(
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": "serving.worker.ModelregWorker",
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 5,

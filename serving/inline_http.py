@@ -1,0 +1,191 @@
+"""Strict HTTP/1.1 handling for one complete, small request already in the socket buffer.
+
+The worker's inline path (serving/worker.py) uses this for predict calls: the request line
+and headers are parsed here, the WSGI environ built and the response written as one send,
+skipping gunicorn's general parser and response writer (a third of a small request's cost).
+Only plain requests qualify: HTTP/1.1, `POST`, an origin-form target, a Content-Length body,
+header names that are tokens without underscores (gunicorn drops those), values without
+control characters, no folding, no Transfer-Encoding or Expect. Anything else returns None
+and the request goes through gunicorn untouched, which parses and answers it (or refuses it)
+as usual.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+TOKEN = re.compile(rb"[!#$%&'*+\-.^`|~0-9A-Za-z]+")
+FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+MAX_HEADERS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class InlineRequest:
+    target: bytes
+    headers: list[tuple[bytes, bytes]]  # names lower-cased, values stripped
+    body: bytes
+    size: int  # bytes of the whole request (head + body) in the buffer
+    close: bool  # the client asked to close after this answer
+
+
+def parse_request(data: bytes, suffixes: tuple[bytes, ...]) -> InlineRequest | None:
+    """The request at the start of `data` if it is complete and plain, else None."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
+        return None
+    target = parts[1]
+    if not target.startswith(b"/") or not target.split(b"?", 1)[0].endswith(suffixes):
+        return None
+    if len(lines) - 1 > MAX_HEADERS:
+        return None
+    headers: list[tuple[bytes, bytes]] = []
+    length: int | None = None
+    close = False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not TOKEN.fullmatch(name) or b"_" in name:
+            return None
+        value = value.strip(b" \t")
+        if not FIELD_VALUE.fullmatch(value):
+            return None
+        name = name.lower()
+        if name in (b"transfer-encoding", b"expect", b"upgrade"):
+            return None
+        if name == b"content-length":
+            if length is not None or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"connection":
+            tokens = {t.strip().lower() for t in value.split(b",")}
+            if b"upgrade" in tokens:
+                return None
+            close = close or b"close" in tokens
+        headers.append((name, value))
+    body_start = end + 4
+    length = length or 0
+    if len(data) < body_start + length:
+        return None
+    return InlineRequest(
+        target, headers, data[body_start : body_start + length], body_start + length, close
+    )
+
+
+def build_environ(
+    request: InlineRequest,
+    *,
+    client: Any,
+    server: Any,
+    multiprocess: bool,
+    errors: Any = None,
+) -> dict[str, Any]:
+    """The WSGI environ gunicorn would build for this request (no proxy headers honoured:
+    a prediction does not depend on the client's address or scheme)."""
+    raw_path, _, query = request.target.partition(b"?")
+    host, port = (server[0], str(server[1])) if isinstance(server, tuple) else (str(server), "")
+    environ: dict[str, Any] = {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(request.body),
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "SERVER_SOFTWARE": "gunicorn",
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
+        "QUERY_STRING": query.decode("latin-1"),
+        "RAW_URI": request.target.decode("latin-1"),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": host,
+        "SERVER_PORT": port,
+        "CONTENT_LENGTH": str(len(request.body)),
+    }
+    if isinstance(client, tuple):
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    for name, value in request.headers:
+        text = value.decode("latin-1")
+        if name == b"content-type":
+            environ["CONTENT_TYPE"] = text
+            continue
+        if name == b"content-length":
+            continue
+        key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        environ[key] = f"{environ[key]},{text}" if key in environ else text
+    return environ
+
+
+class _DateHeader:
+    """The Date header, formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def __call__(self) -> bytes:
+        now = time.time()
+        if int(now) != self._second:
+            self._second = int(now)
+            self._value = formatdate(now, usegmt=True).encode("latin-1")
+        return self._value
+
+
+http_date = _DateHeader()
+
+
+def call_app(
+    app: Callable[..., Iterable[bytes]], environ: dict[str, Any], keep_alive: bool
+) -> bytes:
+    """Run the WSGI app and return the whole HTTP response, ready to send."""
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        if exc_info is not None and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started[:] = [status, headers]
+        return None  # the write() callable of WSGI 1.0; no view of ours uses it
+
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    status, headers = started
+    lines = [
+        b"HTTP/1.1 " + status.encode("latin-1"),
+        b"Server: gunicorn",
+        b"Date: " + http_date(),
+        b"Connection: keep-alive" if keep_alive else b"Connection: close",
+    ]
+    has_length = False
+    for name, value in headers:
+        if name.lower() == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    if not has_length:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def error_response(status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR) -> bytes:
+    body = b'{"title": "' + status.phrase.encode() + b'"}'
+    return (
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
