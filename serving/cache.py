@@ -172,18 +172,28 @@ class ModelCache:
 
         Not finding it counts nothing (it is a peek, not a request that will load).
         """
+        loaded = self.peek(key)
+        if loaded is not None:
+            self.touch(key)
+        return loaded
+
+    def peek(self, key: VersionKey) -> LoadedModel | None:
+        """The cached model, counting nothing: call `touch` once it has been used."""
+        entry = self._entries.get(key)
+        return entry.loaded if entry is not None else None
+
+    def touch(self, key: VersionKey) -> None:
+        """Count a use of a cached model: a hit, and most recently used."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is None:
-                return None
+                return  # evicted meanwhile; the use still happened, but there is no entry
             self._entries.move_to_end(key)
             entry.hits += 1
             entry.last_used_at = self._wall_clock()
             self._hits += 1
-            loaded = entry.loaded
         if self._on_event is not None:
             self._emit("hit", key, {})
-        return loaded
 
     def _lead_load(self, key: VersionKey, flight: _InFlight) -> LoadedModel:
         """Run the loader outside the lock, then publish the result to the cache and waiters."""

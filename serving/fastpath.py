@@ -96,8 +96,11 @@ class PredictFastPath:
         return identity.name if identity.may_use_model(name) else None
 
     def _read_body(self, environ: dict[str, Any]) -> bytes | None:
+        declared = environ.get("CONTENT_LENGTH")
+        if not declared:
+            return None  # a body framed otherwise (HTTP/2, a terminated stream): Flask reads it
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            length = int(declared)
         except ValueError:
             return None
         if length < 0 or length > self.max_body_bytes:

@@ -25,7 +25,23 @@ from urllib.parse import unquote_to_bytes
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^`|~0-9A-Za-z]+")
 FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+TARGET = re.compile(rb"/[\x21-\x22\x24-\x7e]*")  # visible ASCII, no fragment
+# gunicorn's defaults (limit_request_fields, limit_request_line, limit_request_field_size)
 MAX_HEADERS = 100
+MAX_REQUEST_LINE = 4094
+MAX_FIELD = 8190
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +59,20 @@ def parse_request(data: bytes, suffixes: tuple[bytes, ...]) -> InlineRequest | N
     if end < 0:
         return None
     lines = data[:end].split(b"\r\n")
+    if len(lines[0]) > MAX_REQUEST_LINE or len(lines) - 1 > MAX_HEADERS:
+        return None
     parts = lines[0].split(b" ")
     if len(parts) != 3 or parts[0] != b"POST" or parts[2] != b"HTTP/1.1":
         return None
     target = parts[1]
-    if not target.startswith(b"/") or not target.split(b"?", 1)[0].endswith(suffixes):
-        return None
-    if len(lines) - 1 > MAX_HEADERS:
+    if not TARGET.fullmatch(target) or not target.split(b"?", 1)[0].endswith(suffixes):
         return None
     headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
     close = False
     for line in lines[1:]:
+        if len(line) > MAX_FIELD:
+            return None
         name, colon, value = line.partition(b":")
         if not colon or not TOKEN.fullmatch(name) or b"_" in name:
             return None
@@ -149,13 +167,14 @@ http_date = _DateHeader()
 
 def call_app(
     app: Callable[..., Iterable[bytes]], environ: dict[str, Any], keep_alive: bool
-) -> bytes:
-    """Run the WSGI app and return the whole HTTP response, ready to send."""
+) -> tuple[bytes, bool]:
+    """Run the WSGI app; return the whole HTTP response, ready to send, and whether the
+    connection stays open (the app may ask to close it)."""
     started: list[Any] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        if exc_info is not None and started:
-            raise exc_info[1].with_traceback(exc_info[2])
+        # Nothing is sent before the app returns, so a later call (with exc_info, PEP 3333)
+        # may always replace the status and headers.
         started[:] = [status, headers]
         return None  # the write() callable of WSGI 1.0; no view of ours uses it
 
@@ -167,20 +186,26 @@ def call_app(
         if close is not None:
             close()
     status, headers = started
-    lines = [
+    lines = []
+    has_length = False
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:  # framing is this server's business, as in gunicorn
+            if lower == "connection" and "close" in value.lower():
+                keep_alive = False
+            continue
+        if lower == "content-length":
+            has_length = True
+        lines.append(f"{name}: {value}".encode("latin-1"))
+    if not has_length:
+        lines.append(b"Content-Length: " + str(len(body)).encode())
+    head = [
         b"HTTP/1.1 " + status.encode("latin-1"),
         b"Server: gunicorn",
         b"Date: " + http_date(),
         b"Connection: keep-alive" if keep_alive else b"Connection: close",
     ]
-    has_length = False
-    for name, value in headers:
-        if name.lower() == "content-length":
-            has_length = True
-        lines.append(f"{name}: {value}".encode("latin-1"))
-    if not has_length:
-        lines.append(b"Content-Length: " + str(len(body)).encode())
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+    return b"\r\n".join(head + lines) + b"\r\n\r\n" + body, keep_alive
 
 
 def error_response(status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR) -> bytes:

@@ -119,7 +119,8 @@ class ServingRuntime:
     def predict_cached(self, name: str, ref: str, body: bytes) -> Prediction | None:
         """`predict` when it needs no registry lookup and no load; None otherwise.
 
-        Errors (a bad body, a model refusing the input) still raise, as in `predict`.
+        Errors (a bad body, a model refusing the input) still raise, as in `predict`, and
+        count nothing in the cache's statistics.
         """
         reference = _REFERENCES.get(ref)
         if reference is None:
@@ -131,12 +132,14 @@ class ServingRuntime:
         resolution = self.resolver.peek(name, reference)
         if resolution is None:
             return None
-        loaded = self.cache.get(resolution.spec.key)
+        loaded = self.cache.peek(resolution.spec.key)
         if loaded is None:
             return None
         servable: Servable = loaded.extra
         decoded = decode_predict_body(body, servable.plan)
         output = call_model(servable, decoded.method, decoded.X)
+        # Counted only now: a request that fails here is answered (and counted) by `predict`.
+        self.cache.touch(loaded.key)
         return Prediction(
             name,
             loaded.key.version,

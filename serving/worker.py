@@ -181,7 +181,7 @@ class ModelregWorker(BalancedThreadWorker):
         try:
             _discard(sock, request.size)
             try:
-                response = call_app(self.wsgi, environ, keepalive)
+                response, keepalive = call_app(self.wsgi, environ, keepalive)
             except Exception:
                 self.log.exception("Error handling request %s", environ.get("RAW_URI"))
                 response, keepalive = error_response(), False
