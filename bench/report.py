@@ -347,8 +347,9 @@ def _setup_section(ctx: Context, run: TargetRun) -> list[str]:
         "",
         "## Setup",
         "",
-        f"- Server: `{run.command}` (gunicorn gthread; SQLite and a local artifact folder in "
-        "a temp dir, `AUTH_DISABLED=true`, `LOG_LEVEL=WARNING`). " + ctx.threads_note,
+        f"- Server: `{run.command}` (gunicorn, modelreg's gthread-based worker; SQLite and a "
+        "local artifact folder in a temp dir, `AUTH_DISABLED=true`, `LOG_LEVEL=WARNING`). "
+        + ctx.threads_note,
         "- Models registered as skops over HTTP with the Python client, promoted to "
         "`production`, and predicted 16 times each on fresh connections before measuring, "
         "so that both workers hold them. Requests go to `/models/<name>/production/predict`.",
