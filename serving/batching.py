@@ -24,14 +24,19 @@ How (no background thread per model; models come and go from an LRU cache):
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
 from itertools import accumulate, pairwise
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from serving.inputs import is_dataframe
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MicroBatcher", "batching_helps"]
 
@@ -283,9 +288,9 @@ def _merge_key(X: Any) -> tuple[Hashable | None, int]:
         if X.ndim != 2:
             return None, int(X.shape[0]) if X.ndim else 0
         return (X.shape[1], X.dtype), X.shape[0]
-    if type(X) is pd.DataFrame:
+    if is_dataframe(X):
         try:
-            return (pd.DataFrame, tuple(X.columns)), len(X)
+            return ("DataFrame", tuple(X.columns)), len(X)
         except TypeError:  # unhashable column labels
             return None, len(X)
     return None, 0
@@ -299,6 +304,8 @@ def _merge(inputs: list[Any]) -> Any:
     dtypes = first.dtypes
     if not all(frame.dtypes.equals(dtypes) for frame in inputs[1:]):
         raise _CannotBatch("DataFrames with different dtypes")  # e.g. a long column as float
+    import pandas as pd
+
     return pd.concat(inputs, ignore_index=True)
 
 
@@ -311,7 +318,12 @@ def _split(output: Any, sizes: list[int]) -> list[Any]:
         return [output[a:b] for a, b in pairs]
     if isinstance(output, list) and len(output) == total:
         return [output[a:b] for a, b in pairs]
-    if isinstance(output, (pd.Series, pd.DataFrame)) and len(output) == total:
+    pandas = sys.modules.get("pandas")
+    if (
+        pandas is not None
+        and isinstance(output, (pandas.Series, pandas.DataFrame))
+        and len(output) == total
+    ):
         return [output.iloc[a:b].reset_index(drop=True) for a, b in pairs]
     raise _CannotBatch(f"cannot split a {type(output).__name__} into {len(sizes)} results")
 
@@ -371,13 +383,15 @@ def batching_helps(
 
 
 def _one_row(sample: np.ndarray | pd.DataFrame) -> np.ndarray | pd.DataFrame:
-    if isinstance(sample, pd.DataFrame):
+    if is_dataframe(sample):
         return sample.iloc[:1].reset_index(drop=True)
     array = np.asarray(sample)
     return array.reshape(1, -1) if array.ndim == 1 else array[:1]
 
 
 def _repeat(one: np.ndarray | pd.DataFrame, rows: int) -> np.ndarray | pd.DataFrame:
-    if isinstance(one, pd.DataFrame):
+    if is_dataframe(one):
+        import pandas as pd
+
         return pd.concat([one] * rows, ignore_index=True)
     return np.repeat(one, rows, axis=0)

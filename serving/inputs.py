@@ -17,16 +17,19 @@ scalars handed in by another protocol), builds the matrix itself.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from registry.errors import InvalidInput, MalformedRequest
 
@@ -117,12 +120,19 @@ class InputPlan:
             put(self, "_labels", tuple(f".{x}" for x in names))
             put(self, "_index", {x: j for j, x in enumerate(names)})
             put(self, "_getter", itemgetter(*names))
-            put(self, "_columns", pd.Index(list(names)))
         else:
             put(self, "_labels", tuple(f"[{j}]" for j in range(n)) if n else None)
             put(self, "_index", None)
             put(self, "_getter", None)
-            put(self, "_columns", pd.RangeIndex(n) if n else None)
+        # The DataFrame column index, only for models that get DataFrames: a worker serving
+        # numeric arrays (every ONNX-accelerated model) never imports pandas (~40 MB).
+        columns = None
+        if self.needs_dataframe or not self._numeric:
+            import pandas as pd
+
+            columns = pd.Index(list(names)) if names is not None else None
+            columns = pd.RangeIndex(n) if columns is None and n else columns
+        put(self, "_columns", columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,10 +316,16 @@ def _split_to_matrix(split: Any, plan: InputPlan) -> np.ndarray | pd.DataFrame:
         types = tuple(types[plan._index[c]] for c in columns)
     sub = replace(plan, feature_names=tuple(columns), column_types=types)
     X = _rows_to_matrix(data, sub, dfield, True)
-    if isinstance(X, pd.DataFrame):
+    if is_dataframe(X):
         return X[list(names)]
     pos = {c: j for j, c in enumerate(columns)}
     return np.ascontiguousarray(X[:, [pos[x] for x in names]])
+
+
+def is_dataframe(value: Any) -> bool:
+    """isinstance(value, pandas.DataFrame), without importing pandas to find out."""
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
 
 
 # --------------------------------------------------------------------------- rows
@@ -569,6 +585,8 @@ def _columns_fast(cols: list[Any], plan: InputPlan, finite_known: bool) -> pd.Da
 
 def _assemble_columns(cols: list[Any], plan: InputPlan, check_finite: bool = False) -> pd.DataFrame:
     """Build the DataFrame from type-checked columns, each with its own dtype."""
+    import pandas as pd
+
     labels = plan._columns if plan._columns is not None else pd.RangeIndex(len(cols))
     data: dict[Any, Any] = {}
     for label, ctype, col in zip(labels, plan._types or (), cols, strict=True):
@@ -589,6 +607,8 @@ def _finish_array(X: np.ndarray, plan: InputPlan) -> np.ndarray | pd.DataFrame:
     """Numeric matrix → itself, or the DataFrame a model fitted on one expects."""
     if not plan.needs_dataframe:
         return X
+    import pandas as pd
+
     labels = plan._columns if plan._columns is not None else pd.RangeIndex(X.shape[1])
     if not plan._long_cols:
         return pd.DataFrame(X, columns=labels, copy=False)  # one float64 block, no copy
