@@ -5,9 +5,10 @@ Inline predictions: gthread hands every request from its event loop to a pool th
 result back (a queue, a future, a pipe write, another poll, two GIL hand-offs), which costs more
 than a small prediction itself. When a kept-alive connection becomes readable and its whole
 request is already in the socket buffer, small, and a predict or infer call, the event loop
-thread answers it itself: nothing can block on the client (every byte is there) and the model
-call is CPU work either way. Everything else (uploads, registry calls, slow or partial
-requests) goes to the pool exactly as in gthread.
+thread answers it itself (serving/inline_http.py parses it, strictly): nothing can block on the
+client (every byte is there) and the model call is CPU work either way. Everything else (first
+requests on a connection, uploads, registry calls, slow, partial or unusual requests) goes to
+the pool exactly as in gthread.
 
 Spreading connections: all workers wait on one listening socket and the first to wake takes a
 new connection. With keep-alive clients (a service's connection pool, a load generator), the
@@ -76,31 +77,6 @@ SEND_TIMEOUT = 5.0  # seconds a client may take to accept an inline answer
 INLINE_SUFFIXES = (b"/predict", b"/infer")
 
 
-def complete_inline_request(data: bytes) -> bool:
-    """True when `data` starts with one whole small predict/infer request (headers and body)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0 or not data.startswith(b"POST /"):
-        return False
-    head = data[:end]
-    line_end = head.find(b"\r\n")
-    request_line = head if line_end < 0 else head[:line_end]
-    parts = request_line.split(b" ")
-    if len(parts) != 3 or not parts[1].endswith(INLINE_SUFFIXES):
-        return False
-    lower = head.lower()
-    if b"\r\ntransfer-encoding:" in lower or b"\r\nexpect:" in lower:
-        return False
-    start = lower.find(b"\r\ncontent-length:")
-    length = 0
-    if start >= 0:
-        value_end = lower.find(b"\r\n", start + 2)
-        value = lower[start + 17 : value_end if value_end >= 0 else len(lower)].strip()
-        if not value.isdigit():
-            return False
-        length = int(value)
-    return len(data) >= end + 4 + length
-
-
 class _Finished:
     """What finish_request expects from a pool future, for a request answered inline."""
 
@@ -116,29 +92,6 @@ class _Finished:
         return False
 
 
-class _CollectedSends:
-    """The connection's socket, with sends collected and flushed as one: gunicorn writes the
-    headers and the body separately, and each send on a TCP socket is a full trip through
-    the network stack (and, with Nagle, can hold the second part back)."""
-
-    __slots__ = ("parts", "sock")
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self.parts: list[bytes] = []
-
-    def sendall(self, data: bytes) -> None:
-        self.parts.append(bytes(data))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
-
-    def flush(self) -> None:
-        if self.parts:
-            self.sock.sendall(b"".join(self.parts))
-            self.parts.clear()
-
-
 class ModelregWorker(BalancedThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -146,16 +99,11 @@ class ModelregWorker(BalancedThreadWorker):
         self._own_http = not self.cfg.accesslog and not self.cfg.is_ssl
 
     def enqueue_req(self, conn: Any) -> None:
-        data = self._buffered_request(conn)
-        if data is None:
+        request = self._buffered_request(conn)
+        if request is None:
             super().enqueue_req(conn)
-            return
-        request = parse_request(data, INLINE_SUFFIXES) if self._own_http else None
-        if request is not None and conn.initialized:
-            keepalive = self._answer(conn, request)
         else:
-            keepalive = self._handle_inline(conn)
-        self.finish_request(conn, _Finished(keepalive))
+            self.finish_request(conn, _Finished(self._answer(conn, request)))
 
     def _answer(self, conn: Any, request: InlineRequest) -> bool:
         """Answer a parsed request with the app; False closes the connection."""
@@ -191,31 +139,18 @@ class ModelregWorker(BalancedThreadWorker):
             return False
         return keepalive
 
-    def _handle_inline(self, conn: Any) -> bool:
-        """gthread's handle() on this thread; False closes the connection."""
-        conn.data_ready = True
-        collected = conn.sock = _CollectedSends(conn.sock)
-        try:
-            keepalive = self.handle(conn)
-        finally:
-            conn.sock = collected.sock
-        try:
-            collected.flush()
-        except OSError:
-            return False  # the client went away; finish_request closes the connection
-        return bool(keepalive)
-
-    def _buffered_request(self, conn: Any) -> bytes | None:
-        """The socket's buffered bytes when they hold a whole small predict/infer request."""
-        if self.cfg.is_ssl or conn.is_http2:
-            return None
-        if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+    def _buffered_request(self, conn: Any) -> InlineRequest | None:
+        """The request at the head of the socket buffer when it is whole, small, plain and a
+        predict/infer call on a kept-alive connection; None sends it to the pool."""
+        if not self._own_http or not conn.initialized or conn.is_http2:
+            return None  # a first request sets the connection up through gunicorn
+        if conn.parser.unreader.buf.getvalue():
             return None  # bytes already read ahead: the usual path knows what to do
         try:
             data = conn.sock.recv(INLINE_MAX_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
         except OSError:
             return None
-        return data if data and complete_inline_request(data) else None
+        return parse_request(data, INLINE_SUFFIXES) if data else None
 
 
 def _discard(sock: Any, size: int) -> None:
