@@ -120,14 +120,22 @@ def _require_fitted(model: Any) -> None:
         ) from None
 
 
+# What an onnxruntime session holds whatever its model: ~70-80 KiB of native allocations for a
+# small scikit-learn conversion (glibc's count, onnxruntime 1.32; ~33 KiB for a bare Identity
+# graph). Neither the ORT file format, shared allocators nor lower optimization levels
+# reduce it much (docs/performance.md, Memory).
+ONNX_SESSION_BYTES = 80 * 1024
+
+
 def estimate_nbytes(model: Any, artifact_size: int) -> int:
     """Memory a loaded model holds, for the cache's byte bound.
 
     scikit-learn estimators hold their weight in arrays that pickle copies verbatim, so the
-    pickled size is a close, cheap estimate; other objects fall back to twice the artifact.
+    pickled size is a close, cheap estimate. An ONNX session holds its graph (about twice the
+    file) plus its fixed cost; other objects fall back to twice the artifact.
     """
     if isinstance(model, OnnxModel):
-        return 2 * artifact_size
+        return 2 * artifact_size + ONNX_SESSION_BYTES
     try:
         return max(len(pickle.dumps(model, protocol=5)), artifact_size)
     except Exception:  # an unpicklable object only loses the estimate

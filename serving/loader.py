@@ -130,7 +130,9 @@ class ModelLoader:
             model = self._deserialize(
                 spec, spec.accel_key, spec.accel_sha256, spec.accel_size, "onnx"
             )
-        except (ModelregError, OSError) as error:
+        except Exception as error:  # the verified original is always there to fall back to
+            # A missing or altered copy (ModelregError, OSError), or one this onnxruntime
+            # cannot load (an ORT-format file from an incompatible release, say).
             log.warning(
                 "ONNX conversion of %s v%d not used (%s); serving with scikit-learn",
                 spec.name,
@@ -155,7 +157,7 @@ class ModelLoader:
             runtime="onnxruntime",
             format=spec.format,
         )
-        return model, servable, 2 * spec.accel_size
+        return model, servable, estimate_nbytes(model, spec.accel_size)
 
     def _copy_verified(
         self, spec: VersionSpec, key: str, sha256: str, expected_size: int, copy: Any

@@ -8,10 +8,11 @@ tape, and `as_buffer` copies the numbers out of it straight into one float64 buf
 body decodes 3x faster and leaves no garbage behind.
 
 This is an accelerator, never an authority: `parse_instances` accepts only bodies it can prove
-are a rectangular list of rows of JSON numbers, and returns None for anything else (another
-envelope, nested arrays, strings, booleans, null, integers beyond 64 bits, a UTF-8 byte order
-mark, invalid JSON...). The general decoder in `serving.inputs` then runs as before, and it is
-the one that accepts the body or explains what is wrong with it.
+are a rectangular list of rows of JSON numbers (under `instances`, or `inputs` which means the
+same), and returns None for anything else (another envelope, nested arrays, strings, booleans,
+null, integers beyond 64 bits, a UTF-8 byte order mark, invalid JSON...). The general decoder
+in `serving.inputs` then runs as before, and it is the one that accepts the body or explains
+what is wrong with it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ _PARSERS = _ParserPool(PARSERS_PER_PROCESS)
 
 
 def parse_instances(body: bytes, width: int | None, max_rows: int) -> np.ndarray | None:
-    """The rows of `{"instances": [[number, ...], ...]}` as a C-contiguous float64 matrix.
+    """The rows of `{"instances": [[number, ...], ...]}` (or `"inputs"`) as a C-contiguous
+    float64 matrix.
 
     `width` is the number of features when the model knows it (None: any consistent width),
     `max_rows` the request limit. None means "not proven here": let the general decoder decide.
@@ -95,7 +97,8 @@ def _parse(
     doc = parser.parse(body)
     if type(doc) is not simdjson.Object or len(doc) != 1:  # duplicate keys count twice
         return None
-    rows = doc.get("instances")
+    # `inputs` holding a list of rows is read exactly as `instances` (MLflow's spelling).
+    rows = doc.get("instances", doc.get("inputs"))
     if type(rows) is not simdjson.Array:
         return None
     n = len(rows)

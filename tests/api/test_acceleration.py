@@ -159,6 +159,22 @@ def test_tampered_conversion_falls_back_to_the_verified_original(tmp_path):
     assert response.headers["X-Model-Runtime"] == "sklearn"
 
 
+def test_a_conversion_this_runtime_cannot_load_falls_back_to_the_original(client, monkeypatch):
+    from serving.formats import OnnxModel
+
+    model = LinearRegression().fit(X, Y_REG)
+    record = _register(client, "unloadable", model)
+    assert record["acceleration"]["status"] == "ready"
+
+    def refuse(cls, data, *, threads=1):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : unsupported model IR version")
+
+    monkeypatch.setattr(OnnxModel, "load", classmethod(refuse))
+    response = _predict(client, "unloadable", PROBE)
+    assert response.headers["X-Model-Runtime"] == "sklearn"
+    np.testing.assert_allclose(response.get_json()["predictions"], model.predict(PROBE))
+
+
 def test_gc_keeps_the_conversion_of_a_live_version(tmp_path):
     from manage import create_app
 

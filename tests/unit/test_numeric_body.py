@@ -69,6 +69,7 @@ def test_small_bodies_are_left_to_orjson() -> None:
         (b'{"instances": [[1, 2], [3, 4]]}', None, [[1, 2], [3, 4]]),
         (b' {\n "instances" :[[1.5e3,-2E-2],\t[0,-0]] }\n', 2, [[1500, -0.02], [0, 0]]),
         (b'{"\\u0069nstances": [[1]]}', 1, [[1]]),
+        (b'{"inputs": [[1, 2], [3, 4]]}', 2, [[1, 2], [3, 4]]),
         (b'{"instances": [[18446744073709551615, -9223372036854775808]]}', 2, [[2**64, -(2**63)]]),
     ],
 )
@@ -84,7 +85,9 @@ DECLINED = {
     "not json": b'{"instances": [[1, 2]',
     "trailing content": b'{"instances": [[1, 2]]} x',
     "not an object": b"[[1, 2]]",
-    "another envelope": b'{"inputs": [[1, 2]]}',
+    "another envelope": b'{"dataframe_split": {"data": [[1, 2]]}}',
+    "columns": b'{"inputs": {"a": [1, 2], "b": [3, 4]}}',
+    "both keys": b'{"instances": [[1, 2]], "inputs": [[1, 2]]}',
     "a method key": b'{"instances": [[1, 2]], "method": "predict"}',
     "duplicate key": b'{"instances": [[9, 9]], "instances": [[1, 2]]}',
     "instances not a list": b'{"instances": {"a": 1}}',
