@@ -109,6 +109,31 @@ def _predict_each(target: ModelregTarget, versions: Sequence[int], body: bytes) 
         return sum(1 for status in pool.map(predict, versions) if status != 200)
 
 
+def _predict_on_held_connections(
+    target: ModelregTarget, version: int, body: bytes, connections: int = 8
+) -> int:
+    """Predict `version` over keep-alive connections opened together, which the serve worker
+    spreads over every worker process (fresh connections may all land on one)."""
+    url = target.version_url(MODEL_NAME, version)
+    barrier = threading.Barrier(connections)
+
+    def client(_: int) -> int:
+        with requests.Session() as session:
+            session.get(f"{target.url}/healthz", timeout=30)
+            barrier.wait(timeout=60)
+            statuses = [
+                session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}, timeout=60
+                ).status_code
+                for _ in range(4)
+            ]
+            barrier.wait(timeout=60)  # hold every connection until all have predicted
+        return sum(1 for status in statuses if status != 200)
+
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        return sum(pool.map(client, range(connections)))
+
+
 def _cache_status(url: str) -> dict[str, Any]:
     response = requests.get(f"{url}/serving/cache", headers={"Connection": "close"}, timeout=30)
     response.raise_for_status()
@@ -179,5 +204,73 @@ def run_cache_check(
         memory_after=after,
         worker_stats=stats,
         entry_bytes=max((s["entry_bytes_max"] for s in stats), default=0),
+        failed_predicts=failed,
+    )
+
+
+@dataclass
+class ModelCost:
+    """RSS cost of a further cached model: `models` versions loaded on top of a warm base,
+    none evicted, so that page-sized allocator noise is spread over many models."""
+
+    models: int
+    memory_before: Memory  # version 1 loaded by every worker
+    memory_after: Memory  # and the next `models` versions, each loaded by one worker
+    cached: int  # models the workers hold at the end (models + 1 per worker: none evicted)
+    artifact_bytes: float  # mean size of the versions' skops files
+    failed_predicts: int
+
+    @property
+    def per_model_bytes(self) -> float:
+        growth = self.memory_after.rss_bytes - self.memory_before.rss_bytes
+        return growth / self.models
+
+
+def measure_model_cost(
+    workdir: Path,
+    log_dir: Path,
+    *,
+    threads: int,
+    workers: int = 2,
+    models: int = 100,
+) -> ModelCost:
+    """Load `models` further versions into caches big enough to keep them all, and divide the
+    RSS growth by their number. (The cache-bound check holds only 20 per worker: its growth
+    is about one MiB, the size of the allocator's own noise.)"""
+    # Registered by one server, measured on a fresh one: registering imports the converters
+    # and frees memory that later loads would reuse, which hides part of their cost.
+    home = workdir / "cost-home"
+    paths = _save_versions(workdir / "cost-models", models + 1)
+    registrar = ModelregTarget(home, log_dir, workers=1, threads=threads, name="modelreg-cost-reg")
+    registrar.start()
+    try:
+        registered = _register_all(registrar.url, paths)
+    finally:
+        registrar.stop()
+    target = ModelregTarget(
+        home,
+        log_dir,
+        workers=workers,
+        threads=threads,
+        env={"MODEL_CACHE_MAX_MODELS": str(models + 1)},
+        name="modelreg-cost",
+    )
+    target.start()
+    try:
+        body = target.body(request_rows(1, N_FEATURES))
+        failed = _predict_on_held_connections(target, registered[0], body)
+        before = target.memory()
+        failed += _predict_each(target, registered[1:], body)
+        after = target.memory()
+        stats = sample_workers(target.url)
+    finally:
+        target.stop()
+    sizes = [p.stat().st_size for p in paths]
+    return ModelCost(
+        models=len(registered) - 1,
+        memory_before=before,
+        memory_after=after,
+        cached=sum(int(s.get("models", 0)) for s in stats),
+        artifact_bytes=sum(sizes) / len(sizes),
         failed_predicts=failed,
     )

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.cachecheck import CacheCheck, run_cache_check, sample_workers
+from bench.cachecheck import (
+    CacheCheck,
+    ModelCost,
+    measure_model_cost,
+    run_cache_check,
+    sample_workers,
+)
 from bench.loadgen import INSTALL_HINT, WrkMissing, require_wrk
 from bench.main import DEFAULT_THREADS, command_line, inprocess_probe, machine_facts
 from bench.matrix import (
@@ -166,14 +172,12 @@ def _best_peer(
     return max(found, key=lambda x: x[0].load.req_per_s) if found else None
 
 
-def cache_cost(cache: CacheCheck | None, artifact_bytes: float) -> tuple[float, float] | None:
-    """(RSS growth per further cached model, artifact bytes): growth from the base (version 1
-    loaded by every worker) to after the next `max_models` versions (each predicted once, so
-    loaded once, by one worker), over `max_models`."""
-    if cache is None or not artifact_bytes:
+def cache_cost(cost: ModelCost | None) -> tuple[float, float] | None:
+    """(RSS growth per further cached model, mean artifact bytes), from `measure_model_cost`:
+    100 versions loaded on top of a warm base, none evicted."""
+    if cost is None or not cost.artifact_bytes:
         return None
-    growth = cache.memory_filled.rss_bytes - cache.memory_before.rss_bytes
-    return growth / cache.max_models, artifact_bytes
+    return cost.per_model_bytes, cost.artifact_bytes
 
 
 def verdicts(
@@ -450,23 +454,26 @@ def cold_section(run: TargetRun, peers: Sequence[PeerOutcome], cold: dict[str, d
     ]
 
 
-def cache_cost_section(cache: CacheCheck | None, cost: tuple[float, float] | None) -> list[str]:
-    if cache is None or cost is None:
+def cache_cost_section(cost: ModelCost | None) -> list[str]:
+    if cost is None or not cost.artifact_bytes:
         return []
-    per_model, artifact = cost
-    growth = cache.memory_filled.rss_bytes - cache.memory_before.rss_bytes
+    per_model, artifact = cost.per_model_bytes, cost.artifact_bytes
+    growth = cost.memory_after.rss_bytes - cost.memory_before.rss_bytes
     return [
         "",
         "## Cost of a further cached model",
         "",
-        f"From the cache-bound check below: RSS went from {cache.memory_before.rss_mib:,.1f} MiB "
-        f"(version 1 loaded by every worker) to {cache.memory_filled.rss_mib:,.1f} MiB after "
-        f"the next {cache.max_models} versions were predicted once each (each loaded by one "
-        f"worker): {growth / 2**20:,.2f} MiB / {cache.max_models} = "
+        f"A fresh server with room for every version (`MODEL_CACHE_MAX_MODELS="
+        f"{cost.models + 1}`; the versions were registered through another server): "
+        f"RSS went from {cost.memory_before.rss_mib:,.1f} MiB (version 1 loaded by every "
+        f"worker) to {cost.memory_after.rss_mib:,.1f} MiB after {cost.models} further "
+        f"LogisticRegression versions (20 features) were predicted once each, so loaded once, "
+        f"by one worker ({cost.cached} models cached over the workers at the end, "
+        f"{cost.failed_predicts} failed predicts): {growth / 2**20:,.2f} MiB / {cost.models} = "
         f"**{per_model / 1024:,.1f} KiB per model**, against a mean artifact (skops file) of "
         f"**{artifact / 1024:,.1f} KiB**: {per_model / artifact:.2f}x "
-        f"(target ≤ {CACHE_X_ARTIFACT:g}x). RSS is measured in pages and includes allocator "
-        "effects, so this is a coarse number.",
+        f"(target ≤ {CACHE_X_ARTIFACT:g}x). Almost all of it is the ONNX Runtime session "
+        "each accelerated version gets (docs/performance.md, Memory).",
     ]
 
 
@@ -476,11 +483,11 @@ def render_peers(
     peers: Sequence[PeerOutcome],
     fresh: FreshMemory | None,
     cache: CacheCheck | None,
-    artifact_bytes: float,
+    model_cost: ModelCost | None,
     cold: dict[str, dict],
     total_s: float,
 ) -> str:
-    cost = cache_cost(cache, artifact_bytes)
+    cost = cache_cost(model_cost)
     s = ctx.settings
     lines = [
         "# modelreg vs MLServer and MLflow, measured in the same run",
@@ -519,7 +526,7 @@ def render_peers(
     lines += side_by_side(run, peers)
     lines += memory_section(run, peers, fresh)
     lines += cold_section(run, peers, cold)
-    lines += cache_cost_section(cache, cost)
+    lines += cache_cost_section(model_cost)
     checks = []
     for o in peers:
         if o.run is not None:
@@ -633,12 +640,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = Context(command_line(None), facts, settings, note)
         cold: dict[str, dict] = {}
         cache = None
-        artifact_bytes = 0.0
+        model_cost: ModelCost | None = None
 
         def write() -> float:
             total = time.monotonic() - started
             args.out.write_text(
-                render_peers(ctx, run, peers, fresh, cache, artifact_bytes, cold, total)
+                render_peers(ctx, run, peers, fresh, cache, model_cost, cold, total)
             )
             return total
 
@@ -674,11 +681,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                     workers=args.workers,
                     versions=versions,
                 )
-                folder = settings.workdir / "cache-models"
-                sizes = [p.stat().st_size for p in folder.glob("*.skops")]
-                artifact_bytes = sum(sizes) / len(sizes) if sizes else 0.0
             except Exception as error:
                 print(f"!!! cache check: {_error_text(error)}", flush=True)
+            print("== cost of a further cached model", flush=True)
+            try:
+                model_cost = measure_model_cost(
+                    settings.workdir, log_dir, threads=args.threads, workers=args.workers
+                )
+                print(
+                    f"  [cost] {model_cost.per_model_bytes / 1024:,.1f} KiB per model, "
+                    f"artifact {model_cost.artifact_bytes / 1024:,.1f} KiB",
+                    flush=True,
+                )
+            except Exception as error:
+                print(f"!!! model cost: {_error_text(error)}", flush=True)
         total = write()
     print("\n" + stdout_table(run))
     for line in ratio_summary(run, peers):
