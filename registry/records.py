@@ -62,11 +62,18 @@ class VersionRecord:
 
     @property
     def accel_key(self) -> str | None:
-        """The content address of the verified ONNX conversion, when there is one."""
+        """The content address of the verified conversion (ONNX or numpy), when there is one."""
         accel = self.acceleration or {}
         if accel.get("status") != "ready" or not accel.get("sha256"):
             return None
         return f"sha256/{accel['sha256'][:2]}/{accel['sha256']}"
+
+    @property
+    def accel_runtime(self) -> str | None:
+        """The runtime that loads the conversion at `accel_key`: "numpy" or "onnxruntime"."""
+        if self.accel_key is None:
+            return None
+        return "numpy" if (self.acceleration or {}).get("runtime") == "numpy" else "onnxruntime"
 
     @classmethod
     def from_row(cls, name: str, row: ModelVersion, aliases: tuple[str, ...] = ()) -> VersionRecord:

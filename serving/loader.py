@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import hashlib
+import io
 import logging
 import tempfile
 import time
@@ -23,12 +24,15 @@ from serving.batching import MicroBatcher, batching_helps
 from serving.cache import LoadedModel, VersionKey
 from serving.formats import deserialize, estimate_nbytes, infer_signature
 from serving.inputs import InputPlan, build_input_plan, rows_to_matrix
+from serving.linear import NativeLinear
 from storage import ArtifactNotFound, ArtifactStore, StorageError
 
 log = logging.getLogger(__name__)
 
 SPOOL_IN_MEMORY = 64 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+# Python objects around a numpy-served model (plan, servable, bound methods): a few KiB.
+NATIVE_OVERHEAD_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +48,12 @@ class VersionSpec:
     status: str
     signature: dict[str, Any] | None
     input_example: list[Any] | None
-    # The verified ONNX conversion, when registration made one.
+    # The verified conversion, when registration made one, and the runtime that loads it:
+    # "numpy" (a linear model's arrays, serving.linear) or "onnxruntime" (an ONNX file).
     accel_key: str | None = None
     accel_sha256: str | None = None
     accel_size: int | None = None
+    accel_runtime: str | None = None
 
     @property
     def key(self) -> VersionKey:
@@ -124,29 +130,44 @@ class ModelLoader:
             )
 
     def _load_accelerated(self, spec: VersionSpec) -> tuple[Any, Servable, int] | None:
-        """The verified ONNX conversion; any failure falls back to the original artifact."""
+        """The verified conversion (numpy arrays or ONNX); any failure to load it falls back
+        to the original artifact."""
         assert spec.accel_key and spec.accel_sha256 and spec.accel_size is not None
         try:
-            model = self._deserialize(
-                spec, spec.accel_key, spec.accel_sha256, spec.accel_size, "onnx"
-            )
+            if spec.accel_runtime == "numpy":
+                buffer = io.BytesIO()
+                self._copy_verified(
+                    spec, spec.accel_key, spec.accel_sha256, spec.accel_size, buffer
+                )
+                model: Any = NativeLinear.from_bytes(buffer.getvalue())
+            else:
+                model = self._deserialize(
+                    spec, spec.accel_key, spec.accel_sha256, spec.accel_size, "onnx"
+                )
         except Exception as error:  # the verified original is always there to fall back to
-            # A missing or altered copy (ModelregError, OSError), or one this onnxruntime
-            # cannot load (an ORT-format file from an incompatible release, say).
+            # A missing or altered copy (ModelregError, OSError), or one this release cannot
+            # load (an ONNX file from a newer converter, say).
             log.warning(
-                "ONNX conversion of %s v%d not used (%s); serving with scikit-learn",
+                "%s conversion of %s v%d not used (%s); serving with scikit-learn",
+                spec.accel_runtime,
                 spec.name,
                 spec.version,
                 error,
             )
             return None
         signature = dict(spec.signature or {})
-        model.label_classes(signature.get("classes"))
-        methods = {
-            m: getattr(model, m)
-            for m in signature.get("methods", ["predict"])
-            if m == "predict" or len(model.session.get_outputs()) > 1
-        }
+        wanted = signature.get("methods", ["predict"])
+        if isinstance(model, NativeLinear):
+            methods = {m: getattr(model, m) for m in wanted if m in model.methods}
+            runtime, nbytes = "numpy", model.nbytes + NATIVE_OVERHEAD_BYTES
+        else:
+            model.label_classes(signature.get("classes"))
+            methods = {
+                m: getattr(model, m)
+                for m in wanted
+                if m == "predict" or len(model.session.get_outputs()) > 1
+            }
+            runtime, nbytes = "onnxruntime", estimate_nbytes(model, spec.accel_size)
         plan = build_input_plan(
             signature, max_rows=self.max_rows, methods=methods.keys(), needs_dataframe=False
         )
@@ -154,10 +175,10 @@ class ModelLoader:
             plan=plan,
             methods=methods,
             classes=signature.get("classes"),
-            runtime="onnxruntime",
+            runtime=runtime,
             format=spec.format,
         )
-        return model, servable, estimate_nbytes(model, spec.accel_size)
+        return model, servable, nbytes
 
     def _copy_verified(
         self, spec: VersionSpec, key: str, sha256: str, expected_size: int, copy: Any

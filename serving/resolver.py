@@ -56,6 +56,7 @@ def spec_from_record(record: VersionRecord) -> VersionSpec:
         accel_key=record.accel_key,
         accel_sha256=accel.get("sha256"),
         accel_size=accel.get("size"),
+        accel_runtime=record.accel_runtime,
     )
 
 

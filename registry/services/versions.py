@@ -39,8 +39,8 @@ ArtifactInspector = Callable[[str, str], "Inspection | None"]
 
 class Acceleration(Protocol):
     status: str  # ready | mismatch | failed | unsupported
-    detail: dict[str, Any]
-    onnx_bytes: bytes | None
+    detail: dict[str, Any]  # detail["runtime"]: "numpy" or "onnxruntime" when ready
+    artifact: bytes | None  # what that runtime loads, stored content-addressed
 
 
 class Inspection(Protocol):
@@ -106,9 +106,9 @@ def register_version(
     if accelerate and meta.accelerate and inspection is not None and meta.format != "onnx":
         outcome = inspection.accelerate(signature, meta.input_example)
         acceleration = {"status": outcome.status, **outcome.detail}
-        if outcome.onnx_bytes:
+        if outcome.artifact:
             extra = store.stage()
-            extra.write(outcome.onnx_bytes)
+            extra.write(outcome.artifact)
             extra.finish()
     elif not meta.accelerate:
         acceleration = {"status": "off", "reason": "turned off by the publisher"}
@@ -176,8 +176,8 @@ def _store_and_record(
         if onnx is not None:
             accelerated = store.commit(onnx)
             acceleration = {
+                "runtime": "onnxruntime",  # records made before there were two runtimes
                 **(acceleration or {}),
-                "runtime": "onnxruntime",
                 "sha256": accelerated.sha256,
                 "size": accelerated.size,
             }

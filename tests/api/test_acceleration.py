@@ -15,14 +15,14 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
 import serving.accelerate as accelerate_module
 from registry.services.storage_gc import collect_garbage
-from tests.conftest import fit_linear, make_config, skops_bytes
+from tests.conftest import make_config, skops_bytes
 from tests.helpers import register
 
 RNG = np.random.default_rng(3)
@@ -31,8 +31,7 @@ Y_REG = X @ np.array([3.0, -2.0, 0.5, 0.0, 1.0, 4.0]) + 10
 Y_CLS = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
 PROBE = RNG.normal(size=(25, 6))
 
-REGRESSORS = {
-    "linear": LinearRegression(),
+REGRESSORS = {  # served through their ONNX conversion
     "ridge-pipeline": make_pipeline(StandardScaler(), Ridge()),
     "tree": DecisionTreeRegressor(max_depth=5, random_state=0),
     "forest": RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0),
@@ -99,11 +98,12 @@ def test_classifiers_are_accelerated_with_exact_labels_and_close_probabilities(c
 
 
 def test_a_mismatching_conversion_is_rejected_and_sklearn_serves(client, monkeypatch):
-    wrong = fit_linear(n_features=6, offset=50.0)  # a different model's conversion
+    # A different model's conversion.
+    wrong = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, Y_REG + 50.0)
     real_convert = accelerate_module._convert
     monkeypatch.setattr(accelerate_module, "_convert",
                         lambda model, width, dtype: real_convert(wrong, width, dtype))
-    model = LinearRegression().fit(X, Y_REG)
+    model = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, Y_REG)
     record = _register(client, "mismatch", model)
     accel = record["acceleration"]
     assert accel["status"] == "mismatch"
@@ -151,7 +151,7 @@ def test_tampered_conversion_falls_back_to_the_verified_original(tmp_path):
 
     app = create_app(make_config(tmp_path, ACCELERATE="auto"))
     client = app.test_client()
-    record = _register(client, "tamper", LinearRegression().fit(X, Y_REG))
+    record = _register(client, "tamper", DecisionTreeRegressor(max_depth=4).fit(X, Y_REG))
     sha = record["acceleration"]["sha256"]
     blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
     blob.write_bytes(blob.read_bytes() + b"!")
@@ -162,7 +162,7 @@ def test_tampered_conversion_falls_back_to_the_verified_original(tmp_path):
 def test_a_conversion_this_runtime_cannot_load_falls_back_to_the_original(client, monkeypatch):
     from serving.formats import OnnxModel
 
-    model = LinearRegression().fit(X, Y_REG)
+    model = DecisionTreeRegressor(max_depth=4).fit(X, Y_REG)
     record = _register(client, "unloadable", model)
     assert record["acceleration"]["status"] == "ready"
 
@@ -180,7 +180,7 @@ def test_gc_keeps_the_conversion_of_a_live_version(tmp_path):
 
     app = create_app(make_config(tmp_path, ACCELERATE="auto"))
     client = app.test_client()
-    record = _register(client, "kept", LinearRegression().fit(X, Y_REG))
+    record = _register(client, "kept", DecisionTreeRegressor(max_depth=4).fit(X, Y_REG))
     deps = app.extensions["modelreg"]
     report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
     assert report.deleted == [] and report.referenced == 2
@@ -195,7 +195,88 @@ def test_boolean_labels_come_back_as_booleans(client):
     record = _register(client, "flags", model)
     assert record["acceleration"]["status"] == "ready", record["acceleration"]
     response = _predict(client, "flags", PROBE)
-    assert response.headers["X-Model-Runtime"] == "onnxruntime"
+    assert response.headers["X-Model-Runtime"] == "numpy"
     assert response.get_json()["predictions"] == model.predict(PROBE).tolist()
     proba = _predict(client, "flags", PROBE, "predict_proba").get_json()
     assert proba["classes"] == [False, True]
+
+
+NATIVE = {  # plain linear models: served by numpy, no conversion stored
+    "linear": lambda: LinearRegression().fit(X, Y_REG),
+    "ridge": lambda: Ridge(alpha=0.5).fit(X, Y_REG),
+    "lasso": lambda: Lasso(alpha=0.01).fit(X, Y_REG),
+    "two-targets": lambda: LinearRegression().fit(X, np.column_stack([Y_REG, -Y_REG])),
+    "logistic": lambda: LogisticRegression().fit(X, Y_CLS),
+    "multiclass": lambda: LogisticRegression().fit(X, np.digitize(X[:, 0], [-0.5, 0.5])),
+}
+
+
+@pytest.mark.parametrize("name", list(NATIVE))
+def test_linear_models_are_served_by_numpy_exactly(client, name):
+    model = NATIVE[name]()
+    accel = _register(client, name, model)["acceleration"]
+    assert accel["status"] == "ready" and accel["runtime"] == "numpy", accel
+    assert len(accel["sha256"]) == 64 and accel["size"] < 4_096  # the arrays, as .npz
+    assert accel["rows_checked"] >= 300 and accel["max_abs_diff"] <= 1e-9
+    response = _predict(client, name, PROBE)
+    assert response.headers["X-Model-Runtime"] == "numpy"
+    assert response.get_json()["predictions"] == model.predict(PROBE).tolist()  # bit for bit
+    if hasattr(model, "predict_proba"):
+        proba = _predict(client, name, PROBE, "predict_proba").get_json()["predictions"]
+        np.testing.assert_allclose(proba, model.predict_proba(PROBE), rtol=1e-12, atol=1e-15)
+    cached = client.get("/serving/cache").get_json()["models"]
+    assert [entry["bytes"] for entry in cached] == [pytest.approx(8 * 1024, abs=4 * 1024)]
+
+
+def test_a_linear_model_fitted_on_a_dataframe_is_served_by_numpy(client):
+    names = [f"f{i}" for i in range(6)]
+    model = LinearRegression().fit(pd.DataFrame(X, columns=names), Y_REG)
+    example = [dict(zip(names, row, strict=True)) for row in X[:3].tolist()]
+    response = register(client, "named", skops_bytes(model),
+                        {"format": "skops", "input_example": example}, filename="m.skops")
+    assert response.get_json()["acceleration"]["runtime"] == "numpy", response.get_json()
+    rows = [dict(zip(names, row, strict=True)) for row in PROBE.tolist()]
+    predicted = client.post("/models/named/1/predict", json={"instances": rows})
+    assert predicted.headers["X-Model-Runtime"] == "numpy"
+    expected = model.predict(pd.DataFrame(PROBE, columns=names))
+    assert predicted.get_json()["predictions"] == expected.tolist()
+
+
+def test_a_numpy_form_that_disagrees_falls_back_to_onnx(client, monkeypatch):
+    from serving.linear import NativeLinear
+
+    real_predict = NativeLinear.predict
+    monkeypatch.setattr(NativeLinear, "predict", lambda self, X: real_predict(self, X) + 1.0)
+    model = LinearRegression().fit(X, Y_REG)
+    accel = _register(client, "off-by-one", model)["acceleration"]
+    assert accel["runtime"] == "onnxruntime" and len(accel["sha256"]) == 64
+    assert accel["numpy_mismatch"]["failed_method"] == "predict"
+    assert _predict(client, "off-by-one", PROBE).headers["X-Model-Runtime"] == "onnxruntime"
+
+
+def test_the_numpy_form_is_stored_as_plain_arrays(client, tmp_path):
+    from serving.linear import NativeLinear
+
+    model = LogisticRegression().fit(X, Y_CLS)
+    sha = _register(client, "arrays", model)["acceleration"]["sha256"]
+    blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
+    with np.load(blob, allow_pickle=False) as stored:  # no pickle needed to read it
+        assert sorted(stored.files) == ["classes", "coef_t", "intercept"]
+        assert stored["classes"].tolist() == ["no", "yes"]
+    native = NativeLinear.from_bytes(blob.read_bytes())
+    assert native.predict(PROBE).tolist() == model.predict(PROBE).tolist()
+
+
+@pytest.mark.parametrize("estimator", [LinearRegression(), DecisionTreeRegressor(max_depth=4)])
+def test_a_tampered_conversion_of_either_runtime_is_not_served(tmp_path, estimator):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto"))
+    client = app.test_client()
+    model = estimator.fit(X, Y_REG)
+    sha = _register(client, "tampered", model)["acceleration"]["sha256"]
+    blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    response = _predict(client, "tampered", PROBE)
+    assert response.headers["X-Model-Runtime"] == "sklearn"
+    assert response.get_json()["predictions"] == model.predict(PROBE).tolist()

@@ -1,0 +1,130 @@
+"""serving.linear: linear models evaluated with numpy, bit for bit as scikit-learn does."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from sklearn.linear_model import (
+    ElasticNet,
+    HuberRegressor,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    SGDRegressor,
+)
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from serving.linear import NativeLinear, native_linear
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(200, 5))
+Y = X @ np.array([1.5, -2.0, 0.0, 3.0, 0.25]) + 4.0
+PROBE = RNG.normal(size=(64, 5)) * 3
+
+
+REGRESSORS = {
+    "linear": lambda: LinearRegression().fit(X, Y),
+    "ridge": lambda: Ridge(alpha=2.0).fit(X, Y),
+    "lasso": lambda: Lasso(alpha=0.05).fit(X, Y),
+    "elastic-net": lambda: ElasticNet(alpha=0.05).fit(X, Y),
+    "huber": lambda: HuberRegressor().fit(X, Y),
+    "sgd": lambda: SGDRegressor(random_state=0).fit(X, Y),
+    "no-intercept": lambda: LinearRegression(fit_intercept=False).fit(X, Y),
+    "two-targets": lambda: Ridge().fit(X, np.column_stack([Y, 2 * Y])),
+}
+CLASSIFIERS = {
+    "binary-strings": lambda: LogisticRegression().fit(X, np.where(Y > 4, "hi", "lo")),
+    "binary-bools": lambda: LogisticRegression().fit(X, Y > 4),
+    "binary-ints": lambda: LogisticRegression().fit(X, (Y > 4).astype(int) * 7),
+    "three-classes": lambda: LogisticRegression().fit(X, np.digitize(Y, [0, 8])),
+}
+
+
+def roundtrip(native: NativeLinear) -> NativeLinear:
+    return NativeLinear.from_bytes(native.to_bytes())
+
+
+@pytest.mark.parametrize("name", list(REGRESSORS))
+def test_regressors_match_scikit_learn_bit_for_bit(name):
+    model = REGRESSORS[name]()
+    native = native_linear(model)
+    assert native is not None and native.methods == ("predict",)
+    for form in (native, roundtrip(native)):
+        got = form.predict(PROBE)
+        assert got.shape == model.predict(PROBE).shape
+        assert got.tobytes() == model.predict(PROBE).tobytes()
+    assert not hasattr(native, "__dict__")  # slots: nothing else is kept
+
+
+@pytest.mark.parametrize("name", list(CLASSIFIERS))
+def test_classifiers_match_labels_exactly_and_probabilities_closely(name):
+    model = CLASSIFIERS[name]()
+    native = native_linear(model)
+    assert native is not None and native.methods == ("predict", "predict_proba")
+    for form in (native, roundtrip(native)):
+        labels = form.predict(PROBE)
+        assert labels.dtype == model.predict(PROBE).dtype
+        assert labels.tolist() == model.predict(PROBE).tolist()
+        np.testing.assert_allclose(
+            form.predict_proba(PROBE), model.predict_proba(PROBE), rtol=1e-12, atol=1e-15
+        )
+
+
+class CustomRegression(LinearRegression):
+    def predict(self, X):
+        return super().predict(X) * 2
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        LinearRegression(),  # unfitted
+        CustomRegression().fit(X, Y),  # a subclass may predict differently
+        make_pipeline(StandardScaler(), LinearRegression()).fit(X, Y),
+        LogisticRegression().fit(X, Y > 4).sparsify(),  # scipy sparse weights
+        "not a model",
+    ],
+    ids=["unfitted", "subclass", "pipeline", "sparse", "string"],
+)
+def test_anything_else_is_declined(model):
+    assert native_linear(model) is None
+
+
+def test_object_labels_are_declined():
+    labels = np.array(["a", "b"] * 100, dtype=object)
+    model = LogisticRegression().fit(X, labels)
+    assert model.classes_.dtype == object
+    assert native_linear(model) is None  # storing them would need pickle
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not a zip",
+        b"PK\x03\x04 truncated",
+    ],
+)
+def test_from_bytes_refuses_what_is_not_an_npz(data):
+    with pytest.raises((ValueError, OSError, zipfile.BadZipFile, EOFError)):
+        NativeLinear.from_bytes(data)
+
+
+def test_from_bytes_refuses_unexpected_arrays_and_pickles():
+    buffer = io.BytesIO()
+    np.savez(buffer, weights=np.ones(3))
+    with pytest.raises(ValueError, match="not a linear model"):
+        NativeLinear.from_bytes(buffer.getvalue())
+    buffer = io.BytesIO()
+    np.savez(buffer, coef_t=np.array([{"x": 1}], dtype=object), intercept=np.zeros(1))
+    with pytest.raises(ValueError):  # object arrays are never unpickled
+        NativeLinear.from_bytes(buffer.getvalue())
+    buffer = io.BytesIO()
+    np.savez(buffer, coef_t=np.array(["a", "b"]), intercept=np.zeros(1))
+    with pytest.raises(ValueError, match="unexpected"):
+        NativeLinear.from_bytes(buffer.getvalue())
