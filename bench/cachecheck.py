@@ -8,7 +8,6 @@ keeps at most `max_models` of them and that memory stays within the idle memory 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -109,29 +108,32 @@ def _predict_each(target: ModelregTarget, versions: Sequence[int], body: bytes) 
         return sum(1 for status in pool.map(predict, versions) if status != 200)
 
 
-def _predict_on_held_connections(
-    target: ModelregTarget, version: int, body: bytes, connections: int = 8
+def _warm_every_worker(
+    target: ModelregTarget, version: int, body: bytes, workers: int, attempts: int = 20
 ) -> int:
-    """Predict `version` over keep-alive connections opened together, which the serve worker
-    spreads over every worker process (fresh connections may all land on one)."""
+    """Predict `version` until every worker process has it cached: keep-alive connections
+    opened together, which the serve worker spreads (fresh ones may all land on one worker).
+    The number of failed predicts."""
     url = target.version_url(MODEL_NAME, version)
-    barrier = threading.Barrier(connections)
+    failed = 0
+    for _ in range(attempts):
+        barrier = threading.Barrier(8)
 
-    def client(_: int) -> int:
-        with requests.Session() as session:
-            session.get(f"{target.url}/healthz", timeout=30)
-            barrier.wait(timeout=60)
-            statuses = [
-                session.post(
+        def client(_: int, barrier: threading.Barrier = barrier) -> int:
+            with requests.Session() as session:
+                barrier.wait(timeout=60)
+                status = session.post(
                     url, data=body, headers={"Content-Type": "application/json"}, timeout=60
                 ).status_code
-                for _ in range(4)
-            ]
-            barrier.wait(timeout=60)  # hold every connection until all have predicted
-        return sum(1 for status in statuses if status != 200)
+                barrier.wait(timeout=60)  # hold every connection until all have answered
+            return int(status != 200)
 
-    with ThreadPoolExecutor(max_workers=connections) as pool:
-        return sum(pool.map(client, range(connections)))
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            failed += sum(pool.map(client, range(8)))
+        warm = [s for s in sample_workers(target.url) if s.get("models", 0) >= 1]
+        if len(warm) >= workers:
+            break
+    return failed
 
 
 def _cache_status(url: str) -> dict[str, Any]:
@@ -141,16 +143,16 @@ def _cache_status(url: str) -> dict[str, Any]:
 
 
 def sample_workers(url: str, samples: int = 24) -> list[dict[str, Any]]:
-    """/serving/cache answers for the worker that took the connection: sample on fresh
-    connections, at once, and keep the distinct answers (one per worker, when idle)."""
+    """/serving/cache stats of each worker that took one of `samples` fresh connections made
+    at once (keyed by the answering process)."""
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda _: _cache_status(url), range(samples)))
-    distinct: dict[str, dict[str, Any]] = {}
+    by_worker: dict[int, dict[str, Any]] = {}
     for answer in answers:
         stats = answer["stats"]
         stats["entry_bytes_max"] = max((e["bytes"] for e in answer["models"]), default=0)
-        distinct.setdefault(json.dumps(stats, sort_keys=True), stats)
-    return list(distinct.values())
+        by_worker[answer["pid"]] = stats
+    return list(by_worker.values())
 
 
 def run_cache_check(
@@ -258,7 +260,7 @@ def measure_model_cost(
     target.start()
     try:
         body = target.body(request_rows(1, N_FEATURES))
-        failed = _predict_on_held_connections(target, registered[0], body)
+        failed = _warm_every_worker(target, registered[0], body, workers)
         before = target.memory()
         failed += _predict_each(target, registered[1:], body)
         after = target.memory()

@@ -260,8 +260,12 @@ JSON_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "CacheStatus": {
         "type": "object",
-        "required": ["models", "failures", "stats"],
+        "required": ["pid", "models", "failures", "stats"],
         "properties": {
+            "pid": {
+                "type": "integer",
+                "description": "The server process that answered: each worker has its own cache.",
+            },
             "models": {
                 "type": "array",
                 "items": {"$ref": "#/components/schemas/CachedModel"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from flask import Blueprint, Response, request
 
@@ -59,7 +61,12 @@ def model_headers(result: Prediction) -> list[tuple[str, str]]:
 def cache_status() -> Response:
     cache = _runtime().cache
     return json_response(
-        {"models": cache.entries(), "failures": cache.failures(), "stats": cache.stats()}
+        {
+            "pid": os.getpid(),  # each worker process has its own cache
+            "models": cache.entries(),
+            "failures": cache.failures(),
+            "stats": cache.stats(),
+        }
     )
 
 
