@@ -62,7 +62,12 @@ def prepare_metrics_dir() -> None:
 def run_gunicorn(
     *, host: str, port: int, workers: int, threads: int, extra: dict[str, Any] | None = None
 ) -> None:
+    from config import load_config
+    from serving.malloc import limit_malloc_arenas
+
     prepare_metrics_dir()
+    # Before gunicorn forks the workers and they start their threads.
+    limit_malloc_arenas(load_config().MALLOC_ARENAS)
     options: dict[str, Any] = {
         "child_exit": _child_exit,
         "bind": f"{host}:{port}",
