@@ -1,4 +1,5 @@
-"""The benchmark command: train, serve, load, measure, write bench/RESULTS.md (see README)."""
+"""The benchmark command: train, serve, load, measure, write bench/RESULTS-modelreg.md (see
+README; `--peers` runs bench.peerbench instead, which writes bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="seconds per point (default 15, or 3 with --quick)",
     )
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
+    # RESULTS.md holds the run against the peers (`--peers`); a modelreg-only run goes beside it.
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS-modelreg.md")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument(

@@ -472,8 +472,8 @@ def cache_cost_section(cost: ModelCost | None) -> list[str]:
         f"{cost.failed_predicts} failed predicts): {growth / 2**20:,.2f} MiB / {cost.models} = "
         f"**{per_model / 1024:,.1f} KiB per model**, against a mean artifact (skops file) of "
         f"**{artifact / 1024:,.1f} KiB**: {per_model / artifact:.2f}x "
-        f"(target ≤ {CACHE_X_ARTIFACT:g}x). Almost all of it is the ONNX Runtime session "
-        "each accelerated version gets (docs/performance.md, Memory).",
+        f"(target ≤ {CACHE_X_ARTIFACT:g}x). Beyond a model's arrays, that is the Python "
+        "objects around it and allocator overhead (docs/performance.md, Memory).",
     ]
 
 
