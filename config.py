@@ -91,8 +91,9 @@ class Config:
     BATCHING: str = "auto"
     BATCH_MAX_WAIT_MS: float = 5.0
     BATCH_MAX_ROWS: int = 256
-    # glibc malloc arenas per serving process (`modelreg serve`); 0 keeps glibc's default of
-    # one per thread. One keeps each cached model's memory compact (serving/malloc.py).
+    # glibc malloc arenas per process of `modelreg serve`'s gunicorn server; 0 keeps glibc's
+    # default of one per thread. One keeps each cached model's memory compact
+    # (serving/malloc.py).
     MALLOC_ARENAS: int = 1
 
     # Auth: bearer tokens are required unless explicitly disabled for local development.

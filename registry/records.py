@@ -61,19 +61,34 @@ class VersionRecord:
     acceleration: dict[str, Any] | None = None
 
     @property
+    def accel_blob(self) -> tuple[str, int | None] | None:
+        """(sha256, size) of the verified conversion, when there is one. The numpy form of a
+        linear model is recorded under `acceleration.numpy`, where servers of releases that
+        knew only ONNX (and read `acceleration.sha256` as an ONNX file) do not look: during
+        a rolling upgrade or a rollback they serve such versions with scikit-learn."""
+        accel = self.acceleration or {}
+        if accel.get("status") != "ready":
+            return None
+        numpy_form = accel.get("numpy")
+        if isinstance(numpy_form, dict) and numpy_form.get("sha256"):
+            return numpy_form["sha256"], numpy_form.get("size")
+        if accel.get("sha256"):
+            return accel["sha256"], accel.get("size")
+        return None
+
+    @property
     def accel_key(self) -> str | None:
         """The content address of the verified conversion (ONNX or numpy), when there is one."""
-        accel = self.acceleration or {}
-        if accel.get("status") != "ready" or not accel.get("sha256"):
-            return None
-        return f"sha256/{accel['sha256'][:2]}/{accel['sha256']}"
+        blob = self.accel_blob
+        return None if blob is None else f"sha256/{blob[0][:2]}/{blob[0]}"
 
     @property
     def accel_runtime(self) -> str | None:
         """The runtime that loads the conversion at `accel_key`: "numpy" or "onnxruntime"."""
         if self.accel_key is None:
             return None
-        return "numpy" if (self.acceleration or {}).get("runtime") == "numpy" else "onnxruntime"
+        accel = self.acceleration or {}
+        return "numpy" if isinstance(accel.get("numpy"), dict) else "onnxruntime"
 
     @classmethod
     def from_row(cls, name: str, row: ModelVersion, aliases: tuple[str, ...] = ()) -> VersionRecord:

@@ -56,27 +56,29 @@ _MODULE = "sklearn.linear_model"
 class NativeLinear:
     """predict (and predict_proba for logistic regression) of a fitted linear model."""
 
-    __slots__ = ("_coef_t", "_intercept", "classes", "methods", "nbytes")
+    __slots__ = ("_coef", "_intercept", "classes", "methods", "nbytes")
 
     def __init__(self, coef: np.ndarray, intercept: Any, classes: np.ndarray | None) -> None:
-        # C-contiguous copies: the estimator (and whatever else it holds) can be dropped.
-        self._coef_t = np.ascontiguousarray(coef.T if coef.ndim == 2 else coef)
-        self._intercept = np.array(intercept, dtype=np.float64, copy=True)
+        # Copies in the estimator's own memory order: the estimator can be dropped, and the
+        # matrix product sees the same operands as scikit-learn's (BLAS picks its kernel by
+        # layout, and another kernel may round the last bit differently).
+        self._coef = np.array(coef, dtype=coef.dtype, copy=True, order="K")
+        self._intercept = np.array(intercept, copy=True)
         self.classes = None if classes is None else np.array(classes, copy=True)
         self.methods = ("predict",) if classes is None else ("predict", "predict_proba")
         self.nbytes = (
-            self._coef_t.nbytes
+            self._coef.nbytes
             + self._intercept.nbytes
             + (0 if self.classes is None else self.classes.nbytes)
         )
 
     def to_bytes(self) -> bytes:
         """The stored form: an .npz of plain arrays (read back without pickle)."""
-        arrays = {"coef_t": self._coef_t, "intercept": self._intercept}
+        arrays = {"coef": self._coef, "intercept": self._intercept}
         if self.classes is not None:
             arrays["classes"] = self.classes
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        np.savez(buffer, **arrays)  # keeps each array's memory order
         return buffer.getvalue()
 
     @classmethod
@@ -84,17 +86,20 @@ class NativeLinear:
         """Read `to_bytes` output back; ValueError if it is not such a file."""
         with np.load(io.BytesIO(data), allow_pickle=False) as stored:
             names = set(stored.files)
-            if not {"coef_t", "intercept"} <= names <= {"coef_t", "intercept", "classes"}:
+            if not {"coef", "intercept"} <= names <= {"coef", "intercept", "classes"}:
                 raise ValueError(f"not a linear model's arrays: {sorted(names)}")
-            coef_t, intercept = stored["coef_t"], stored["intercept"]
+            coef, intercept = stored["coef"], stored["intercept"]
             classes = stored["classes"] if "classes" in names else None
-        if coef_t.dtype.kind != "f" or coef_t.ndim not in (1, 2) or intercept.ndim > 1:
+        if coef.dtype.kind != "f" or coef.ndim not in (1, 2):
             raise ValueError("unexpected weight shapes or types")
-        # to_bytes stored the transpose: hand __init__ the original orientation.
-        return cls(coef_t.T if coef_t.ndim == 2 else coef_t, intercept, classes)
+        if intercept.dtype.kind not in "fi" or intercept.ndim > 1:
+            raise ValueError("unexpected weight shapes or types")
+        return cls(coef, intercept, classes)
 
     def _scores(self, X: np.ndarray) -> np.ndarray:
-        scores = X @ self._coef_t + self._intercept
+        # scikit-learn's LinearModel._decision_function / LinearClassifierMixin, term for term.
+        coef = self._coef
+        scores = (X @ coef.T if coef.ndim == 2 else X @ coef) + self._intercept
         if scores.ndim > 1 and scores.shape[1] == 1 and self.classes is not None:
             return scores.reshape(-1)
         return scores
@@ -151,7 +156,9 @@ def native_linear(model: Any) -> NativeLinear | None:
         if len(classes) > 2 and coef.shape[0] != len(classes):
             return None
         labels = np.asarray(classes)
-        if labels.dtype.kind not in "biufU":  # object labels would need pickle to store
+        if labels.dtype == object and all(type(label) is str for label in labels):
+            labels = labels.astype(str)  # string labels from pandas: the same strings
+        if labels.dtype.kind not in "biufU":  # other objects would need pickle to store
             return None
         return NativeLinear(coef, intercept, labels)
     return NativeLinear(coef, intercept, None)

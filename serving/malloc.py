@@ -23,9 +23,10 @@ def limit_malloc_arenas(count: int) -> bool:
     """Cap glibc's malloc arenas for this process and the workers it forks afterwards.
 
     Call it before threads start. Does nothing when `count` <= 0, when the operator set
-    MALLOC_ARENA_MAX (glibc applied it already), or off glibc. True when applied.
+    MALLOC_ARENA_MAX or the glibc.malloc.arena_max tunable (glibc applied it already), or off
+    glibc. True when applied.
     """
-    if count <= 0 or "MALLOC_ARENA_MAX" in os.environ:
+    if count <= 0 or _operator_chose():
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -36,3 +37,8 @@ def limit_malloc_arenas(count: int) -> bool:
     if applied:
         log.debug("malloc arenas capped at %d", count)
     return applied
+
+
+def _operator_chose() -> bool:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return "MALLOC_ARENA_MAX" in os.environ or "glibc.malloc.arena_max" in tunables

@@ -18,6 +18,7 @@ what is wrong with it.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 
 import numpy as np
@@ -27,9 +28,15 @@ __all__ = ["MIN_BODY_BYTES", "PARSERS_PER_PROCESS", "parse_instances"]
 
 # Below this size orjson is as fast, and the body is not worth a parser's time.
 MIN_BODY_BYTES = 16 * 1024
-# A parser keeps buffers of about 2.3x the largest body it has parsed; two per process cover
-# the cores a worker can use and bound that memory. A request that finds both busy takes the
-# general decoder.
+# A parser keeps buffers sized for the largest document it has parsed, for the life of the
+# process: bodies above this go to orjson instead (10,000 rows x 20 features is ~4 MiB).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+# How the bodies this module can take begin. Anything else (named rows, dataframe_split, an
+# escaped key...) goes straight to orjson rather than being parsed twice.
+_ROWS_START = re.compile(rb'\s*\{\s*"(?:instances|inputs)"\s*:\s*\[\s*\[')
+# A parser keeps buffers of about 2.3x the largest body it has parsed (at most
+# MAX_BODY_BYTES); two per process cover the cores a worker can use and bound that memory. A
+# request that finds both busy takes the general decoder.
 PARSERS_PER_PROCESS = 2
 _UTF8_BOM = b"\xef\xbb\xbf"  # simdjson skips it; JSON (and orjson) do not allow it
 
@@ -51,7 +58,7 @@ class _ParserPool:
                 if self._made >= self._size:
                     return None
                 self._made += 1
-            return simdjson.Parser()
+            return simdjson.Parser(max_capacity=MAX_BODY_BYTES)
 
     def give_back(self, parser: simdjson.Parser) -> None:
         self._free.put(parser)
@@ -67,7 +74,7 @@ def parse_instances(body: bytes, width: int | None, max_rows: int) -> np.ndarray
     `width` is the number of features when the model knows it (None: any consistent width),
     `max_rows` the request limit. None means "not proven here": let the general decoder decide.
     """
-    if len(body) < MIN_BODY_BYTES:
+    if not MIN_BODY_BYTES <= len(body) <= MAX_BODY_BYTES or not _ROWS_START.match(body):
         return None
     return _parse_with(_PARSERS, body, width, max_rows)
 
@@ -82,8 +89,9 @@ def _parse_with(
         return None
     try:
         return _parse(parser, body, width, max_rows)
-    except (ValueError, TypeError, RuntimeError, KeyError, UnicodeError):
-        # Invalid JSON, a non-number among the rows, a 65-bit integer...: not ours to judge.
+    except (ValueError, TypeError, RuntimeError, KeyError, UnicodeError, MemoryError):
+        # Invalid JSON, a non-number among the rows, a 65-bit integer, a body beyond the
+        # parser's capacity...: not ours to judge.
         return None
     finally:
         # _parse's proxies into the parser's tape died with its frame (or with the exception

@@ -42,7 +42,7 @@ class Resolution:
 
 
 def spec_from_record(record: VersionRecord) -> VersionSpec:
-    accel = (record.acceleration or {}) if record.accel_key else {}
+    blob = record.accel_blob
     return VersionSpec(
         name=record.name,
         version=record.version,
@@ -54,8 +54,8 @@ def spec_from_record(record: VersionRecord) -> VersionSpec:
         signature=record.signature,
         input_example=record.input_example,
         accel_key=record.accel_key,
-        accel_sha256=accel.get("sha256"),
-        accel_size=accel.get("size"),
+        accel_sha256=blob[0] if blob else None,
+        accel_size=blob[1] if blob else None,
         accel_runtime=record.accel_runtime,
     )
 

@@ -175,12 +175,12 @@ def _store_and_record(
         stored = store.commit(staged)
         if onnx is not None:
             accelerated = store.commit(onnx)
-            acceleration = {
-                "runtime": "onnxruntime",  # records made before there were two runtimes
-                **(acceleration or {}),
-                "sha256": accelerated.sha256,
-                "size": accelerated.size,
-            }
+            where = {"sha256": accelerated.sha256, "size": accelerated.size}
+            acceleration = dict(acceleration or {})
+            if acceleration.get("runtime") == "numpy":
+                acceleration["numpy"] = where  # see VersionRecord.accel_blob
+            else:
+                acceleration.update(where, runtime="onnxruntime")
     except StorageError as error:
         log.error("artifact store failed during registration: %s", error)
         raise DependencyUnavailable(
@@ -214,7 +214,7 @@ def _store_and_record(
                     input_example=meta.input_example,
                     signature=signature,
                     acceleration=acceleration,
-                    accel_sha256=(acceleration or {}).get("sha256"),
+                    accel_sha256=_accel_sha256(acceleration),
                     created_at=now,
                     created_by=actor,
                     updated_at=now,
@@ -386,3 +386,12 @@ def open_artifact(
         ) from None
     except StorageError:
         raise DependencyUnavailable("the artifact store is unavailable") from None
+
+
+def _accel_sha256(acceleration: dict[str, Any] | None) -> str | None:
+    """The conversion's blob, for the column storage gc reads (either runtime)."""
+    accel = acceleration or {}
+    numpy_form = accel.get("numpy")
+    if isinstance(numpy_form, dict):
+        return numpy_form.get("sha256")
+    return accel.get("sha256")

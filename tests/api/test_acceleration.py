@@ -216,7 +216,9 @@ def test_linear_models_are_served_by_numpy_exactly(client, name):
     model = NATIVE[name]()
     accel = _register(client, name, model)["acceleration"]
     assert accel["status"] == "ready" and accel["runtime"] == "numpy", accel
-    assert len(accel["sha256"]) == 64 and accel["size"] < 4_096  # the arrays, as .npz
+    # The arrays, as .npz, recorded where releases that knew only ONNX do not look.
+    assert "sha256" not in accel
+    assert len(accel["numpy"]["sha256"]) == 64 and accel["numpy"]["size"] < 4_096
     assert accel["rows_checked"] >= 300 and accel["max_abs_diff"] <= 1e-9
     response = _predict(client, name, PROBE)
     assert response.headers["X-Model-Runtime"] == "numpy"
@@ -258,10 +260,10 @@ def test_the_numpy_form_is_stored_as_plain_arrays(client, tmp_path):
     from serving.linear import NativeLinear
 
     model = LogisticRegression().fit(X, Y_CLS)
-    sha = _register(client, "arrays", model)["acceleration"]["sha256"]
+    sha = _register(client, "arrays", model)["acceleration"]["numpy"]["sha256"]
     blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
     with np.load(blob, allow_pickle=False) as stored:  # no pickle needed to read it
-        assert sorted(stored.files) == ["classes", "coef_t", "intercept"]
+        assert sorted(stored.files) == ["classes", "coef", "intercept"]
         assert stored["classes"].tolist() == ["no", "yes"]
     native = NativeLinear.from_bytes(blob.read_bytes())
     assert native.predict(PROBE).tolist() == model.predict(PROBE).tolist()
@@ -274,9 +276,56 @@ def test_a_tampered_conversion_of_either_runtime_is_not_served(tmp_path, estimat
     app = create_app(make_config(tmp_path, ACCELERATE="auto"))
     client = app.test_client()
     model = estimator.fit(X, Y_REG)
-    sha = _register(client, "tampered", model)["acceleration"]["sha256"]
+    accel = _register(client, "tampered", model)["acceleration"]
+    sha = (accel.get("numpy") or accel)["sha256"]
     blob = tmp_path / "instance" / "artifacts" / "sha256" / sha[:2] / sha
     blob.write_bytes(blob.read_bytes()[:-1] + b"!")
     response = _predict(client, "tampered", PROBE)
     assert response.headers["X-Model-Runtime"] == "sklearn"
     assert response.get_json()["predictions"] == model.predict(PROBE).tolist()
+
+
+def test_gc_keeps_the_numpy_form_of_a_live_version(tmp_path):
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto"))
+    client = app.test_client()
+    record = _register(client, "kept-linear", LinearRegression().fit(X, Y_REG))
+    deps = app.extensions["modelreg"]
+    report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
+    assert report.deleted == [] and report.referenced == 2
+    assert client.delete("/models/kept-linear/versions/1").status_code == 204
+    report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
+    numpy_sha = record["acceleration"]["numpy"]["sha256"]
+    assert sorted(report.deleted) == sorted(
+        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], numpy_sha))
+
+
+@pytest.mark.parametrize(
+    ("acceleration", "runtime", "sha256"),
+    [
+        # Recorded before there were two runtimes: an ONNX file, no "runtime" key.
+        ({"status": "ready", "sha256": "a" * 64, "size": 10}, "onnxruntime", "a" * 64),
+        ({"status": "ready", "runtime": "onnxruntime", "sha256": "b" * 64},
+         "onnxruntime", "b" * 64),
+        ({"status": "ready", "runtime": "numpy", "numpy": {"sha256": "c" * 64, "size": 9}},
+         "numpy", "c" * 64),
+        ({"status": "mismatch", "sha256": "d" * 64}, None, None),
+        ({"status": "off"}, None, None),
+        (None, None, None),
+    ],
+)
+def test_version_records_say_which_runtime_loads_which_blob(acceleration, runtime, sha256):
+    from datetime import UTC, datetime
+
+    from registry.records import VersionRecord
+
+    now = datetime.now(UTC)
+    record = VersionRecord(
+        name="m", version=1, status="ready", format="skops", sha256="e" * 64, size=1,
+        artifact_key="k", description="", tags={}, metrics={}, params={}, source={},
+        input_example=None, signature=None, created_at=now, created_by="t", updated_at=now,
+        acceleration=acceleration,
+    )
+    assert record.accel_runtime == runtime
+    assert record.accel_key == (f"sha256/{sha256[:2]}/{sha256}" if sha256 else None)

@@ -284,7 +284,7 @@ class StoreView:
 
 
 def referenced_digests(url: str, http: Any = None) -> set[str]:
-    """Every blob digest the registry at URL references: artifacts and ONNX conversions.
+    """Every blob digest the registry at URL references: artifacts and their conversions.
 
     `http` is a requests.Session carrying a token when the server requires one."""
     if http is None:
@@ -296,8 +296,11 @@ def referenced_digests(url: str, http: Any = None) -> set[str]:
         for version in _all_pages(http, f"{url}/models/{name}/versions", "versions"):
             digests.add(version["sha256"])
             accel = version.get("acceleration") or {}
-            if accel.get("status") == "ready" and accel.get("sha256"):
-                digests.add(accel["sha256"])
+            if accel.get("status") != "ready":
+                continue
+            blob = accel.get("numpy") or accel  # a linear model's numpy form, or ONNX
+            if blob.get("sha256"):
+                digests.add(blob["sha256"])
     return digests
 
 

@@ -52,8 +52,9 @@ def _referenced(client) -> set[str]:
         for version in client.get(f"/models/{model['name']}/versions").json["versions"]:
             digests.add(version["sha256"])
             accel = version.get("acceleration") or {}
-            if accel.get("status") == "ready" and accel.get("sha256"):
-                digests.add(accel["sha256"])
+            blob = accel.get("numpy") or accel  # a linear model's numpy form, or ONNX
+            if accel.get("status") == "ready" and blob.get("sha256"):
+                digests.add(blob["sha256"])
     return digests
 
 

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _in_fresh_process(code: str, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+    }
     environ.update(env)
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -41,6 +43,8 @@ def test_the_cap_is_applied_on_glibc():
 def test_an_operator_setting_wins():
     code = "from serving.malloc import limit_malloc_arenas as f; print(f(1))"
     assert _in_fresh_process(code, MALLOC_ARENA_MAX="4") == "False"
+    tunable = "glibc.malloc.arena_max=4"
+    assert _in_fresh_process(code, GLIBC_TUNABLES=tunable) == "False"
 
 
 def test_the_setting_defaults_to_one_arena_and_can_be_turned_off():

@@ -68,7 +68,6 @@ def test_small_bodies_are_left_to_orjson() -> None:
         (b'{"instances": [[1, 2], [3, 4]]}', 2, [[1, 2], [3, 4]]),
         (b'{"instances": [[1, 2], [3, 4]]}', None, [[1, 2], [3, 4]]),
         (b' {\n "instances" :[[1.5e3,-2E-2],\t[0,-0]] }\n', 2, [[1500, -0.02], [0, 0]]),
-        (b'{"\\u0069nstances": [[1]]}', 1, [[1]]),
         (b'{"inputs": [[1, 2], [3, 4]]}', 2, [[1, 2], [3, 4]]),
         (b'{"instances": [[18446744073709551615, -9223372036854775808]]}', 2, [[2**64, -(2**63)]]),
     ],
@@ -82,6 +81,7 @@ def test_accepts_rows_of_numbers(body: bytes, width: int | None, expected: list)
 
 DECLINED = {
     "utf-8 byte order mark": b'\xef\xbb\xbf{"instances": [[1, 2]]}',
+    "escaped key": b'{"\\u0069nstances": [[1, 2]]}',
     "not json": b'{"instances": [[1, 2]',
     "trailing content": b'{"instances": [[1, 2]]} x',
     "not an object": b"[[1, 2]]",
@@ -150,7 +150,7 @@ def test_a_parser_is_reusable_after_a_declined_body() -> None:
     assert pool.take() is parser
     pool.give_back(parser)
     for body in DECLINED.values():
-        assert numeric_body._parse_with(pool, body, None, 10) is None
+        numeric_body._parse_with(pool, body, None, 10)  # most raise inside: declined
         assert numeric_body._parse_with(pool, b'{"instances": [[1, 2]]}', 2, 10) is not None
 
 
@@ -234,3 +234,40 @@ def test_never_disagrees_with_the_general_decoder(body: bytes, width: int | None
     expected = general(body, width, 5)
     assert isinstance(expected, np.ndarray), f"accepted a body the decoder rejects: {expected}"
     assert got.tobytes() == expected.tobytes() and got.shape == expected.shape
+
+
+def test_other_bodies_are_not_parsed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Named rows, dataframe_split...: orjson's alone, without a simdjson pass first."""
+
+    def must_not_parse(*_: Any) -> None:
+        raise AssertionError("parsed by simdjson")
+
+    monkeypatch.setattr(numeric_body, "_parse_with", must_not_parse)
+    rows = [{"a": 1.0, "b": 2.0}] * 2_000
+    for body in (
+        orjson.dumps({"instances": rows}),
+        orjson.dumps({"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]] * 2_000}}),
+        orjson.dumps({"inputs": {"a": [1.0] * 3_000, "b": [2.0] * 3_000}}),
+    ):
+        assert len(body) > numeric_body.MIN_BODY_BYTES
+        assert parse_instances(body, 2, 10_000) is None
+
+
+def test_bodies_beyond_the_parser_capacity_go_to_orjson(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = orjson.dumps({"instances": [[1.0, 2.0]] * 5_000})
+    assert parse_instances(body, 2, 10_000) is not None
+    monkeypatch.setattr(numeric_body, "MAX_BODY_BYTES", len(body) - 1)
+    assert parse_instances(body, 2, 10_000) is None
+    plan = build_input_plan({"n_features": 2}, max_rows=10_000, methods=["predict"])
+    assert decode_predict_body(body, plan).X.shape == (5_000, 2)
+
+
+def test_a_parser_refuses_documents_over_its_capacity() -> None:
+    body = orjson.dumps({"instances": [[1.0, 2.0]] * 5_000})
+    pool = _ParserPool(1)
+    original = numeric_body.MAX_BODY_BYTES
+    try:
+        numeric_body.MAX_BODY_BYTES = 1_024  # the capacity the pool's parser is made with
+        assert numeric_body._parse_with(pool, body, 2, 10_000) is None
+    finally:
+        numeric_body.MAX_BODY_BYTES = original
