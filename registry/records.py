@@ -36,6 +36,23 @@ class ModelRecord:
         )
 
 
+def conversion_blob(acceleration: dict[str, Any] | None) -> tuple[str, int | None] | None:
+    """(sha256, size) of a version's verified conversion, from its acceleration record.
+
+    The numpy form of a linear model is recorded under `acceleration.numpy`, where servers of
+    releases that knew only ONNX (and read `acceleration.sha256` as an ONNX file) do not look:
+    during a rolling upgrade or a rollback they serve such versions with scikit-learn."""
+    accel = acceleration or {}
+    if accel.get("status") != "ready":
+        return None
+    numpy_form = accel.get("numpy")
+    if isinstance(numpy_form, dict) and numpy_form.get("sha256"):
+        return numpy_form["sha256"], numpy_form.get("size")
+    if accel.get("sha256"):
+        return accel["sha256"], accel.get("size")
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
     """Everything known about one version; its identity (name, version, sha256) never changes."""
@@ -62,19 +79,8 @@ class VersionRecord:
 
     @property
     def accel_blob(self) -> tuple[str, int | None] | None:
-        """(sha256, size) of the verified conversion, when there is one. The numpy form of a
-        linear model is recorded under `acceleration.numpy`, where servers of releases that
-        knew only ONNX (and read `acceleration.sha256` as an ONNX file) do not look: during
-        a rolling upgrade or a rollback they serve such versions with scikit-learn."""
-        accel = self.acceleration or {}
-        if accel.get("status") != "ready":
-            return None
-        numpy_form = accel.get("numpy")
-        if isinstance(numpy_form, dict) and numpy_form.get("sha256"):
-            return numpy_form["sha256"], numpy_form.get("size")
-        if accel.get("sha256"):
-            return accel["sha256"], accel.get("size")
-        return None
+        """(sha256, size) of the verified conversion, when there is one."""
+        return conversion_blob(self.acceleration)
 
     @property
     def accel_key(self) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from registry.errors import InvalidInput
+from serving.linear import NativeLinear
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ def _require_fitted(model: Any) -> None:
 # graph). Neither the ORT file format, shared allocators nor lower optimization levels
 # reduce it much (docs/performance.md, Memory).
 ONNX_SESSION_BYTES = 80 * 1024
+# Python objects around a numpy-served linear model (plan, servable, bound methods).
+NATIVE_OVERHEAD_BYTES = 4 * 1024
 
 
 def estimate_nbytes(model: Any, artifact_size: int) -> int:
@@ -132,10 +135,13 @@ def estimate_nbytes(model: Any, artifact_size: int) -> int:
 
     scikit-learn estimators hold their weight in arrays that pickle copies verbatim, so the
     pickled size is a close, cheap estimate. An ONNX session holds its graph (about twice the
-    file) plus its fixed cost; other objects fall back to twice the artifact.
+    file) plus its fixed cost; a numpy-served linear model, its arrays plus the Python objects
+    around them; other objects fall back to twice the artifact.
     """
     if isinstance(model, OnnxModel):
         return 2 * artifact_size + ONNX_SESSION_BYTES
+    if isinstance(model, NativeLinear):
+        return model.nbytes + NATIVE_OVERHEAD_BYTES
     try:
         return max(len(pickle.dumps(model, protocol=5)), artifact_size)
     except Exception:  # an unpicklable object only loses the estimate
@@ -164,9 +170,9 @@ class OnnxModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        # Per-session fixed memory: the CPU arena and the extended graph optimizations cost
-        # ~100 KiB per session (5x a small model's artifact) and buy nothing measurable for
-        # the ML operators scikit-learn converts to (docs/performance.md).
+        # Per-session memory: the CPU arena keeps freed buffers for reuse and the extended
+        # graph optimizations (fusions for neural networks) build more; neither buys anything
+        # measurable for the ML operators scikit-learn converts to (docs/performance.md).
         options.enable_cpu_mem_arena = False
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])

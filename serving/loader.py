@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 SPOOL_IN_MEMORY = 64 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
-# Python objects around a numpy-served model (plan, servable, bound methods): a few KiB.
-NATIVE_OVERHEAD_BYTES = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +157,7 @@ class ModelLoader:
         wanted = signature.get("methods", ["predict"])
         if isinstance(model, NativeLinear):
             methods = {m: getattr(model, m) for m in wanted if m in model.methods}
-            runtime, nbytes = "numpy", model.nbytes + NATIVE_OVERHEAD_BYTES
+            runtime = "numpy"
         else:
             model.label_classes(signature.get("classes"))
             methods = {
@@ -167,7 +165,7 @@ class ModelLoader:
                 for m in wanted
                 if m == "predict" or len(model.session.get_outputs()) > 1
             }
-            runtime, nbytes = "onnxruntime", estimate_nbytes(model, spec.accel_size)
+            runtime = "onnxruntime"
         plan = build_input_plan(
             signature, max_rows=self.max_rows, methods=methods.keys(), needs_dataframe=False
         )
@@ -178,7 +176,7 @@ class ModelLoader:
             runtime=runtime,
             format=spec.format,
         )
-        return model, servable, nbytes
+        return model, servable, estimate_nbytes(model, spec.accel_size)
 
     def _copy_verified(
         self, spec: VersionSpec, key: str, sha256: str, expected_size: int, copy: Any

@@ -32,13 +32,13 @@ MIN_BODY_BYTES = 16 * 1024
 # process: bodies above this go to orjson instead (10,000 rows x 20 features is ~4 MiB).
 MAX_BODY_BYTES = 8 * 1024 * 1024
 # How the bodies this module can take begin. Anything else (named rows, dataframe_split, an
-# escaped key...) goes straight to orjson rather than being parsed twice.
+# escaped key, a UTF-8 byte order mark, which simdjson would skip but JSON forbids...) goes
+# straight to orjson rather than being parsed twice.
 _ROWS_START = re.compile(rb'\s*\{\s*"(?:instances|inputs)"\s*:\s*\[\s*\[')
 # A parser keeps buffers of about 2.3x the largest body it has parsed (at most
 # MAX_BODY_BYTES); two per process cover the cores a worker can use and bound that memory. A
 # request that finds both busy takes the general decoder.
 PARSERS_PER_PROCESS = 2
-_UTF8_BOM = b"\xef\xbb\xbf"  # simdjson skips it; JSON (and orjson) do not allow it
 
 
 class _ParserPool:
@@ -82,8 +82,6 @@ def parse_instances(body: bytes, width: int | None, max_rows: int) -> np.ndarray
 def _parse_with(
     pool: _ParserPool, body: bytes, width: int | None, max_rows: int
 ) -> np.ndarray | None:
-    if body.startswith(_UTF8_BOM):
-        return None
     parser = pool.take()
     if parser is None:
         return None

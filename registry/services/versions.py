@@ -21,7 +21,7 @@ from registry.errors import (
 from registry.models import ModelVersion, PendingUpload
 from registry.names import Reference, validate_model_name
 from registry.pagination import Page, encode_cursor
-from registry.records import PageOf, VersionRecord
+from registry.records import PageOf, VersionRecord, conversion_blob
 from registry.services._patch import apply_edits
 from registry.services.models import create_or_revive
 from registry.signatures import check_input_example, infer_column_types, merge_signature
@@ -124,7 +124,7 @@ def register_version(
                 signature=signature,
                 actor=actor,
                 pending=pending,
-                onnx=extra,
+                conversion=extra,
                 acceleration=acceleration,
             )
         except BaseException:
@@ -168,13 +168,13 @@ def _store_and_record(
     signature: dict[str, Any] | None,
     actor: str,
     pending: list[int],
-    onnx: StagedUpload | None,
+    conversion: StagedUpload | None,
     acceleration: dict[str, Any] | None,
 ) -> VersionRecord:
     try:
         stored = store.commit(staged)
-        if onnx is not None:
-            accelerated = store.commit(onnx)
+        if conversion is not None:
+            accelerated = store.commit(conversion)
             where = {"sha256": accelerated.sha256, "size": accelerated.size}
             acceleration = dict(acceleration or {})
             if acceleration.get("runtime") == "numpy":
@@ -187,6 +187,7 @@ def _store_and_record(
             "the artifact store is unavailable; try again shortly"
         ) from None
 
+    blob = conversion_blob(acceleration)
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:
             with uow(write=True) as work:
@@ -214,7 +215,7 @@ def _store_and_record(
                     input_example=meta.input_example,
                     signature=signature,
                     acceleration=acceleration,
-                    accel_sha256=_accel_sha256(acceleration),
+                    accel_sha256=blob[0] if blob else None,  # what storage gc keeps
                     created_at=now,
                     created_by=actor,
                     updated_at=now,
@@ -386,12 +387,3 @@ def open_artifact(
         ) from None
     except StorageError:
         raise DependencyUnavailable("the artifact store is unavailable") from None
-
-
-def _accel_sha256(acceleration: dict[str, Any] | None) -> str | None:
-    """The conversion's blob, for the column storage gc reads (either runtime)."""
-    accel = acceleration or {}
-    numpy_form = accel.get("numpy")
-    if isinstance(numpy_form, dict):
-        return numpy_form.get("sha256")
-    return accel.get("sha256")
