@@ -82,6 +82,13 @@ class Config:
     # lookups, readiness) before answering from what it knows, or 503.
     REGISTRY_LOOKUP_TIMEOUT: float = 2.0
     ALLOW_PICKLE: bool = True
+    # Exact class names ("package.module.Class", comma-separated) added to the allowlist of
+    # what skops and joblib artifacts may contain: the escape hatch for trusted custom
+    # classes. Empty by default; a module prefix or a function is never accepted here.
+    TRUSTED_MODEL_CLASSES: str = ""
+    # What a skops archive may inflate to, and its member count (zip bombs).
+    MAX_UNPACKED_ARTIFACT_BYTES: int = 4 * 1024**3
+    MAX_ARTIFACT_MEMBERS: int = 100_000
     # ONNX acceleration of scikit-learn versions: "auto" converts and verifies at registration
     # and serves the conversion when it matched; "off" neither converts nor serves ONNX.
     ACCELERATE: str = "auto"

@@ -54,7 +54,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Build a fully wired application. Nothing is created at import time."""
     # The serving stack (numpy, pandas, onnxruntime...) is imported here, not by the command
     # line: a gunicorn master or `modelreg tokens` never needs it.
-    from serving.formats import make_inspector
+    from serving.formats import TrustPolicy, make_inspector
     from serving.metrics import Metrics
     from serving.runtime import ServingRuntime
 
@@ -94,7 +94,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         config=config,
         uow=uow,
         store=store,
-        inspect_artifact=make_inspector(allow_pickle=config.ALLOW_PICKLE),
+        inspect_artifact=make_inspector(TrustPolicy.from_config(config)),
         check_version=serving.check_version,
         serving=serving,
         extras={"engine": engine, "metrics": metrics, "lookups": lookups},

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from config import Config
-from serving.formats import deserialize, infer_signature
+from serving.formats import TrustPolicy, deserialize, infer_signature
 from serving.inputs import InputPlan, build_input_plan, decode_predict_body
 from serving.loader import to_jsonable
 
@@ -54,7 +54,7 @@ class Timing:
 def load_sklearn(skops_path: Path) -> Loaded:
     """The registered estimator and its input plan, built as serving/loader.py builds them."""
     with open(skops_path, "rb") as file:
-        model = deserialize(file, "skops", allow_pickle=False)
+        model = deserialize(file, "skops", trust=TrustPolicy(allow_pickle=False))
     signature = infer_signature(model)
     plan = build_input_plan(
         signature,

@@ -1,9 +1,12 @@
 """Model formats: turn verified artifact bytes into a predictor, and read its signature.
 
-- `skops`: safe. Loaded with an explicit trusted-types policy: only types from
-  scikit-learn, NumPy and SciPy beyond skops' own defaults; anything else is refused by name.
-- `onnx`: safe. Run by onnxruntime behind a small adapter with predict/predict_proba.
-- `joblib`: pickle, so it executes code on load. Refused unless pickles are allowed.
+- `skops`: safe. Every type and function the file names is checked against an explicit
+  allowlist of model classes before anything is built (serving/safeload).
+- `onnx`: safe. Run by onnxruntime behind a small adapter with predict/predict_proba; a model
+  whose tensors live in external files is refused before a session is built.
+- `joblib`: pickle. Refused unless pickles are allowed, and then unpickled by an unpickler
+  that imports nothing outside the same allowlist.
+Every model built from skops or joblib has its compiled index structures checked too.
 """
 
 from __future__ import annotations
@@ -17,58 +20,46 @@ import numpy as np
 
 from registry.errors import InvalidInput
 from serving.linear import NativeLinear
+from serving.safeload import TrustPolicy
+from serving.safeload.onnx_files import check_onnx_inline
+from serving.safeload.pickle_files import PickleRefused, UntrustedGlobal, load_pickle
+from serving.safeload.skops_files import UntrustedTypes, load_skops
+from serving.safeload.structure import check_model_structure
 
 log = logging.getLogger(__name__)
 
-TRUSTED_MODULE_ROOTS = ("sklearn", "numpy", "scipy")
 PICKLE_FORMATS = frozenset({"joblib"})
 
-
-class PickleRefused(InvalidInput):
-    """A pickle-based artifact while ALLOW_PICKLE is false."""
-
-    title = "Pickle-based formats are disabled"
-
-
-class UntrustedTypes(InvalidInput):
-    title = "Artifact contains untrusted types"
-
-
-def untrusted_skops_types(data: bytes) -> list[str]:
-    """Types in a skops file that are outside the trusted module roots."""
-    import skops.io
-
-    return [
-        name
-        for name in skops.io.get_untrusted_types(data=data)
-        if name.split(".", 1)[0] not in TRUSTED_MODULE_ROOTS
-    ]
+__all__ = [
+    "PICKLE_FORMATS",
+    "OnnxModel",
+    "PickleRefused",
+    "TrustPolicy",
+    "UntrustedGlobal",
+    "UntrustedTypes",
+    "deserialize",
+    "infer_signature",
+]
 
 
-def deserialize(file: BinaryIO, fmt: str, *, allow_pickle: bool, onnx_threads: int = 1) -> Any:
+def deserialize(file: BinaryIO, fmt: str, *, trust: TrustPolicy, onnx_threads: int = 1) -> Any:
     """Load an artifact whose bytes were already verified. Raises InvalidInput subclasses."""
     if fmt == "joblib":
-        if not allow_pickle:
+        if not trust.allow_pickle:
             raise PickleRefused(
                 "pickle-based formats (joblib) are disabled on this server; "
                 "register the model as skops or onnx",
                 {"metadata.format": "joblib is not allowed (ALLOW_PICKLE=false)"},
             )
-        import joblib
-
-        return joblib.load(file)
+        model = load_pickle(file, extra_classes=trust.extra_classes)
+        check_model_structure(model)
+        return model
     if fmt == "skops":
-        import skops.io
-
-        data = file.read()
-        refused = untrusted_skops_types(data)
-        if refused:
-            raise UntrustedTypes(
-                f"the artifact contains types outside {', '.join(TRUSTED_MODULE_ROOTS)}: "
-                + ", ".join(refused),
-                {"artifact": "untrusted types: " + ", ".join(refused)},
-            )
-        return skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+        model = load_skops(
+            file.read(), limits=trust.skops_limits, extra_classes=trust.extra_classes
+        )
+        check_model_structure(model)
+        return model
     if fmt == "onnx":
         return OnnxModel.load(file.read(), threads=onnx_threads)
     raise InvalidInput(f"unknown format {fmt!r}", {"metadata.format": "unknown format"})
@@ -175,6 +166,7 @@ class OnnxModel:
         # measurable for the ML operators scikit-learn converts to (docs/performance.md).
         options.enable_cpu_mem_arena = False
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        check_onnx_inline(model)
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         return cls(session)
 
@@ -229,13 +221,13 @@ class Inspection:
         return accelerate(self.model, signature, input_example)
 
 
-def make_inspector(*, allow_pickle: bool) -> Any:
+def make_inspector(trust: TrustPolicy) -> Any:
     """The registration-time check: the artifact must load as its format and be a model."""
 
     def inspect_artifact(path: str, fmt: str) -> Inspection:
         try:
             with open(path, "rb") as file:
-                model = deserialize(file, fmt, allow_pickle=allow_pickle)
+                model = deserialize(file, fmt, trust=trust)
         except InvalidInput:
             raise
         except Exception as error:  # any loader failure means "not a model"

@@ -22,7 +22,7 @@ from registry.errors import (
 )
 from serving.batching import MicroBatcher, batching_helps
 from serving.cache import LoadedModel, VersionKey
-from serving.formats import deserialize, estimate_nbytes, infer_signature
+from serving.formats import TrustPolicy, deserialize, estimate_nbytes, infer_signature
 from serving.inputs import InputPlan, build_input_plan, rows_to_matrix
 from serving.linear import NativeLinear
 from storage import ArtifactNotFound, ArtifactStore, StorageError
@@ -77,7 +77,7 @@ class ModelLoader:
         store: ArtifactStore,
         spec_for: Callable[[VersionKey], VersionSpec],
         *,
-        allow_pickle: bool,
+        trust: TrustPolicy,
         max_rows: int,
         onnx_threads: int = 1,
         accelerate: bool = True,
@@ -85,7 +85,7 @@ class ModelLoader:
     ) -> None:
         self.store = store
         self.spec_for = spec_for
-        self.allow_pickle = allow_pickle
+        self.trust = trust
         self.max_rows = max_rows
         self.onnx_threads = onnx_threads
         self.accelerate = accelerate
@@ -124,7 +124,7 @@ class ModelLoader:
             self._copy_verified(spec, key, sha256, size, copy)
             copy.seek(0)
             return deserialize(
-                copy, fmt, allow_pickle=self.allow_pickle, onnx_threads=self.onnx_threads
+                copy, fmt, trust=self.trust, onnx_threads=self.onnx_threads
             )
 
     def _load_accelerated(self, spec: VersionSpec) -> tuple[Any, Servable, int] | None:

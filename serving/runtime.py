@@ -19,6 +19,7 @@ from registry.errors import (
 from registry.names import Reference, parse_reference
 from registry.records import VersionRecord
 from serving.cache import LoadedModel, ModelCache, VersionKey
+from serving.formats import TrustPolicy
 from serving.inputs import decode_predict_body, rows_to_matrix
 from serving.loader import BatchingPolicy, ModelLoader, Servable, VersionSpec, to_jsonable
 from serving.resolver import Fetch, ReferenceResolver, spec_from_record
@@ -69,7 +70,7 @@ class ServingRuntime:
         self.loader = ModelLoader(
             store,
             self._spec_for_key,
-            allow_pickle=config.ALLOW_PICKLE,
+            trust=TrustPolicy.from_config(config),
             max_rows=config.MAX_PREDICT_ROWS,
             onnx_threads=config.ONNX_THREADS,
             accelerate=config.ACCELERATE != "off",
