@@ -5,8 +5,12 @@ A fitted linear model is a weight matrix and an intercept. scikit-learn spends m
 predict validating its input (which `serving.inputs` has already done), and an ONNX Runtime
 session holds ~80 KiB of native memory whatever the model (serving.formats.ONNX_SESSION_BYTES),
 several times a small model's artifact. Here a predict is `X @ coef.T + intercept`, the very
-expression scikit-learn evaluates, so answers are bit-identical to scikit-learn's for float64
-input, and a cached model costs the size of its arrays.
+expression scikit-learn evaluates, and a cached model costs the size of its arrays. The answers
+are scikit-learn's up to the order in which a BLAS kernel sums the same products: which kernel
+runs depends on the input's memory layout, the row count and the thread count, so the last bit
+or two may differ. `NativeLinear.error_bound` is the documented promise: each answer is within
+2(n+1)·eps·(Σ|x_i·w_i| + |b|) of scikit-learn's (the rounding bound of two float64 dot
+products of n terms), which is about 1e-15 relative for the usual widths.
 
 Only exact, known classes are taken (a subclass may override predict), and only dense weights;
 classes (labels) must be numbers, booleans or strings, so that the stored form needs no pickle.
@@ -103,6 +107,17 @@ class NativeLinear:
         if scores.ndim > 1 and scores.shape[1] == 1 and self.classes is not None:
             return scores.reshape(-1)
         return scores
+
+    def error_bound(self, X: np.ndarray) -> np.ndarray:
+        """How far each score may be from scikit-learn's: both sum the same float64 products,
+        perhaps in another order, so each is within (n+1)·eps·(Σ|x_i·w_i| + |b|) of the
+        exact value."""
+        coef = np.abs(self._coef)
+        magnitude = (np.abs(X) @ coef.T if coef.ndim == 2 else np.abs(X) @ coef) + np.abs(
+            self._intercept
+        )
+        width = coef.shape[-1]
+        return 2 * (width + 1) * np.finfo(np.float64).eps * magnitude
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         scores = self._scores(X)

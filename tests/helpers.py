@@ -35,3 +35,19 @@ def problem(response) -> dict[str, Any]:
     assert body["status"] == response.status_code
     assert "Traceback" not in response.get_data(as_text=True)
     return body
+
+
+def assert_linear_agreement(model, rows, got) -> None:
+    """A linear model's served answers agree with scikit-learn's within the documented bound
+    (serving.linear.NativeLinear.error_bound): the same products, perhaps summed in another
+    order by another BLAS kernel."""
+    import numpy as np
+
+    from serving.linear import native_linear
+
+    expected = np.asarray(model.predict(rows), dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64).reshape(expected.shape)
+    numeric = np.asarray(rows, dtype=np.float64)
+    bound = native_linear(model).error_bound(numeric).reshape(expected.shape)
+    excess = np.abs(got - expected) - bound
+    assert np.all(excess <= 0), f"beyond the bound by up to {excess.max():.3g}"
