@@ -24,6 +24,7 @@ from registry.db import utcnow
 from registry.errors import (
     AlreadyExists,
     DependencyUnavailable,
+    Forbidden,
     InvalidInput,
     NotFound,
     Unauthenticated,
@@ -104,6 +105,39 @@ def _validate(
         raise InvalidInput("invalid token request", errors)
 
 
+def grant_problems(
+    issuer: Identity,
+    *,
+    role: str,
+    models: Sequence[str] | None,
+    expires_at: datetime | None,
+) -> dict[str, str]:
+    """What a token `issuer` may not grant, by field: a token never grants more than it has
+    (a role no higher, models among its own, an expiry no later than its own)."""
+    problems: dict[str, str] = {}
+    if role_rank(role) > role_rank(issuer.role):
+        problems["role"] = f"at most {issuer.role}, the role of token '{issuer.name}'"
+    if issuer.models is not None and (models is None or not set(models) <= issuer.models):
+        problems["models"] = "required, and only among " + ", ".join(sorted(issuer.models))
+    if issuer.expires_at is not None and (expires_at is None or expires_at > issuer.expires_at):
+        problems["expires_in_days"] = (
+            f"required, expiring no later than {issuer.expires_at.isoformat()}"
+        )
+    return problems
+
+
+def within_reach(issuer: Identity, role: str, models: Sequence[str] | None) -> bool:
+    """Whether `issuer` may see or revoke a token with this role and scope: one it could
+    have granted itself, expiry aside (revoking never widens anything)."""
+    if role_rank(role) > role_rank(issuer.role):
+        return False
+    return issuer.models is None or (models is not None and set(models) <= issuer.models)
+
+
+def _reaches_everything(identity: Identity) -> bool:
+    return identity.models is None and identity.role == ROLES[-1]
+
+
 def create_token(
     uow: UnitOfWorkFactory,
     *,
@@ -112,11 +146,18 @@ def create_token(
     actor: str,
     models: Sequence[str] | None = None,
     expires_in: timedelta | None = None,
+    issuer: Identity | None = None,
 ) -> tuple[str, TokenRecord]:
-    """Make a token; the secret is returned here and never again."""
+    """Make a token; the secret is returned here and never again. `issuer` is the token
+    asking for it (None: the local command line, which holds every right)."""
     _validate(name, role, models, expires_in)
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     now = utcnow()
+    expires_at = now + expires_in if expires_in else None
+    if issuer is not None:
+        problems = grant_problems(issuer, role=role, models=models, expires_at=expires_at)
+        if problems:
+            raise Forbidden(f"token '{issuer.name}' cannot grant more than it has", problems)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         name=name,
         token_hash=hash_token(secret),
@@ -125,7 +166,7 @@ def create_token(
         models=sorted(set(models)) if models else None,
         created_at=now,
         created_by=actor,
-        expires_at=now + expires_in if expires_in else None,
+        expires_at=expires_at,
     )
     try:
         with uow(write=True) as work:
@@ -140,24 +181,34 @@ def create_token(
     return secret, record
 
 
-def list_tokens(uow: UnitOfWorkFactory, page: Page | None = None) -> PageOf:
-    """Tokens by name (never their secrets); every token when no page is given."""
+def list_tokens(
+    uow: UnitOfWorkFactory, page: Page | None = None, *, viewer: Identity | None = None
+) -> PageOf:
+    """Tokens by name (never their secrets); every token when no page is given. A `viewer`
+    sees only the tokens within its reach."""
     query = select(ApiToken).order_by(ApiToken.name)
     if page is not None and page.after is not None:
         query = query.where(ApiToken.name > page.after)
-    if page is not None:
+    reach = None if viewer is None or _reaches_everything(viewer) else viewer
+    if page is not None and reach is None:
         query = query.limit(page.limit + 1)
     with uow() as work:
         rows = [TokenRecord.from_row(row) for row in work.session.scalars(query)]
+    if reach is not None:  # scopes are JSON lists: filtered here (tokens are few)
+        rows = [r for r in rows if within_reach(reach, r.role, r.models)]
     if page is None or len(rows) <= page.limit:
         return PageOf(rows, None)
     return PageOf(rows[: page.limit], encode_cursor(rows[page.limit - 1].name))
 
 
-def revoke_token(uow: UnitOfWorkFactory, name: str) -> TokenRecord:
+def revoke_token(uow: UnitOfWorkFactory, name: str, *, by: Identity | None = None) -> TokenRecord:
+    """Revoke a token. `by` may revoke only tokens within its reach; the others answer as
+    if they did not exist, so that their names do not leak."""
     with uow(write=True) as work:
         row = work.session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
-        if row is None:
+        if row is None or (by is not None and not within_reach(by, row.role, row.models)):
+            if by is not None and not _reaches_everything(by):
+                raise NotFound(f"no token named '{name}' within the reach of token '{by.name}'")
             raise NotFound(f"no token named '{name}'")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
