@@ -12,6 +12,7 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -222,13 +223,23 @@ def count_tokens(uow: UnitOfWorkFactory) -> int:
         return len(work.session.scalars(select(ApiToken.id)).all())
 
 
-class Authenticator:
-    """Turns a bearer secret into an Identity, with a short in-process cache.
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    identity: Identity
+    at: float  # when it was read from the database (clock seconds)
 
-    The cache keeps the hot path (predict) free of a database round trip per request; a
-    revocation takes effect within `cache_seconds` everywhere (at once in the process that
-    revoked). While the database is down, identities already verified keep working until
-    their own expiry, so an outage does not lock out the services that call predict.
+
+class Authenticator:
+    """Turns a bearer secret into an Identity, with a bounded in-process cache.
+
+    - Verified tokens stay in an LRU of `max_entries` for up to `cache_seconds`, so that
+      predict needs no database round trip per request. A revocation takes effect within
+      `cache_seconds` everywhere (at once in the process that revoked).
+    - Unknown and revoked tokens are remembered apart, in an LRU of `max_unknown`: a client
+      repeating a bad token costs one query per `cache_seconds`, and no number of distinct
+      bad tokens can push a verified one out.
+    - While the database is down, identities already verified keep working until their own
+      expiry, so an outage does not lock out the services that call predict.
     """
 
     def __init__(
@@ -238,6 +249,7 @@ class Authenticator:
         cache_seconds: float,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 10_000,
+        max_unknown: int = 1_024,
         lookups: BoundedLookups | None = None,
         lookup_timeout: float = 2.0,
     ) -> None:
@@ -247,43 +259,74 @@ class Authenticator:
         self._ttl = cache_seconds
         self._clock = clock
         self._max = max_entries
+        self._max_unknown = max_unknown
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[Identity | None, float]] = {}
+        self._known: OrderedDict[str, _Verified] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()
 
     def authenticate(self, secret: str) -> Identity:
         digest = hash_token(secret)
-        cached = self._cache.get(digest)
         now = self._clock()
-        if cached is not None and now - cached[1] < self._ttl:
-            return self._check(cached[0])
+        entry = self._known.get(digest)
+        if entry is not None:
+            if now - entry.at < self._ttl:
+                return self._use(digest, entry)
+        else:
+            seen = self._unknown.get(digest)
+            if seen is not None and now - seen < self._ttl:
+                raise Unauthenticated("the token is not valid (unknown or revoked)")
         try:
             identity = self._lookups.call(
                 ("token", digest), lambda: self._lookup(digest), self._timeout
             )
         except DependencyUnavailable:
-            if cached is None or cached[0] is None:
+            if entry is None:
                 raise
-            return self._check(cached[0])
+            return self._use(digest, entry)
         with self._lock:
-            if len(self._cache) >= self._max:
-                self._cache.clear()
-            self._cache[digest] = (identity, now)
-        return self._check(identity)
+            if identity is None:
+                self._known.pop(digest, None)
+                self._unknown[digest] = now
+                self._unknown.move_to_end(digest)
+                while len(self._unknown) > self._max_unknown:
+                    self._unknown.popitem(last=False)
+            else:
+                self._unknown.pop(digest, None)
+                self._known[digest] = entry = _Verified(identity, now)
+                self._known.move_to_end(digest)
+                while len(self._known) > self._max:
+                    self._known.popitem(last=False)
+        if identity is None:
+            raise Unauthenticated("the token is not valid (unknown or revoked)")
+        return self._use(digest, entry)
 
     def cached(self, secret: str) -> Identity | None:
-        """The identity behind `secret` if it was verified recently and is still valid; None
-        when only a database lookup (or an error answer) could tell."""
-        cached = self._cache.get(hash_token(secret))
-        if cached is None or cached[0] is None or self._clock() - cached[1] >= self._ttl:
+        """The identity behind `secret` if `authenticate` would answer it from memory without
+        asking the database, and it is valid now; None when only a database lookup (or an
+        error answer) could tell."""
+        digest = hash_token(secret)
+        entry = self._known.get(digest)
+        if entry is None or self._clock() - entry.at >= self._ttl:
             return None
-        identity = cached[0]
+        identity = entry.identity
         if identity.expires_at is not None and identity.expires_at <= utcnow():
             return None
+        self._touch(digest)
         return identity
 
     def forget_all(self) -> None:
         with self._lock:
-            self._cache.clear()
+            self._known.clear()
+            self._unknown.clear()
+
+    def _use(self, digest: str, entry: _Verified) -> Identity:
+        self._touch(digest)
+        return self._check(entry.identity)
+
+    def _touch(self, digest: str) -> None:
+        with self._lock:
+            if digest in self._known:
+                self._known.move_to_end(digest)
 
     def _lookup(self, digest: str) -> Identity | None:
         with self._uow() as work:
@@ -298,9 +341,7 @@ class Authenticator:
             return Identity(row.name, row.role, models, row.expires_at)
 
     @staticmethod
-    def _check(identity: Identity | None) -> Identity:
-        if identity is None:
-            raise Unauthenticated("the token is not valid (unknown or revoked)")
+    def _check(identity: Identity) -> Identity:
         if identity.expires_at is not None and identity.expires_at <= utcnow():
             raise Unauthenticated("the token has expired")
         return identity
