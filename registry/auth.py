@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from registry.bounded import BoundedLookups
 from registry.db import utcnow
@@ -30,7 +31,7 @@ from registry.errors import (
     NotFound,
     Unauthenticated,
 )
-from registry.models import ApiToken
+from registry.models import ApiToken, TokenEpoch
 from registry.names import is_model_name
 from registry.pagination import Page, encode_cursor
 from registry.records import PageOf
@@ -39,6 +40,13 @@ from registry.unit_of_work import UnitOfWorkFactory
 ROLES = ("reader", "publisher", "operator", "admin")
 TOKEN_PREFIX = "mr_"
 TOKEN_NAME_MAX = 128
+EPOCH_ROW = 1
+# After the database fails to answer, cached identities are served without asking it again
+# for this long (as the resolver does for aliases), so an outage adds no timeout per request.
+OUTAGE_BACKOFF_SECONDS = 1.0
+# How long a request waits for an epoch check another request started before answering from
+# what is cached, so that a slow database never takes every request thread.
+FOLLOWER_WAIT_SECONDS = 0.05
 
 
 def role_rank(role: str) -> int:
@@ -203,8 +211,9 @@ def list_tokens(
 
 
 def revoke_token(uow: UnitOfWorkFactory, name: str, *, by: Identity | None = None) -> TokenRecord:
-    """Revoke a token. `by` may revoke only tokens within its reach; the others answer as
-    if they did not exist, so that their names do not leak."""
+    """Revoke a token; every process refuses it within ALIAS_REFRESH_SECONDS (the epoch
+    advances in the same transaction). `by` may revoke only tokens within its reach; the
+    others answer as if they did not exist, so that their names do not leak."""
     with uow(write=True) as work:
         row = work.session.scalars(select(ApiToken).where(ApiToken.name == name)).one_or_none()
         if row is None or (by is not None and not within_reach(by, row.role, row.models)):
@@ -213,9 +222,25 @@ def revoke_token(uow: UnitOfWorkFactory, name: str, *, by: Identity | None = Non
             raise NotFound(f"no token named '{name}'")
         if row.revoked_at is None:
             row.revoked_at = utcnow()
+            advance_epoch(work.session)
         record = TokenRecord.from_row(row)
         work.commit()
     return record
+
+
+def advance_epoch(session: Session) -> None:
+    """Tell every process that some cached token may no longer be valid."""
+    moved = session.execute(
+        update(TokenEpoch).where(TokenEpoch.id == EPOCH_ROW).values(value=TokenEpoch.value + 1)
+    )
+    if moved.rowcount == 0:  # a schema made without the migration's row
+        session.add(TokenEpoch(id=EPOCH_ROW, value=1))
+        session.flush()
+
+
+def read_epoch(session: Session) -> int:
+    value = session.scalar(select(TokenEpoch.value).where(TokenEpoch.id == EPOCH_ROW))
+    return value or 0
 
 
 def count_tokens(uow: UnitOfWorkFactory) -> int:
@@ -227,17 +252,23 @@ def count_tokens(uow: UnitOfWorkFactory) -> int:
 class _Verified:
     identity: Identity
     at: float  # when it was read from the database (clock seconds)
+    epoch: int  # the token epoch read just before it
 
 
 class Authenticator:
     """Turns a bearer secret into an Identity, with a bounded in-process cache.
 
     - Verified tokens stay in an LRU of `max_entries` for up to `cache_seconds`, so that
-      predict needs no database round trip per request. A revocation takes effect within
-      `cache_seconds` everywhere (at once in the process that revoked).
+      predict needs no database round trip per request.
     - Unknown and revoked tokens are remembered apart, in an LRU of `max_unknown`: a client
       repeating a bad token costs one query per `cache_seconds`, and no number of distinct
       bad tokens can push a verified one out.
+    - A revocation (over HTTP or from the command line, in any process) advances the token
+      epoch in the database. It is read at most every `refresh_seconds` (the alias staleness
+      bound); when it has moved, a cached identity is checked again before its next use, so
+      a revoked token stops working everywhere within that bound (at once in the process
+      that revoked it).
+    - An expiry is checked at every use, against the wall clock.
     - While the database is down, identities already verified keep working until their own
       expiry, so an outage does not lock out the services that call predict.
     """
@@ -247,6 +278,7 @@ class Authenticator:
         uow: UnitOfWorkFactory,
         *,
         cache_seconds: float,
+        refresh_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 10_000,
         max_unknown: int = 1_024,
@@ -257,33 +289,44 @@ class Authenticator:
         self._lookups = lookups or BoundedLookups(name="token-lookup")
         self._timeout = lookup_timeout
         self._ttl = cache_seconds
+        self._refresh = refresh_seconds
         self._clock = clock
         self._max = max_entries
         self._max_unknown = max_unknown
         self._lock = threading.Lock()
         self._known: OrderedDict[str, _Verified] = OrderedDict()
         self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._epoch = -1  # no epoch read yet: nothing cached is current
+        self._epoch_at = float("-inf")
+        self._unavailable_until = float("-inf")
 
     def authenticate(self, secret: str) -> Identity:
         digest = hash_token(secret)
         now = self._clock()
         entry = self._known.get(digest)
         if entry is not None:
-            if now - entry.at < self._ttl:
+            if now < self._unavailable_until or self._current(entry, now):
                 return self._use(digest, entry)
+            if now - entry.at < self._ttl and entry.epoch == self._epoch:
+                # Only the epoch is due: one small query, shared by every cached token.
+                epoch = self._refresh_epoch(now)
+                if epoch is None or epoch == entry.epoch:  # unchanged, or cannot tell now
+                    return self._use(digest, entry)
         else:
             seen = self._unknown.get(digest)
             if seen is not None and now - seen < self._ttl:
                 raise Unauthenticated("the token is not valid (unknown or revoked)")
         try:
-            identity = self._lookups.call(
+            identity, epoch = self._lookups.call(
                 ("token", digest), lambda: self._lookup(digest), self._timeout
             )
         except DependencyUnavailable:
+            self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
             if entry is None:
                 raise
             return self._use(digest, entry)
         with self._lock:
+            self._saw_epoch(epoch, now)
             if identity is None:
                 self._known.pop(digest, None)
                 self._unknown[digest] = now
@@ -292,7 +335,7 @@ class Authenticator:
                     self._unknown.popitem(last=False)
             else:
                 self._unknown.pop(digest, None)
-                self._known[digest] = entry = _Verified(identity, now)
+                self._known[digest] = entry = _Verified(identity, now, epoch)
                 self._known.move_to_end(digest)
                 while len(self._known) > self._max:
                     self._known.popitem(last=False)
@@ -306,7 +349,10 @@ class Authenticator:
         error answer) could tell."""
         digest = hash_token(secret)
         entry = self._known.get(digest)
-        if entry is None or self._clock() - entry.at >= self._ttl:
+        if entry is None:
+            return None
+        now = self._clock()
+        if not (now < self._unavailable_until or self._current(entry, now)):
             return None
         identity = entry.identity
         if identity.expires_at is not None and identity.expires_at <= utcnow():
@@ -315,9 +361,40 @@ class Authenticator:
         return identity
 
     def forget_all(self) -> None:
+        """The process that revoked a token: check every token again before its next use."""
         with self._lock:
             self._known.clear()
             self._unknown.clear()
+            self._epoch_at = float("-inf")
+
+    def _current(self, entry: _Verified, now: float) -> bool:
+        return (
+            now - entry.at < self._ttl
+            and now - self._epoch_at < self._refresh
+            and entry.epoch == self._epoch
+        )
+
+    def _refresh_epoch(self, now: float) -> int | None:
+        """The token epoch from the database, or None when it cannot be read right now."""
+        key = ("token-epoch",)
+        joining = self._lookups.in_flight(key)
+        try:
+            epoch = self._lookups.call(
+                key, self._read_epoch, FOLLOWER_WAIT_SECONDS if joining else self._timeout
+            )
+        except DependencyUnavailable:
+            if not joining:
+                self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
+            return None
+        with self._lock:
+            self._saw_epoch(epoch, now)
+        return self._epoch
+
+    def _saw_epoch(self, epoch: int, read_at: float) -> None:
+        """Under the lock: the epoch read by a query that started at `read_at`."""
+        if epoch >= self._epoch:  # answers may arrive out of order; the epoch only grows
+            self._epoch = epoch
+            self._epoch_at = max(self._epoch_at, read_at)
 
     def _use(self, digest: str, entry: _Verified) -> Identity:
         self._touch(digest)
@@ -328,17 +405,24 @@ class Authenticator:
             if digest in self._known:
                 self._known.move_to_end(digest)
 
-    def _lookup(self, digest: str) -> Identity | None:
+    def _read_epoch(self) -> int:
         with self._uow() as work:
+            return read_epoch(work.session)
+
+    def _lookup(self, digest: str) -> tuple[Identity | None, int]:
+        with self._uow() as work:
+            # The epoch first: a revocation committed after this read advances it past the
+            # value stored with the identity, so that identity is checked again in time.
+            epoch = read_epoch(work.session)
             row = work.session.scalars(
                 select(ApiToken).where(ApiToken.token_hash == digest)
             ).one_or_none()
             if row is None or not hmac.compare_digest(row.token_hash, digest):
-                return None
+                return None, epoch
             if row.revoked_at is not None:
-                return None
+                return None, epoch
             models = frozenset(row.models) if row.models else None
-            return Identity(row.name, row.role, models, row.expires_at)
+            return Identity(row.name, row.role, models, row.expires_at), epoch
 
     @staticmethod
     def _check(identity: Identity) -> Identity:

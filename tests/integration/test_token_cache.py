@@ -1,6 +1,7 @@
-"""The verified-token cache: bounded, least recently used first, and never flushed by unknown
-tokens, which are remembered apart. Real SQLite and PostgreSQL; the database's own statement
-log (an engine event) tells whether an answer came from memory."""
+"""The verified-token cache: bounded, least recently used first, never flushed by unknown
+tokens (remembered apart), and checked again when the token epoch moves. Real SQLite and
+PostgreSQL; the statements sent to the database (an engine event) tell whether an answer came
+from memory."""
 
 from __future__ import annotations
 
@@ -39,14 +40,16 @@ def app(tmp_path, database_url):
 
 
 class Statements:
-    """Statements the app sends to its database that read the token table."""
+    """Statements the app sends to its database: `count` those on the token table, `epochs`
+    those on the token epoch."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.epochs = 0
 
     def __call__(self, _conn, _cursor, statement: str, *_args) -> None:
-        if "api_tokens" in statement:
-            self.count += 1
+        self.count += "api_tokens" in statement
+        self.epochs += "token_epoch" in statement
 
 
 @contextlib.contextmanager
@@ -139,3 +142,40 @@ def test_the_caches_are_least_recently_used_and_bounded(app):
                 authenticator.authenticate(stranger)
     assert seen.count == 3  # the two most recent unknown tokens were remembered
     assert [authenticator.cached(s) is not None for s in tokens] == [True, False, True, True]
+
+
+def test_a_revocation_the_process_never_heard_of_is_seen_after_the_refresh_period(app):
+    uow = app.extensions["modelreg"].uow
+    now = [0.0]
+    authenticator = auth.Authenticator(
+        uow, cache_seconds=3600.0, refresh_seconds=1.0, clock=lambda: now[0]
+    )
+    keep, _ = auth.create_token(uow, name="keep", role="reader", actor="test")
+    leave, _ = auth.create_token(uow, name="leave", role="reader", actor="test")
+    for secret in (keep, leave):
+        authenticator.authenticate(secret)
+
+    with token_queries(app) as seen:
+        now[0] = 0.9
+        for secret in (keep, leave):
+            authenticator.authenticate(secret)
+            assert authenticator.cached(secret) is not None
+    assert (seen.count, seen.epochs) == (0, 0)
+
+    with token_queries(app) as seen:
+        now[0] = 1.0  # the epoch is due: the fast path must ask, authenticate reads it once
+        assert authenticator.cached(keep) is None
+        for secret in (keep, leave):
+            authenticator.authenticate(secret)
+    assert (seen.count, seen.epochs) == (0, 1)
+
+    auth.revoke_token(uow, "leave")  # as the command line does: on the database only
+    now[0] = 2.0
+    with token_queries(app) as seen:
+        assert authenticator.authenticate(keep).name == "keep"
+        with pytest.raises(Unauthenticated):
+            authenticator.authenticate(leave)
+        assert authenticator.cached(leave) is None
+        assert authenticator.cached(keep) is not None
+    # The epoch moved: each cached token is checked again once (its read includes the epoch).
+    assert (seen.count, seen.epochs) == (2, 3)
