@@ -77,6 +77,7 @@ class Config:
     # Serving.
     MODEL_CACHE_MAX_MODELS: int = 32
     MODEL_CACHE_MAX_BYTES: int = 4 * 1024**3
+    # Staleness bound, in other processes, of aliases and `latest`, and of token revocations.
     ALIAS_REFRESH_SECONDS: float = 1.0
     # Longest a request waits for the registry database on the serving path (alias and token
     # lookups, readiness) before answering from what it knows, or 503.
@@ -105,6 +106,7 @@ class Config:
 
     # Auth: bearer tokens are required unless explicitly disabled for local development.
     AUTH_DISABLED: bool = False
+    # How long a verified token is used before it is read again (revocations do not wait).
     AUTH_CACHE_SECONDS: float = 5.0
     LOCAL_ACTOR: str = "anonymous"
 

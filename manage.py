@@ -102,6 +102,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     authenticator = Authenticator(
         uow,
         cache_seconds=config.AUTH_CACHE_SECONDS,
+        refresh_seconds=config.ALIAS_REFRESH_SECONDS,
         lookups=lookups,
         lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
     )
@@ -528,7 +529,7 @@ def tokens_list() -> None:
 @tokens.command("revoke")
 @click.argument("name")
 def tokens_revoke(name: str) -> None:
-    """Revoke a token (every server stops accepting it within AUTH_CACHE_SECONDS)."""
+    """Revoke a token (every server stops accepting it within ALIAS_REFRESH_SECONDS)."""
     record = auth.revoke_token(_uow(), name)
     click.echo(f"token '{record.name}' revoked at {record.revoked_at.isoformat()}")
 

@@ -50,6 +50,16 @@ def require_role(role: str) -> None:
         )
 
 
+def require_model(name: str) -> None:
+    """For views whose model is named in the body rather than the path (POST /models)."""
+    identity: Identity = g.identity
+    if not identity.may_use_model(name):
+        raise Forbidden(
+            f"token '{identity.name}' is not allowed to use model '{name}'",
+            {"name": "outside this token's models"},
+        )
+
+
 def _bearer_secret() -> str:
     header = request.headers.get("Authorization", "")
     if not header:
@@ -90,11 +100,8 @@ def install(app: Flask, authenticator: Authenticator, *, disabled: bool, local_a
                 {"role": f"{needed} required"},
             )
         model = (request.view_args or {}).get("name")
-        if model is not None and not identity.may_use_model(model):
-            raise Forbidden(
-                f"token '{identity.name}' is not allowed to use model '{model}'",
-                {"name": "outside this token's models"},
-            )
+        if model is not None:
+            require_model(model)
 
     if disabled:
 

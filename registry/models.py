@@ -132,6 +132,17 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
+class TokenEpoch(Base):
+    """One row: a counter advanced in the same transaction as every change that withdraws a
+    token (a revocation, over HTTP or from the command line). Each serving process reads it
+    at most every ALIAS_REFRESH_SECONDS and checks its cached tokens again when it moved."""
+
+    __tablename__ = "token_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 class PendingUpload(Base):
     """A registration in flight: its blob must not be garbage-collected before the version
     row that references it commits (the row is removed in that same transaction)."""

@@ -840,7 +840,10 @@ OPERATIONS: dict[str, Op] = {
                 }
             },
         ),
-        description="409 when a model of that name exists.",
+        description=(
+            "409 when a model of that name exists; 403 when the token is restricted to "
+            "other models."
+        ),
     ),
     "registry.list_models": Op(
         "registry",
@@ -1105,6 +1108,11 @@ OPERATIONS: dict[str, Op] = {
                 }
             },
         ),
+        description=(
+            "A token grants no more than it has: 403 for a role above its own, models "
+            "outside its own list (a token limited to models must name them), or an expiry "
+            "later than its own (a token that expires must give one)."
+        ),
     ),
     "tokens.list_tokens": Op(
         "tokens",
@@ -1112,12 +1120,17 @@ OPERATIONS: dict[str, Op] = {
         {200: _json("The tokens.", _ref("TokenList"))},
         (401, 403, 422, 503),
         query=_list_query("limit", "cursor"),
+        description="Only the tokens within the caller's reach: those it could have granted.",
     ),
     "tokens.revoke_token": Op(
         "tokens",
         "Revoke an API token",
         {200: _json("The revoked token.", _ref("TokenOut"))},
         (401, 403, 404, 503),
+        description=(
+            "Every serving process refuses the token within ALIAS_REFRESH_SECONDS. A token "
+            "outside the caller's reach answers 404, as if it did not exist."
+        ),
     ),
     # -- serving --
     "serving.predict": Op(
@@ -1170,6 +1183,10 @@ OPERATIONS: dict[str, Op] = {
         "What the model cache holds",
         {200: _json("Loaded versions, recent load failures and counters.", _ref("CacheStatus"))},
         (401, 403, 503),
+        description=(
+            "Versions and failures of the models the token may use; the counters are the "
+            "process's own."
+        ),
     ),
     "serving.warm": Op(
         "serving",

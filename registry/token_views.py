@@ -1,4 +1,8 @@
-"""Token administration (admin role): create (the secret is shown once), list, revoke."""
+"""Token administration (admin role): create (the secret is shown once), list, revoke.
+
+A token acts only within its own reach: it grants no more than it has, and sees and revokes
+only tokens it could have granted.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from flask import Blueprint, Response, request
 from marshmallow import fields, validate
 
 from registry import auth, schemas
-from registry.access import requires
+from registry.access import current_identity, requires
 from registry.http import current_actor, json_body, json_response, wiring
 from registry.pagination import make_page
 
@@ -57,6 +61,7 @@ def create_token() -> Response:
         models=data["models"],
         expires_in=timedelta(days=days) if days else None,
         actor=current_actor(),
+        issuer=current_identity(),
     )
     return json_response({"token": secret, **_token_out.dump(record)}, 201)
 
@@ -72,7 +77,7 @@ def list_tokens() -> Response:
         maximum=config.MAX_PAGE_SIZE,
         key_type=str,
     )
-    result = auth.list_tokens(wiring().uow, page)
+    result = auth.list_tokens(wiring().uow, page, viewer=current_identity())
     return json_response(
         {"tokens": _token_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
     )
@@ -81,6 +86,6 @@ def list_tokens() -> Response:
 @bp.delete("/tokens/<token_name>")
 @requires("admin")
 def revoke_token(token_name: str) -> Response:
-    record = auth.revoke_token(wiring().uow, token_name)
+    record = auth.revoke_token(wiring().uow, token_name, by=current_identity())
     wiring().extras["authenticator"].forget_all()
     return json_response(_token_out.dump(record))

@@ -10,7 +10,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import wrap_file
 
 from registry import schemas
-from registry.access import current_identity, require_role, requires
+from registry.access import current_identity, require_model, require_role, requires
 from registry.errors import (
     InvalidInput,
     MalformedRequest,
@@ -89,6 +89,7 @@ def _reason() -> str:
 @requires("publisher")
 def create_model() -> Response:
     data = schemas.load(schemas.ModelCreateSchema(), json_body())
+    require_model(data["name"])  # the name is in the body, out of the path check's sight
     record = model_service.create_model(
         wiring().uow,
         data["name"],

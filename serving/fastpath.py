@@ -2,10 +2,11 @@
 
 A 1-row predict costs microseconds in the model and ~100 µs in Flask's request and response
 machinery. This layer answers `POST /models/<name>/<ref>/predict` itself when everything it
-needs is already in memory: a verified token in the authenticator's cache (or auth disabled),
-a reference the resolver knows without asking the registry, a loaded model. It sends exactly
-what the Flask view and hooks would send (body, X-Model-* headers, security headers, request
-id), and records the same metrics and access-log line.
+needs is already in memory: a verified token in the authenticator's cache whose token epoch
+was read within the refresh period (or auth disabled), a reference the resolver knows
+without asking the registry, a loaded model. It sends exactly what the Flask view and hooks
+would send (body, X-Model-* headers, security headers, request id), and records the same
+metrics and access-log line.
 
 Anything else falls through to Flask untouched: a first request (token lookup, registry
 lookup, load), a bad body or a model refusing the input (the Flask view then produces the

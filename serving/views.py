@@ -7,7 +7,7 @@ import os
 import orjson
 from flask import Blueprint, Response, request
 
-from registry.access import requires
+from registry.access import current_identity, requires
 from registry.http import json_response, wiring
 from registry.problems import problem
 from serving.runtime import Prediction, ServingRuntime
@@ -60,11 +60,13 @@ def model_headers(result: Prediction) -> list[tuple[str, str]]:
 @bp.get("/serving/cache")
 def cache_status() -> Response:
     cache = _runtime().cache
+    allowed = current_identity().may_use_model
     return json_response(
         {
             "pid": os.getpid(),  # each worker process has its own cache
-            "models": cache.entries(),
-            "failures": cache.failures(),
+            "models": [e for e in cache.entries() if allowed(e["name"])],
+            "failures": [f for f in cache.failures() if allowed(f["name"])],
+            # Process-wide counters, like /metrics: no model names, versions or digests.
             "stats": cache.stats(),
         }
     )

@@ -509,6 +509,27 @@ def test_a_revoked_token_is_refused_at_once(world):
     assert world.predict("a", "reader")[0] == "fast"
 
 
+def test_a_token_revoked_by_another_process_leaves_the_fast_path_within_the_refresh(make_app):
+    refresh = 0.5
+    world = AuthWorld(make_app(AUTH_DISABLED=False, ALIAS_REFRESH_SECONDS=refresh))
+    elsewhere = make_app(AUTH_DISABLED=False).test_client()  # another process, same database
+    world.models("a")
+    world.token("leaving", "reader")
+    world.predict("a", "leaving")
+    assert world.predict("a", "leaving")[0] == "fast"
+    revoked = elsewhere.delete("/tokens/leaving", headers=world.headers("admin"))
+    assert revoked.status_code == 200, revoked.get_data(as_text=True)
+    started = time.monotonic()
+    while (answer := world.predict("a", "leaving"))[1].status_code == 200:
+        assert time.monotonic() - started < refresh + 0.5, "still served after the refresh"
+        time.sleep(0.01)
+    assert answer[0] == "flask" and answer[1].status_code == 401
+    assert world.predict("a", "leaving")[0] == "flask"  # and never served fast again
+    # The other tokens are checked again once, then served fast again.
+    assert world.predict("a", "admin")[0] == "flask"
+    assert world.predict("a", "admin")[0] == "fast"
+
+
 def test_an_expired_token_is_refused(make_app):
     world = AuthWorld(make_app(AUTH_DISABLED=False))
     world.models("a")

@@ -10,7 +10,15 @@ import migrations
 from registry import models  # noqa: F401 - registers the tables
 from registry.db import Base, tune_engine
 
-TABLES = {"registered_models", "model_versions", "aliases", "promotions", "events", "api_tokens"}
+TABLES = {
+    "registered_models",
+    "model_versions",
+    "aliases",
+    "promotions",
+    "events",
+    "api_tokens",
+    "token_epoch",
+}
 
 
 def _engine(url: str):
