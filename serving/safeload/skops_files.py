@@ -222,7 +222,12 @@ def load_skops(
             )
         # skops audits the same tree again against the same explicit names before building.
         trusted = sorted(model_classes() | model_functions() | extra_classes)
-        return _build(data, archive, schema, trusted)
+        try:
+            return _build(data, archive, schema, trusted)
+        except RecursionError:
+            raise InvalidInput(
+                "the skops schema is nested too deeply", {"artifact": "nested too deeply"}
+            ) from None
 
 
 def _unreadable(error: BaseException) -> InvalidInput:

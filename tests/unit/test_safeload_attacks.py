@@ -1,0 +1,205 @@
+"""Hostile models made only of allowlisted classes: attribute values that reach code, files or
+memory at predict time. Each is refused at load with the reason, from skops and joblib."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import skops.io
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    GradientBoostingRegressor,
+    HistGradientBoostingRegressor,
+    StackingRegressor,
+)
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.metrics import DistanceMetric
+from sklearn.multioutput import MultiOutputRegressor
+from sklearn.neighbors import BallTree
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.tree import DecisionTreeRegressor
+
+from registry.errors import InvalidInput
+from serving.formats import deserialize
+from serving.safeload import TrustPolicy
+
+RNG = np.random.default_rng(0)
+X = RNG.random((30, 3))
+Y = X @ [1.0, 2.0, 3.0]
+TRUST = TrustPolicy(allow_pickle=True)
+
+
+def _load(model, fmt: str):
+    if fmt == "skops":
+        data = skops.io.dumps(model)
+    elif fmt == "pickle":  # what joblib cannot write, a plain pickle can carry
+        data, fmt = pickle.dumps(model, protocol=4), "joblib"
+    else:
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer)
+        data = buffer.getvalue()
+    return deserialize(io.BytesIO(data), fmt, trust=TRUST)
+
+
+def _stacking_calling(method: str):
+    model = StackingRegressor([("a", LinearRegression())], final_estimator=LinearRegression())
+    model.fit(X, Y)
+    model.estimators_ = [np.array([b"payload"])]
+    model.stack_method_ = [method]
+    return model
+
+
+def _vectorizer_reading_files():
+    vectorizer = CountVectorizer(vocabulary=["root", "bin"])
+    model = make_pipeline(ColumnTransformer([("v", vectorizer, "path")]), LinearRegression())
+    model.fit(pd.DataFrame({"path": ["root bin", "bin", "root"] * 3}), RNG.random(9))
+    model[0].transformers_[0][1].input = "filename"
+    return model
+
+
+def _sparse_coef_outside_its_shape():
+    model = LinearRegression().fit(X, Y)
+    coef = sp.csr_matrix(model.coef_.reshape(1, -1))
+    coef.indices = np.array([0, 1, 2**31 - 1], np.int32)
+    model.coef_ = coef
+    return model
+
+
+def _tree_wider_than_its_estimator():
+    model = DecisionTreeRegressor(max_depth=2).fit(X, Y)
+    model.n_features_in_ = 1
+    return model
+
+
+def _boosting_member_wider_than_the_ensemble():
+    model = GradientBoostingRegressor(n_estimators=2, max_depth=2).fit(X, Y)
+    model.n_features_in_ = 1
+    return model
+
+
+def _categorical_split_outside_the_bin_mapper():
+    data = np.c_[RNG.integers(0, 4, 200), RNG.random(200)]
+    model = HistGradientBoostingRegressor(max_iter=1, categorical_features=[0], max_depth=2)
+    model.fit(data, (data[:, 0] == 2) * 1.0)
+    model._bin_mapper.is_categorical_ = np.array([True])
+    model._bin_mapper.bin_thresholds_ = model._bin_mapper.bin_thresholds_[:1]
+    return model
+
+
+def _known_category_past_the_bitset():
+    data = np.c_[RNG.integers(0, 4, 200), RNG.random(200)]
+    model = HistGradientBoostingRegressor(max_iter=1, categorical_features=[0], max_depth=2)
+    model.fit(data, (data[:, 0] == 2) * 1.0)
+    categorical = int(np.flatnonzero(model._bin_mapper.is_categorical_)[0])
+    model._bin_mapper.bin_thresholds_[categorical] = np.array([0.0, 1e9])
+    return model
+
+
+def _mahalanobis_matrix_of_the_wrong_shape():
+    tree = BallTree(RNG.random((4, 50)))
+    state = list(tree.__getstate__())
+    metric = DistanceMetric.get_metric("mahalanobis", VI=np.eye(2))
+    metric_state = list(metric.__getstate__())
+    metric_state[2] = np.ones((50, 1))
+    metric.__setstate__(tuple(metric_state))
+    state[11] = metric
+    tree.__setstate__(tuple(state))
+    return tree
+
+
+def _classes_of_zero_byte_elements():
+    model = LogisticRegression().fit(X, Y.mean() < Y)
+    model.classes_ = np.ndarray((10**9,), dtype="V0")
+    return model
+
+
+ATTACKS = {
+    "stacking-calls-ndarray-tofile": (lambda: _stacking_calling("tofile"), "tofile"),
+    "function-transformer-holds-bytes": (
+        lambda: FunctionTransformer(bytes).fit(X), "builtins.bytes"),
+    "vectorizer-opens-request-paths": (_vectorizer_reading_files, "filename"),
+    "sparse-index-outside-the-shape": (_sparse_coef_outside_its_shape, "sparse matrix"),
+    "tree-wider-than-its-estimator": (_tree_wider_than_its_estimator, "decision tree"),
+    "boosting-member-wider": (_boosting_member_wider_than_the_ensemble, "width"),
+    "categorical-split-outside-bin-mapper": (
+        _categorical_split_outside_the_bin_mapper, "bin mapper"),
+    "known-category-past-the-bitset": (_known_category_past_the_bitset, "0..255"),
+    "metric-matrix-of-the-wrong-shape": (_mahalanobis_matrix_of_the_wrong_shape, "square"),
+    "classes-of-zero-byte-elements": (_classes_of_zero_byte_elements, "zero bytes"),
+}
+SKOPS_CANNOT_WRITE = {"metric-matrix-of-the-wrong-shape", "classes-of-zero-byte-elements"}
+JOBLIB_CANNOT_WRITE = {"classes-of-zero-byte-elements"}
+
+
+@pytest.mark.parametrize("fmt", ["skops", "joblib"])
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
+def test_an_allowlisted_model_with_a_hostile_attribute_is_refused(attack, fmt):
+    build, reason = ATTACKS[attack]
+    if attack in SKOPS_CANNOT_WRITE:
+        fmt = {"skops": "pickle"}.get(fmt, fmt)  # skops refuses to write these itself
+    if attack in JOBLIB_CANNOT_WRITE and fmt == "joblib":
+        fmt = "pickle"
+    with pytest.raises(InvalidInput, match=reason):
+        _load(build(), fmt)
+
+
+@pytest.mark.parametrize("fmt", ["skops", "joblib"])
+def test_n_jobs_never_starts_processes_at_predict(fmt):
+    model = MultiOutputRegressor(LinearRegression()).fit(X, np.c_[Y, -Y])
+    model.n_jobs = 16
+    loaded = _load(model, fmt)
+    assert loaded.n_jobs is None
+    np.testing.assert_allclose(loaded.predict(X[:2]), model.predict(X[:2]))
+
+
+class _ForgedDtype:
+    def __init__(self, *state):
+        self.state = state
+
+    def __reduce__(self):
+        return (np.dtype, ("O8", False, True), self.state)
+
+
+class _ArrayOf:
+    def __init__(self, dtype, raw: bytes):
+        self.dtype, self.raw = dtype, raw
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), self.dtype, False, self.raw))
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        _ForgedDtype(3, "|", None, None, None, -1, -1, 0),  # an object dtype without its flags
+        _ForgedDtype(3, "|", None, ("a",), {"a": (np.dtype("f8"), 1 << 40)}, 8, 1, 0),
+    ],
+    ids=["object-pointers-from-bytes", "field-far-past-the-item"],
+)
+def test_a_pickled_dtype_numpy_would_not_build_is_refused(dtype):
+    model = LinearRegression().fit(X, Y)
+    model.evil = _ArrayOf(dtype, (0x4141414141414141).to_bytes(8, "little"))
+    with pytest.raises(InvalidInput, match="dtype"):
+        deserialize(io.BytesIO(pickle.dumps(model, protocol=4)), "joblib", trust=TRUST)
+    assert np.dtype("O").hasobject and np.dtype("O").flags != 0  # the shared dtype is intact
+
+
+def test_a_pickle_cannot_set_attributes_on_a_shared_class():
+    """BUILD on a class object would replace LinearRegression.predict for every model in the
+    process; the stream below is the class, then the state (None, {"predict": positive})."""
+    original = LinearRegression.predict
+    hostile = (b"csklearn.linear_model._base\nLinearRegression\n"
+               b"(N(Vpredict\ncnumpy\npositive\ndtb.")
+    with pytest.raises(InvalidInput, match="class or function"):
+        deserialize(io.BytesIO(hostile), "joblib", trust=TRUST)
+    assert LinearRegression.predict is original
