@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -111,6 +112,22 @@ NUMPY_CLASSES = (
 )
 
 
+_BUILDING = threading.RLock()
+
+
+def _once(build: Callable[[], frozenset[str]]) -> Callable[[], frozenset[str]]:
+    """Compute a name set on first use, under a lock: discovering scikit-learn's estimators
+    imports its modules, which is not safe from several threads at once."""
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def get() -> frozenset[str]:
+        with _BUILDING:
+            return cached()
+
+    return get
+
+
 def _names(obj: object) -> set[str]:
     """How skops and pickle name an object: module path (skops' or pickle's) plus its name."""
     from skops.io._utils import get_module
@@ -201,14 +218,14 @@ def _builtin_classes() -> set[type]:
     return {c for c in map(_resolve, BUILTIN_CLASSES) if isinstance(c, type)}
 
 
-@functools.cache
+@_once
 def model_classes() -> frozenset[str]:
     """Every class a model may be built from, by the names skops and pickle give it."""
     classes = _sklearn_classes() | _numpy_classes() | _scipy_classes() | _builtin_classes()
     return frozenset(name for cls in classes for name in _names(cls))
 
 
-@functools.cache
+@_once
 def model_functions() -> frozenset[str]:
     """The functions a model may reference: NumPy/SciPy ufuncs and the named numeric ones."""
     import scipy.special
@@ -224,7 +241,7 @@ def model_functions() -> frozenset[str]:
     return frozenset(names)
 
 
-@functools.cache
+@_once
 def pickle_globals() -> frozenset[str]:
     """What a pickle may import: model classes, the named functions and array constructors."""
     constructors = {d for d in PICKLE_CONSTRUCTORS if _resolve(d) is not None}

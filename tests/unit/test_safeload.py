@@ -218,3 +218,29 @@ def test_a_compressed_joblib_file_loads_through_the_same_checks(tmp_path):
         with pytest.raises(UntrustedGlobal, match="system"):
             load_pickle(io.BytesIO(evil.getvalue()))
     assert not marker.exists()
+
+
+def test_the_first_loads_of_a_process_may_run_concurrently():
+    """Building the allowlist imports scikit-learn's modules: several threads loading at once
+    in a fresh process (concurrent registrations) must all get the same answer."""
+    import subprocess
+    import sys
+
+    script = """
+import io, joblib
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from sklearn.linear_model import LinearRegression
+from serving.formats import deserialize
+from serving.safeload import TrustPolicy
+buffer = io.BytesIO()
+joblib.dump(LinearRegression().fit(np.eye(3), [1.0, 2.0, 3.0]), buffer)
+def load(_):
+    return type(deserialize(io.BytesIO(buffer.getvalue()), "joblib",
+                            trust=TrustPolicy(allow_pickle=True))).__name__
+with ThreadPoolExecutor(16) as pool:
+    print(sorted(set(pool.map(load, range(32)))))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert done.stdout.strip() == "['LinearRegression']", done.stderr[-3000:]
