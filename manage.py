@@ -80,7 +80,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     def fetch(name: str, ref: Any) -> Any:
         return get_version(uow, name, ref)
 
-    metrics = Metrics()
+    metrics = Metrics(max_model_labels=config.METRICS_MAX_MODEL_LABELS)
     lookups = BoundedLookups()  # serving-path registry queries, each with a deadline
     serving = ServingRuntime(
         fetch,
@@ -107,7 +107,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["modelreg"].extras["authenticator"] = authenticator
     register_error_handlers(app)
-    _register_request_hooks(app, metrics, config.ACCESS_LOG)
+    _register_request_hooks(app, metrics, serving, config.ACCESS_LOG)
     access.install(
         app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
     )
@@ -142,8 +142,22 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
+def _register_request_hooks(app: Flask, metrics: Any, serving: Any, access_log: bool) -> None:
+    from serving.metrics import UNKNOWN_MODEL
+
     access = logging.getLogger("modelreg.access")
+
+    def model_label(name: str | None, status: int) -> str:
+        """The model a metric may name: one that exists, for a caller that passed auth."""
+        if name is None:
+            return ""
+        if status in (401, 403):
+            return UNKNOWN_MODEL
+        # A registry success names a model that exists (or was just created or deleted);
+        # otherwise the serving side knows it once it resolved one of its versions.
+        if status < 400 and request.blueprint == "registry":
+            return name
+        return name if serving.resolver.knows_model(name) else UNKNOWN_MODEL
 
     @app.before_request
     def _start() -> None:
@@ -162,10 +176,12 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
         headers.add("X-Request-ID", g.get("request_id", ""))
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        model = (request.view_args or {}).get("name", "")
+        name = (request.view_args or {}).get("name")
         version = headers.get("X-Model-Version", "")
         status = response.status_code
-        metrics.observe_request(route, request.method, model, version, status, seconds)
+        metrics.observe_request(
+            route, request.method, model_label(name, status), version, status, seconds
+        )
         if (
             request.method not in SAFE_METHODS
             and status < 300
@@ -183,7 +199,7 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
                     "path": request.path,
                     "status": status,
                     "latency_ms": round(seconds * 1000, 3),
-                    "model": model or None,
+                    "model": name,
                     "version": version or None,
                     "actor": g.get("actor"),
                     "request_id": g.get("request_id"),
