@@ -25,7 +25,7 @@ from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
-from registry.http import FIXED_HEADERS, Wiring, reject_nul_characters, request_id_from
+from registry.http import FIXED_HEADERS, Wiring, reject_malformed_paths, request_id_from
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
@@ -60,7 +60,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     config = _resolve_config(config)
     _prepare_embedded_paths(config)
-    app = Flask("modelreg", instance_path=config.INSTANCE_PATH)
+    # No static route: the docs page serves its own files (registry/openapi_views.py).
+    app = Flask("modelreg", instance_path=config.INSTANCE_PATH, static_folder=None)
+    # werkzeug answers a path with "//" by a 308 to the merged path, an absolute URL built
+    # from the client's Host header, before any auth: an open redirect. No route has an empty
+    # segment, so such a path is simply not found. Set before any rule is added.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(config.as_flask_mapping())
     app.config["SQLALCHEMY_DATABASE_URI"] = config.DATABASE_URL
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(config.DATABASE_URL, config)
@@ -164,7 +169,7 @@ def _register_request_hooks(app: Flask, metrics: Any, serving: Any, access_log: 
         g.started = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
 
-    app.before_request(reject_nul_characters)
+    app.before_request(reject_malformed_paths)
 
     @app.after_request
     def _finish(response: Response) -> Response:
