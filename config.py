@@ -110,6 +110,9 @@ class Config:
     AUTH_CACHE_SECONDS: float = 5.0
     LOCAL_ACTOR: str = "anonymous"
 
+    # Prometheus: the most (model, version) label pairs a process names; beyond them, "_other".
+    METRICS_MAX_MODEL_LABELS: int = 1000
+
     # Logs: JSON lines (or "text"), and one access-log line per request.
     LOG_LEVEL: str = "INFO"
     LOG_FORMAT: str = "json"

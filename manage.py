@@ -25,7 +25,7 @@ from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
-from registry.http import FIXED_HEADERS, Wiring, reject_nul_characters, request_id_from
+from registry.http import FIXED_HEADERS, Wiring, reject_malformed_paths, request_id_from
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
@@ -60,7 +60,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     config = _resolve_config(config)
     _prepare_embedded_paths(config)
-    app = Flask("modelreg", instance_path=config.INSTANCE_PATH)
+    # No static route: the docs page serves its own files (registry/openapi_views.py).
+    app = Flask("modelreg", instance_path=config.INSTANCE_PATH, static_folder=None)
+    # werkzeug answers a path with "//" by a 308 to the merged path, an absolute URL built
+    # from the client's Host header, before any auth: an open redirect. No route has an empty
+    # segment, so such a path is simply not found. Set before any rule is added.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(config.as_flask_mapping())
     app.config["SQLALCHEMY_DATABASE_URI"] = config.DATABASE_URL
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(config.DATABASE_URL, config)
@@ -80,7 +85,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     def fetch(name: str, ref: Any) -> Any:
         return get_version(uow, name, ref)
 
-    metrics = Metrics()
+    metrics = Metrics(max_model_labels=config.METRICS_MAX_MODEL_LABELS)
     lookups = BoundedLookups()  # serving-path registry queries, each with a deadline
     serving = ServingRuntime(
         fetch,
@@ -108,7 +113,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     )
     app.extensions["modelreg"].extras["authenticator"] = authenticator
     register_error_handlers(app)
-    _register_request_hooks(app, metrics, config.ACCESS_LOG)
+    _register_request_hooks(app, metrics, serving, config.ACCESS_LOG)
     access.install(
         app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
     )
@@ -143,15 +148,29 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
+def _register_request_hooks(app: Flask, metrics: Any, serving: Any, access_log: bool) -> None:
+    from serving.metrics import UNKNOWN_MODEL
+
     access = logging.getLogger("modelreg.access")
+
+    def model_label(name: str | None, status: int) -> str:
+        """The model a metric may name: one that exists, for a caller that passed auth."""
+        if name is None:
+            return ""
+        if status in (401, 403):
+            return UNKNOWN_MODEL
+        # A registry success names a model that exists (or was just created or deleted);
+        # otherwise the serving side knows it once it resolved one of its versions.
+        if status < 400 and request.blueprint == "registry":
+            return name
+        return name if serving.resolver.knows_model(name) else UNKNOWN_MODEL
 
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
 
-    app.before_request(reject_nul_characters)
+    app.before_request(reject_malformed_paths)
 
     @app.after_request
     def _finish(response: Response) -> Response:
@@ -163,10 +182,12 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
         headers.add("X-Request-ID", g.get("request_id", ""))
         seconds = time.perf_counter() - g.get("started", time.perf_counter())
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        model = (request.view_args or {}).get("name", "")
+        name = (request.view_args or {}).get("name")
         version = headers.get("X-Model-Version", "")
         status = response.status_code
-        metrics.observe_request(route, request.method, model, version, status, seconds)
+        metrics.observe_request(
+            route, request.method, model_label(name, status), version, status, seconds
+        )
         if (
             request.method not in SAFE_METHODS
             and status < 300
@@ -184,7 +205,7 @@ def _register_request_hooks(app: Flask, metrics: Any, access_log: bool) -> None:
                     "path": request.path,
                     "status": status,
                     "latency_ms": round(seconds * 1000, 3),
-                    "model": model or None,
+                    "model": name,
                     "version": version or None,
                     "actor": g.get("actor"),
                     "request_id": g.get("request_id"),

@@ -65,11 +65,18 @@ def current_actor() -> str:
     return g.get("actor") or "anonymous"
 
 
-def reject_nul_characters() -> None:
-    """NUL can be neither stored (PostgreSQL text refuses it) nor part of any valid name, so
-    refuse it at the edge: in the path the resource cannot exist, in the query it is invalid."""
+def reject_malformed_paths() -> None:
+    """Refuse at the edge what no resource can have.
+
+    NUL can be neither stored (PostgreSQL text refuses it) nor part of any valid name: in the
+    path the resource cannot exist, in the query it is invalid. An empty path segment (`//`)
+    names nothing either; werkzeug would ignore leading ones and redirect the others to an
+    absolute URL built from the client's Host header, so they are not found instead.
+    """
     if "\x00" in request.path:
         raise NotFound("no resource has a NUL character in its path")
+    if "//" in request.environ.get("PATH_INFO", ""):
+        raise NotFound("no resource has an empty segment ('//') in its path")
     for key, value in request.args.items(multi=True):
         if "\x00" in key or "\x00" in value:
             raise InvalidInput(

@@ -52,7 +52,6 @@ def _static(filename: str, mimetype: str) -> Response:
     response = Response((DOCS_DIR / filename).read_bytes(), mimetype=mimetype)
     response.headers["Content-Type"] = mimetype
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["Cache-Control"] = "no-cache"
     return response
 
 
@@ -61,8 +60,7 @@ def _static(filename: str, mimetype: str) -> Response:
 def openapi_json() -> Response:
     body, etag = _document()
     response = Response(body, mimetype="application/json")
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = "no-cache"
+    response.set_etag(etag)  # no-store, like every answer; the ETag still saves a download
     return response.make_conditional(request)
 
 

@@ -319,8 +319,9 @@ def download_artifact(name: str, ref: str) -> Response:
             download_name=filename,
             etag=record.sha256,
             conditional=True,
-            max_age=0,
         )
+        # send_file says no-cache (store, but revalidate); artifacts are not to be stored.
+        response.headers["Cache-Control"] = "no-store"
         if response.status_code == 200:
             response.content_length = record.size
     response.headers["Accept-Ranges"] = "bytes"

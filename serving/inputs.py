@@ -6,6 +6,8 @@ This runs for every prediction request, so the work is split in two:
   tells us (width, names, per-column types, lookup tables, the DataFrame column index).
 * A large body of rows of numbers is decoded by `serving.numeric_body` straight into a float64
   matrix, when it can prove the body well-formed.
+* A body far over the row limit is refused before it is parsed (`serving.body_budget`), so
+  that the Python objects of a request stay within what the limit allows.
 * Otherwise the fast path is: `orjson.loads`, C-level type scans (`set(map(type, ...))`) and
   one `np.asarray(rows, dtype=np.float64)`. The type scan is needed because `np.asarray` with
   a float dtype silently accepts `"1.5"`, `true` and `null` (as NaN).
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from registry.errors import InvalidInput, MalformedRequest
+from serving.body_budget import Budget, enforce, row_budget, tensor_budget
 from serving.numeric_body import parse_instances
 
 __all__ = [
@@ -94,6 +97,10 @@ class InputPlan:
     _columns: pd.Index | None = dc_field(init=False, repr=False, compare=False)
     _long_cols: tuple[int, ...] = dc_field(init=False, repr=False, compare=False)
     _methods_text: str = dc_field(init=False, repr=False, compare=False)
+    # The most a body within max_rows can hold, natively and as V2 tensors (serving.v2_codec):
+    # bodies beyond it are refused before they are parsed (serving.body_budget).
+    body_budget: Budget = dc_field(init=False, repr=False, compare=False)
+    tensor_budget: Budget = dc_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n, names, types = self.n_features, self.feature_names, self.column_types
@@ -119,6 +126,8 @@ class InputPlan:
         put(self, "_types", types if types is not None else (("double",) * n if n else None))
         put(self, "_long_cols", tuple(j for j, t in enumerate(types or ()) if t == "long"))
         put(self, "_methods_text", ", ".join(sorted(self.methods)))
+        put(self, "body_budget", row_budget(self.max_rows, n))
+        put(self, "tensor_budget", tensor_budget(self.max_rows, n))
         if names is not None:
             put(self, "_labels", tuple(f".{x}" for x in names))
             put(self, "_index", {x: j for j, x in enumerate(names)})
@@ -226,6 +235,9 @@ def decode_predict_body(body: bytes, plan: InputPlan) -> DecodedRequest:
         X = parse_instances(body, plan.n_features, plan.max_rows)
         if X is not None:
             return DecodedRequest(_finish_array(X, plan), X.shape[0], "predict")
+    # orjson builds an object per value: count first what a large body would build.
+    if len(body) > plan.body_budget.scan_above:
+        enforce(body, plan.body_budget)
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:

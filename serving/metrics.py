@@ -4,11 +4,21 @@ Each app gets its own CollectorRegistry (tests build many apps in one process). 
 PROMETHEUS_MULTIPROC_DIR is set (the gunicorn runner sets it up), every worker writes its
 samples to files there and `/metrics` aggregates all workers, so a scrape that lands on
 any one worker reports the totals of the whole server.
+
+Every label takes a bounded set of values: each new value is a new series that lives as long
+as the process and is in every scrape (a request's histogram alone is 15 buckets, a count and
+a sum), so a value taken from a request would let anyone grow both. Routes are the URL rules,
+methods the standard ones (else "OTHER"), statuses the HTTP codes; a model is named only when
+it exists and the request passed authentication (the caller decides; otherwise
+`UNKNOWN_MODEL`), and at most `max_model_labels` (model, version) pairs are named per process,
+`OTHER_LABEL` beyond.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, Response, current_app
@@ -43,6 +53,13 @@ LATENCY_BUCKETS = (
 )
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+# Placeholders; model names cannot begin with "_", so neither is ever a real model.
+UNKNOWN_MODEL = "_unknown"  # no such model, or the request did not pass authentication
+OTHER_LABEL = "_other"  # a model (or version) beyond the label budget
+DEFAULT_MAX_MODEL_LABELS = 1000
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_STATUS_LABELS = {int(status): str(int(status)) for status in HTTPStatus}
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -51,7 +68,10 @@ def multiprocess_dir() -> str | None:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, max_model_labels: int = DEFAULT_MAX_MODEL_LABELS) -> None:
+        self._max_model_labels = max_model_labels
+        self._model_labels: set[tuple[str, str]] = set()
+        self._model_labels_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -117,6 +137,19 @@ class Metrics:
             "modelreg_registry_mutations", "Successful registry changes", ["type"], registry=r
         )
 
+    def model_labels(self, model: str, version: str) -> tuple[str, str]:
+        """(model, version) as labels: as given while the budget of pairs lasts."""
+        if not model or model == UNKNOWN_MODEL:
+            return model, ""
+        pair = (model, version)
+        if pair in self._model_labels:
+            return pair
+        with self._model_labels_lock:
+            if len(self._model_labels) < self._max_model_labels:
+                self._model_labels.add(pair)
+                return pair
+        return OTHER_LABEL, ""
+
     def on_cache_event(self, kind: str, key: VersionKey, info: dict[str, Any]) -> None:
         """Listener for ModelCache events."""
         if kind == "hit":
@@ -124,12 +157,14 @@ class Metrics:
         elif kind == "miss":
             self.cache_misses.inc()
         elif kind == "load":
-            self.cache_loads.labels(key.name).inc()
-            self.load_seconds.labels(key.name).observe(info.get("seconds", 0.0))
+            model = self.model_labels(key.name, "")[0]
+            self.cache_loads.labels(model).inc()
+            self.load_seconds.labels(model).observe(info.get("seconds", 0.0))
             self.loaded_models.inc()
             self.loaded_bytes.inc(info.get("bytes", 0))
-        elif kind == "load_failed":
-            self.load_failures.labels(key.name, str(info.get("error", ""))).inc()
+        elif kind == "load_failed":  # error: an exception class name
+            model = self.model_labels(key.name, "")[0]
+            self.load_failures.labels(model, str(info.get("error", ""))).inc()
         elif kind == "evict":
             self.cache_evictions.labels(str(info.get("reason", ""))).inc()
             self.loaded_models.dec()
@@ -137,6 +172,7 @@ class Metrics:
 
     def on_batch(self, model: str, rows: int, requests: int, waited: float) -> None:
         """Listener for MicroBatcher batches."""
+        model = self.model_labels(model, "")[0]
         self.batch_rows.labels(model).observe(rows)
         self.batch_requests.labels(model).observe(requests)
         self.batch_wait.labels(model).observe(waited)
@@ -144,7 +180,12 @@ class Metrics:
     def observe_request(
         self, route: str, method: str, model: str, version: str, status: int, seconds: float
     ) -> None:
-        code = str(status)
+        """One answered request. `route` is a URL rule (or "unmatched"), `model` a model that
+        exists and the caller may use (or UNKNOWN_MODEL, or "" where the route names none)."""
+        if method not in METHODS:
+            method = "OTHER"
+        code = _STATUS_LABELS.get(status, "other")
+        model, version = self.model_labels(model, version)
         self.requests.labels(route, method, model, version, code).inc()
         self.latency.labels(route, model, version, code).observe(seconds)
 

@@ -77,6 +77,7 @@ class ReferenceResolver:
         self._clock = clock
         self._lock = threading.Lock()
         self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
+        self._pinned_per_model: dict[str, int] = {}  # model name -> entries in _pinned
         self._floating: dict[tuple[str, str], tuple[VersionSpec, float]] = {}
         self._unavailable_until = 0.0
 
@@ -141,14 +142,29 @@ class ReferenceResolver:
     def spec_for(self, name: str, version: int) -> VersionSpec | None:
         return self._pinned.get((name, version))
 
+    def knows_model(self, name: str) -> bool:
+        """Whether a version of this model was resolved here (it exists, or did lately)."""
+        return name in self._pinned_per_model
+
     def remember(self, record: VersionRecord) -> VersionSpec:
         spec = spec_from_record(record)
+        key = (spec.name, spec.version)
         with self._lock:
-            self._pinned[(spec.name, spec.version)] = spec
-            self._pinned.move_to_end((spec.name, spec.version))
+            if key not in self._pinned:
+                self._count(spec.name, 1)
+            self._pinned[key] = spec
+            self._pinned.move_to_end(key)
             while len(self._pinned) > MAX_PINNED:
-                self._pinned.popitem(last=False)
+                self._count(self._pinned.popitem(last=False)[0][0], -1)
         return spec
+
+    def _count(self, name: str, change: int) -> None:
+        """Keep _pinned_per_model in step with _pinned; the caller holds the lock."""
+        left = self._pinned_per_model.get(name, 0) + change
+        if left > 0:
+            self._pinned_per_model[name] = left
+        else:
+            self._pinned_per_model.pop(name, None)
 
     def forget_alias(self, name: str, label: str) -> None:
         with self._lock:
@@ -161,10 +177,12 @@ class ReferenceResolver:
                 del self._floating[key]
             for key in [k for k in self._pinned if k[0] == name]:
                 del self._pinned[key]
+            self._pinned_per_model.pop(name, None)
 
     def forget_version(self, name: str, version: int) -> None:
         with self._lock:
-            self._pinned.pop((name, version), None)
+            if self._pinned.pop((name, version), None) is not None:
+                self._count(name, -1)
             for key in [
                 k
                 for k, (spec, _) in self._floating.items()

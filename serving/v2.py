@@ -545,7 +545,9 @@ def _infer(name: str, version: str | None) -> Response:
             request.headers.get("Content-Encoding"),
             wiring().config.MAX_PREDICT_BODY_BYTES,
         )
-        decoded = decode_request(body, request.headers.get(HEADER_LENGTH))
+        decoded = decode_request(
+            body, request.headers.get(HEADER_LENGTH), servable.plan.tensor_budget
+        )
         outputs = _requested_outputs(decoded, servable)
         X = to_matrix(decoded, servable.plan)
         decoded_at = clock()

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from registry.errors import MalformedRequest, TooLarge
+from serving.body_budget import Budget, enforce
 
 __all__ = [
     "DATATYPES",
@@ -135,8 +136,11 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     return out
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
-    """Parse an inference request (JSON, or JSON + binary tensors). Raises MalformedRequest."""
+def decode_request(
+    body: bytes, header_length: str | None, budget: Budget | None = None
+) -> InferRequest:
+    """Parse an inference request (JSON, or JSON + binary tensors). Raises MalformedRequest,
+    or InvalidInput when the JSON holds more than `budget` allows (checked before parsing)."""
     binary = memoryview(b"")
     if header_length is not None:
         text = header_length.strip()
@@ -149,6 +153,8 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             )
         binary = memoryview(body)[size:]
         body = body[:size]
+    if budget is not None and len(body) > budget.scan_above:
+        enforce(body, budget)
     try:
         header = orjson.loads(body)
     except orjson.JSONDecodeError as error:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.base import (
+    COPY_CHUNK,
     ArtifactStore,
     BlobInfo,
     LimitedReader,
@@ -20,12 +23,16 @@ from storage.base import (
 )
 from storage.errors import ArtifactNotFound, StorageError, StorageUnavailable
 
+log = logging.getLogger(__name__)
+
 
 class LocalArtifactStore(ArtifactStore):
     """Blobs under `<root>/sha256/ab/<digest>`, staged in `<root>/.staging`.
 
     Staging inside the root keeps the final `os.replace` on one filesystem, so a blob is
     either absent or complete: a crash mid-upload leaves only a `.part` file in staging.
+    A blob already stored under the key is reused only if its bytes still hash to it;
+    otherwise (a damaged file) the staged bytes replace it, with the same `os.replace`.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -48,10 +55,13 @@ class LocalArtifactStore(ArtifactStore):
         key = key_for(sha)
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.exists() and dest.stat().st_size == staged.size:
+        holds = _holds(dest, sha, staged.size)
+        if holds:
             os.utime(dest)  # refresh the gc grace period for the registration in flight
             staged.discard()
         else:
+            if holds is not None:
+                log.warning("replacing blob %s: its bytes no longer match their sha256", key)
             os.replace(staged.path, dest)
             staged.committed = True
             _fsync_dir(dest.parent)
@@ -103,6 +113,20 @@ class LocalArtifactStore(ArtifactStore):
                 raise StorageUnavailable(f"artifact folder is not writable: {self.root.name}")
         except OSError as exc:
             raise StorageUnavailable(f"artifact folder unavailable: {exc.strerror}") from None
+
+
+def _holds(path: Path, sha256: str, size: int) -> bool | None:
+    """Whether the file holds exactly the bytes of this digest and size; None: no file."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as file:
+            if os.fstat(file.fileno()).st_size != size:
+                return False
+            while chunk := file.read(COPY_CHUNK):
+                digest.update(chunk)
+    except FileNotFoundError:
+        return None
+    return digest.hexdigest() == sha256
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,7 +8,8 @@ upload cannot abort it: its parts stay stored (invisible, but billed) until `cle
 (run by `modelreg storage gc`) aborts uploads begun before the staging expiry.
 Committing bytes already stored copies the object onto itself, which refreshes its
 LastModified: `modelreg storage gc` reads that as the grace period protecting a registration
-still in flight.
+still in flight. The stored object is reused only after its bytes are read back and hash to
+its key; a damaged or replaced object is uploaded over (a PUT replaces an object whole).
 
 Every failure to reach the endpoint, or a refusal of the credentials, is a
 `StorageUnavailable` whose message never includes the secret.
@@ -16,6 +17,7 @@ Every failure to reach the endpoint, or a refusal of the credentials, is a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -204,8 +206,11 @@ class S3ArtifactStore(ArtifactStore):
             head is not None
             and head["ContentLength"] == staged.size
             and head.get("Metadata", {}).get(SHA256_METADATA, sha) == sha
+            and self._stored_sha256(object_key) == sha
         )
-        # If the blob vanished between HEAD and the copy (a gc sweep), upload it again.
+        if head is not None and not same:
+            log.warning("replacing blob %s: its bytes no longer match their sha256", key)
+        # If the blob vanished before the copy (a gc sweep), upload it again.
         if not (same and self._touch(object_key, sha, staged.size)):
             self._upload(staged.path, object_key, sha)
         staged.discard()
@@ -263,6 +268,22 @@ class S3ArtifactStore(ArtifactStore):
         except (BotoCoreError, OSError) as error:
             raise self._translate("refresh", error) from error
         return True
+
+    def _stored_sha256(self, object_key: str) -> str | None:
+        """The sha256 of the object's bytes as read back now; None if it is gone."""
+        digest = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=object_key)["Body"]
+        except ClientError as error:
+            if _error_code(error) in _MISSING_CODES:
+                return None
+            raise self._translate("verify", error) from error
+        except (BotoCoreError, OSError) as error:
+            raise self._translate("verify", error) from error
+        with S3Reader(body, self.bucket) as stream:
+            while chunk := stream.read(MULTIPART_CHUNKSIZE):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def _head(self, object_key: str, action: str) -> dict[str, Any] | None:
         try:

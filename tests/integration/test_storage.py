@@ -510,3 +510,83 @@ def test_ranged_reads(store: ArtifactStore):
         assert rest.read() == data[16_000:]
     with store.open(stored.key, 0, 10) as head:
         assert head.read(4) == data[:4] and head.read() == data[4:10]
+
+
+# ---- a corrupted blob is repaired by committing the right bytes again ------------------------
+
+
+def _overwrite_blob(store: ArtifactStore, key: str, data: bytes) -> None:
+    """Corrupt a stored blob behind the store's back, keeping its size (and, on S3, even the
+    sha256 it was recorded with)."""
+    if isinstance(store, LocalArtifactStore):
+        (store.root / key).write_bytes(data)
+        return
+    sha = key.rsplit("/", 1)[1]
+    store.client.put_object(Bucket=store.bucket, Key=store.prefix + key, Body=data,
+                            Metadata={"sha256": sha})
+
+
+def test_committing_the_right_bytes_replaces_a_corrupted_blob_of_the_same_size(
+    store: ArtifactStore,
+):
+    data = payload(5000, seed=11)
+    stored = store.put(io.BytesIO(data))
+    corrupted = bytearray(data)
+    corrupted[1234] ^= 0xFF
+    _overwrite_blob(store, stored.key, bytes(corrupted))
+    assert read_all(store, stored.key) != data
+
+    assert store.put(io.BytesIO(data)) == stored
+    assert read_all(store, stored.key) == data
+    assert [b.key for b in store.iter_blobs()] == [stored.key]
+    assert staged_files(store) == []
+
+
+def test_an_intact_blob_is_reused_not_rewritten(store: ArtifactStore):
+    data = payload(5000, seed=12)
+    stored = store.put(io.BytesIO(data))
+    if isinstance(store, LocalArtifactStore):
+        inode = os.stat(store.root / stored.key).st_ino
+        store.put(io.BytesIO(data))
+        assert os.stat(store.root / stored.key).st_ino == inode  # the same file, touched
+    else:
+        uploads: list[str] = []
+        store.client.meta.events.register(
+            "before-send.s3.PutObject", lambda **kwargs: uploads.append("put")
+        )
+        store.put(io.BytesIO(data))
+        assert uploads == []  # checked and copied onto itself, not uploaded again
+    assert read_all(store, stored.key) == data
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_registering_the_right_bytes_again_repairs_a_corrupted_artifact(
+    request: pytest.FixtureRequest, tmp_path: Path, where: str
+):
+    import manage
+    from tests.helpers import register
+
+    overrides: dict = {}
+    if where == "s3":
+        url = request.getfixturevalue("s3_url")
+        overrides = {"STORAGE_URL": url, **request.getfixturevalue("s3_config_overrides")}
+    app = manage.create_app(make_config(tmp_path, **overrides))
+    try:
+        client = app.test_client()
+        store = app.extensions["modelreg"].store
+        artifact = joblib_bytes(fit_linear())
+        first = register(client, "m", artifact).get_json()
+        damaged = bytearray(artifact)
+        damaged[len(damaged) // 2] ^= 0xFF
+        _overwrite_blob(store, key_for(first["sha256"]), bytes(damaged))
+        rows = {"instances": [[1.0, 2.0, 3.0]]}
+        assert client.post("/models/m/1/predict", json=rows).status_code == 503
+
+        second = register(client, "m", artifact)
+        assert second.status_code == 201, second.get_data(as_text=True)
+        assert second.get_json()["sha256"] == first["sha256"]
+        predicted = client.post("/models/m/2/predict", json=rows)
+        assert predicted.status_code == 200, predicted.get_data(as_text=True)
+        assert client.get("/models/m/versions/1/artifact").data == artifact
+    finally:
+        app.extensions["modelreg"].extras["engine"].dispose()
