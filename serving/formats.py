@@ -51,18 +51,34 @@ def deserialize(file: BinaryIO, fmt: str, *, trust: TrustPolicy, onnx_threads: i
                 "register the model as skops or onnx",
                 {"metadata.format": "joblib is not allowed (ALLOW_PICKLE=false)"},
             )
-        model = load_pickle(file, extra_classes=trust.extra_classes)
-        check_model_structure(model)
-        return model
-    if fmt == "skops":
-        model = load_skops(
-            file.read(), limits=trust.skops_limits, extra_classes=trust.extra_classes
+        return _judged(
+            lambda: load_pickle(file, extra_classes=trust.extra_classes,
+                                limits=trust.skops_limits)
         )
-        check_model_structure(model)
-        return model
+    if fmt == "skops":
+        data = file.read()
+        return _judged(
+            lambda: load_skops(data, limits=trust.skops_limits, extra_classes=trust.extra_classes)
+        )
     if fmt == "onnx":
         return OnnxModel.load(file.read(), threads=onnx_threads)
     raise InvalidInput(f"unknown format {fmt!r}", {"metadata.format": "unknown format"})
+
+
+def _judged(load: Any) -> Any:
+    """Build the model and check what it holds; a file that breaks either step in any other
+    way is not a model either (a 422 naming the failure, never a 500)."""
+    try:
+        model = load()
+        check_model_structure(model)
+    except InvalidInput:
+        raise
+    except (Exception, RecursionError) as error:
+        raise InvalidInput(
+            "the artifact could not be loaded as a model",
+            {"artifact": f"unloadable ({type(error).__name__}: {str(error)[:200]})"},
+        ) from None
+    return model
 
 
 def _plain(values: Sequence[Any]) -> list[Any]:

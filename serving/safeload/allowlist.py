@@ -61,6 +61,19 @@ SKLEARN_FUNCTIONS = (
     "scipy._lib.array_api_compat.numpy._aliases.asarray",
 )
 
+# Of those, the ones only fitting calls: compiled k-means steps that write by the shapes of
+# their arguments, and mutual information (which starts processes with n_jobs). They may be
+# held only where fitting keeps them (FIT_ONLY_PLACES), never where predict calls a function.
+FIT_ONLY_FUNCTIONS = frozenset(
+    {
+        "sklearn.feature_selection._mutual_info.mutual_info_classif",
+        "sklearn.feature_selection._mutual_info.mutual_info_regression",
+        "sklearn.cluster._kmeans._kmeans_single_lloyd",
+        "sklearn.cluster._kmeans._kmeans_single_elkan",
+    }
+)
+FIT_ONLY_PLACES = frozenset({"score_func", "_kmeans_single"})
+
 # What pickles of NumPy arrays, random states and Cython extension types are rebuilt with.
 PICKLE_CONSTRUCTORS = (
     "numpy._core.multiarray._reconstruct",

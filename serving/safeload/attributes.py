@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.safeload.allowlist import FIT_ONLY_FUNCTIONS, FIT_ONLY_PLACES
 from serving.safeload.errors import refuse
 
 # Attributes whose strings are method names resolved with getattr, and what they may name.
@@ -65,10 +66,26 @@ def check_class_value(value: type) -> None:
     raise refuse("model", f"holds the class {name} as a value; only numeric types may be")
 
 
+def is_fit_only(value: Any) -> bool:
+    module, name = getattr(value, "__module__", None), getattr(value, "__name__", None)
+    return callable(value) and f"{module}.{name}" in FIT_ONLY_FUNCTIONS
+
+
+def check_fit_only_placement(container: Any) -> None:
+    """A container (list, dict, partial) holding a fit-only function: predict could call it."""
+    items = container.values() if isinstance(container, dict) else container
+    if any(is_fit_only(item) for item in items):
+        raise refuse("model", "a fitting function is held where predict could call it")
+
+
 def check_attributes(obj: Any) -> None:
     """Refuse attributes that would make predict call or open something the file chose, and
     keep predictions in-process. `obj` has a __dict__."""
     attributes = vars(obj)
+    for name, value in attributes.items():
+        if name not in FIT_ONLY_PLACES and is_fit_only(value):
+            raise refuse("model", f"{type(obj).__name__}.{name} holds a fitting function "
+                         "where predict could call it")
     for name in METHOD_ATTRIBUTES & attributes.keys():
         value = attributes[name]
         if value is None:

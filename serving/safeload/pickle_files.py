@@ -18,6 +18,7 @@ import numpy as np
 
 from registry.errors import InvalidInput
 from serving.safeload.allowlist import pickle_globals
+from serving.safeload.skops_files import SkopsLimits
 
 
 class PickleRefused(InvalidInput):
@@ -64,6 +65,67 @@ def _forged_dtype(reason: str) -> InvalidInput:
     )
 
 
+# Classes whose constructor takes a size or shape: called from a stream they allocate what it
+# says (`bytearray(3_000_000_000)` in 34 bytes) or hand out uninitialized memory.
+_SIZED = (bytes, bytearray, str, int, np.ndarray, np.generic)
+
+
+def _check_call(target: Any, args: Any) -> None:
+    """What REDUCE, INST, OBJ and NEWOBJ may call, with which arguments."""
+    args = tuple(args) if isinstance(args, list | tuple) else (args,)
+    if isinstance(target, type) and issubclass(target, _SIZED):
+        plain = all(isinstance(a, bytes | bytearray | str) for a in args[:1]) and len(args) <= 2
+        if issubclass(target, np.ndarray | np.generic) or not plain:
+            raise _refused_call(target, "with arguments that size an allocation")
+    name = getattr(target, "__name__", "")
+    if name == "_reconstruct" and (len(args) != 3 or tuple(args[1]) != (0,)):
+        raise _refused_call(target, "with a shape (NumPy writes (0,) and fills it by state)")
+
+
+def _refused_call(target: Any, reason: str) -> InvalidInput:
+    name = getattr(target, "__qualname__", type(target).__name__)
+    return InvalidInput(
+        f"the pickle calls {name} {reason}", {"artifact": f"refused call: {name}"}
+    )
+
+
+class _BoundedReader:
+    """The decompressed stream, refused once it inflates past the archive limits."""
+
+    def __init__(self, raw: Any, stored: int, limits: SkopsLimits) -> None:
+        self._raw, self._read = raw, 0
+        self._cap = limits.max_uncompressed_bytes
+        if stored:
+            self._cap = min(self._cap, max(limits.ratio_floor_bytes,
+                                           int(limits.max_ratio * stored)))
+
+    def _count(self, size: int) -> None:
+        self._read += size
+        if self._read > self._cap:
+            raise InvalidInput(
+                f"the joblib file inflates past {self._cap} bytes",
+                {"artifact": "decompressed size over the limit"},
+            )
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size if size is not None and size >= 0 else self._cap + 1)
+        self._count(len(data))
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._raw.readline(size if size is not None and size >= 0 else 1 << 20)
+        self._count(len(line))
+        return line
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)
+        self._count(count or 0)
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
 def _restricted_unpickler(allowed: frozenset[str]) -> type:
     from joblib.numpy_pickle import NumpyUnpickler
 
@@ -86,6 +148,26 @@ def _restricted_unpickler(allowed: frozenset[str]) -> type:
 
         dispatch[pickle.BUILD[0]] = load_build
 
+        def load_reduce(self) -> None:
+            _check_call(self.stack[-2], self.stack[-1])
+            NumpyUnpickler.load_reduce(self)
+
+        def load_newobj(self) -> None:
+            _check_call(self.stack[-2], self.stack[-1])
+            NumpyUnpickler.load_newobj(self)
+
+        def load_newobj_ex(self) -> None:
+            _check_call(self.stack[-3], self.stack[-2])
+            NumpyUnpickler.load_newobj_ex(self)
+
+        def _instantiate(self, klass: Any, args: Any) -> None:
+            _check_call(klass, args)
+            NumpyUnpickler._instantiate(self, klass, args)
+
+        dispatch[pickle.REDUCE[0]] = load_reduce
+        dispatch[pickle.NEWOBJ[0]] = load_newobj
+        dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
         def find_class(self, module: str, name: str) -> Any:
             dotted = f"{module}.{name}"
             if dotted not in allowed:
@@ -100,12 +182,20 @@ def _restricted_unpickler(allowed: frozenset[str]) -> type:
     return RestrictedUnpickler
 
 
-def load_pickle(file: BinaryIO, *, extra_classes: frozenset[str] = frozenset()) -> Any:
+def load_pickle(
+    file: BinaryIO,
+    *,
+    extra_classes: frozenset[str] = frozenset(),
+    limits: SkopsLimits | None = None,
+) -> Any:
     """Unpickle a joblib (or plain pickle) file, refusing any global not on the allowlist."""
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
     unpickler_class = _restricted_unpickler(pickle_globals() | extra_classes)
+    stored = _size(file)
     with _validate_fileobject_and_memmap(file, "", None) as (stream, _):
+        if not isinstance(stream, str):
+            stream = _BoundedReader(stream, stored, limits or SkopsLimits())
         if isinstance(stream, str):  # joblib < 0.10 layout: arrays in companion files
             raise InvalidInput(
                 "the artifact uses joblib's pre-0.10 layout with companion files",
@@ -120,3 +210,13 @@ def load_pickle(file: BinaryIO, *, extra_classes: frozenset[str] = frozenset()) 
                 "the artifact is not a readable joblib file",
                 {"artifact": f"unreadable pickle ({type(error).__name__})"},
             ) from None
+
+
+def _size(file: BinaryIO) -> int:
+    try:
+        here = file.tell()
+        size = file.seek(0, 2)
+        file.seek(here)
+        return int(size)
+    except (OSError, AttributeError, ValueError):
+        return 0

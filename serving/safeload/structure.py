@@ -18,8 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from serving.safeload.attributes import check_attributes, check_class_value
+from serving.safeload.attributes import (
+    check_attributes,
+    check_class_value,
+    check_fit_only_placement,
+)
 from serving.safeload.errors import MalformedModel, refuse
+from serving.safeload.estimators import check_estimator
 
 __all__ = ["MalformedModel", "check_model_structure"]
 
@@ -263,8 +268,13 @@ def check_model_structure(model: Any) -> None:
             check_distance_metric(obj, width)
         elif isinstance(obj, np.dtype) and obj.fields:
             _check_fields(obj)
-        if _has_dict(obj):
+        elif isinstance(obj, dict | list | tuple | set | frozenset):
+            check_fit_only_placement(obj)
+        elif isinstance(obj, functools.partial):
+            check_fit_only_placement([obj.func, *obj.args, *obj.keywords.values()])
+        if _has_dict(obj) and not isinstance(obj, _LIBRARY_CALLABLES):
             check_attributes(obj)
+            check_estimator(obj, width)
             mapper = vars(obj).get("_bin_mapper")
             if isinstance(mapper, _BinMapper):
                 categorical = check_bin_mapper(mapper, width)

@@ -203,3 +203,123 @@ def test_a_pickle_cannot_set_attributes_on_a_shared_class():
     with pytest.raises(InvalidInput, match="class or function"):
         deserialize(io.BytesIO(hostile), "joblib", trust=TRUST)
     assert LinearRegression.predict is original
+
+
+# --- second review: counts that compiled predict code trusts ---------------------------------
+
+
+def _svc_support_outside_training_set():
+    from sklearn.svm import SVC
+
+    model = SVC(kernel="precomputed").fit(X @ X.T, Y.mean() < Y)
+    model.support_ = model.support_.copy()
+    model.support_[0] = 2**20
+    return model
+
+
+def _neighbors_data_narrower_than_input():
+    from sklearn.neighbors import KNeighborsRegressor
+
+    model = KNeighborsRegressor(2, algorithm="brute").fit(X, Y)
+    model._fit_X = model._fit_X[:, :1].copy()
+    model.n_features_in_ = 200_000
+    return model
+
+
+def _kmeans_centers_wider_than_input():
+    from sklearn.cluster import KMeans
+
+    model = KMeans(2, n_init=1, random_state=0).fit(X)
+    model.cluster_centers_ = np.zeros((2, 1000))
+    return model
+
+
+def _spline_coefficients_short_of_their_knots():
+    from scipy.interpolate import BSpline
+    from sklearn.preprocessing import SplineTransformer
+
+    model = SplineTransformer().fit(X)
+    spline = model.bsplines_[0]
+    model.bsplines_[0] = BSpline.construct_fast(spline.t, spline.c[:1], spline.k)
+    return model
+
+
+def _polynomial_degree_of_a_billion():
+    from sklearn.preprocessing import PolynomialFeatures
+
+    model = PolynomialFeatures(2).fit(X)
+    model._max_degree = model.degree = 10**9
+    return model
+
+
+def _kmeans_step_as_a_transform():
+    from sklearn.cluster._kmeans import _kmeans_single_lloyd
+
+    return FunctionTransformer(_kmeans_single_lloyd).fit(X)
+
+
+def _array_arguments_to_a_function():
+    return FunctionTransformer(np.add, kw_args={"out": np.zeros(1)}).fit(X)
+
+
+def _n_jobs_as_a_function_argument():
+    return FunctionTransformer(np.sum, kw_args={"n_jobs": 8}).fit(X)
+
+
+COUNT_ATTACKS = {
+    "svc-support-index-outside-training-set": (_svc_support_outside_training_set, "support"),
+    "neighbors-data-narrower-than-input": (_neighbors_data_narrower_than_input, "width"),
+    "kmeans-centers-wider-than-input": (_kmeans_centers_wider_than_input, "cluster_centers_"),
+    "spline-coefficients-short-of-knots": (_spline_coefficients_short_of_their_knots, "spline"),
+    "polynomial-degree-of-a-billion": (_polynomial_degree_of_a_billion, "polynomial"),
+    "kmeans-step-as-a-transform": (_kmeans_step_as_a_transform, "fitting function"),
+    "array-arguments-to-a-function": (_array_arguments_to_a_function, "plain value"),
+    "n-jobs-as-a-function-argument": (_n_jobs_as_a_function_argument, "n_jobs"),
+}
+
+
+@pytest.mark.parametrize("fmt", ["skops", "joblib"])
+@pytest.mark.parametrize("attack", sorted(COUNT_ATTACKS))
+def test_a_model_whose_counts_disagree_is_refused(attack, fmt):
+    build, reason = COUNT_ATTACKS[attack]
+    with pytest.raises(InvalidInput, match=reason):
+        _load(build(), fmt)
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"\x80\x04cbuiltins\nbytearray\nJ\x00^\xd0\xb2\x85R.",  # bytearray(3_000_000_000)
+        b"\x80\x04cnumpy\nndarray\nK@\x85R.",  # numpy.ndarray(64): uninitialized memory
+        b"\x80\x04cnumpy._core.multiarray\n_reconstruct\ncnumpy\nndarray\nK@\x85C\x01b\x87R.",
+    ],
+    ids=["bytearray-of-3-GB", "uninitialized-ndarray", "reconstruct-with-a-shape"],
+)
+def test_a_pickle_may_not_size_an_allocation(stream):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidInput, match="calls"):
+            deserialize(io.BytesIO(stream), "joblib", trust=TRUST)
+        assert tracemalloc.get_traced_memory()[1] < 64 * 1024**2
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_compressed_joblib_file_is_bounded_while_it_inflates():
+    from serving.safeload import SkopsLimits
+
+    buffer = io.BytesIO()
+    joblib.dump(np.zeros(8 * 1024**2), buffer, compress=3)  # 64 MiB of zeros, ~70 KB stored
+    limits = SkopsLimits(max_uncompressed_bytes=16 * 1024**2)
+    with pytest.raises(InvalidInput, match="inflates"):
+        deserialize(io.BytesIO(buffer.getvalue()), "joblib",
+                    trust=TrustPolicy(allow_pickle=True, skops_limits=limits))
+
+
+def test_a_file_that_breaks_the_build_is_a_422_not_a_crash():
+    model = HistGradientBoostingRegressor(max_iter=2).fit(X, Y)
+    model._bin_mapper.bin_thresholds_ = 5
+    with pytest.raises(InvalidInput):
+        _load(model, "joblib")
