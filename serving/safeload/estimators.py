@@ -126,6 +126,32 @@ def check_polynomial(model: Any, width: int) -> None:
                      f"{MAX_POLYNOMIAL_OUTPUTS:,} features")
 
 
+def check_gradient_boosting(model: Any) -> None:
+    """predict_stages writes tree k's output to column k of an array as wide as
+    n_trees_per_iteration_, for every k the estimators_ array has, unchecked."""
+    from sklearn.tree import DecisionTreeRegressor
+
+    members = model.estimators_
+    trees = model.n_trees_per_iteration_
+    classes = getattr(model, "n_classes_", None)
+    expected = 1 if classes is None or classes <= 2 else classes
+    if trees != expected:
+        raise refuse("gradient boosting", "n_trees_per_iteration_ disagrees with the classes")
+    if not isinstance(members, np.ndarray) or members.ndim != 2 or members.shape[1] != trees:
+        raise refuse("gradient boosting", "estimators_ is not one row of trees per stage")
+    for member in members.ravel():
+        if not isinstance(member, DecisionTreeRegressor) or not hasattr(member, "tree_"):
+            raise refuse("gradient boosting", "a stage holds something other than a tree")
+        if member.tree_.n_outputs != 1 or member.tree_.max_n_classes != 1:
+            raise refuse("gradient boosting", "a stage's tree has more than one output")
+
+
+def check_one_hot(model: Any) -> None:
+    """transform sizes its sparse output by _n_features_outs without checking the indices."""
+    if model._n_features_outs != model._compute_n_features_outs():
+        raise refuse("one-hot encoder", "its output widths disagree with its categories")
+
+
 def check_kwargs(obj: Any) -> None:
     """Arguments passed to a function at predict time: plain values only, no n_jobs."""
     for name in KWARG_ATTRIBUTES:
@@ -141,8 +167,9 @@ def check_kwargs(obj: Any) -> None:
 
 def check_estimator(obj: Any, width: int | None) -> None:
     """The per-estimator consistency checks, for the estimators that need them."""
+    from sklearn.ensemble._gb import BaseGradientBoosting
     from sklearn.neighbors._base import NeighborsBase
-    from sklearn.preprocessing import PolynomialFeatures, SplineTransformer
+    from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, SplineTransformer
     from sklearn.svm._base import BaseLibSVM
 
     attributes = vars(obj)
@@ -160,6 +187,10 @@ def check_estimator(obj: Any, width: int | None) -> None:
     elif isinstance(obj, PolynomialFeatures) and "_max_degree" in attributes:
         _need_width(fitted, "polynomial features")
         check_polynomial(obj, width)
+    if isinstance(obj, BaseGradientBoosting) and "estimators_" in attributes:
+        check_gradient_boosting(obj)
+    if isinstance(obj, OneHotEncoder) and "_n_features_outs" in attributes:
+        check_one_hot(obj)
     if "cluster_centers_" in attributes and hasattr(obj, "predict"):
         _need_width(fitted, "clustering model")
         check_centers(obj, width)

@@ -51,22 +51,55 @@ def _children(obj: Any) -> Iterator[Any]:
         yield from vars(obj).values()
 
 
+MAX_VISITS = 2_000_000
+MAX_WIDTHS_PER_OBJECT = 8
+_SCALARS = (str, bytes, int, float, complex, bool, type(None), np.generic)
+
+
 def _walk(model: Any) -> Iterator[tuple[Any, int | None]]:
     """Every object reachable from the model, with the input width of its nearest owner that
-    declares one (an estimator's n_features_in_). An object reached under two widths is
-    visited under each: a tree shared by a narrow and a wide owner must fit both."""
-    seen: set[tuple[int, int | None]] = set()
+    declares one (an estimator's n_features_in_). Objects whose checks depend on that width
+    (those without a width of their own: trees, bin mappers, metrics, pipelines) are visited
+    under each width they are reached with, so a tree shared by a narrow and a wide owner
+    must fit both; containers, arrays and estimators with their own width once. The number
+    of visits is bounded too."""
+    seen: set[Any] = set()
+    widths: dict[int, int] = {}
     stack: list[tuple[Any, int | None]] = [(model, None)]
+    visits = 0
     while stack:
         obj, width = stack.pop()
         own = vars(obj).get("n_features_in_") if _has_dict(obj) else None
         if isinstance(own, int | np.integer):
             width = int(own)
-        if (id(obj), width) in seen:
+            key: Any = id(obj)
+        elif _width_dependent(obj):
+            key = (id(obj), width)
+        else:
+            key = id(obj)
+        if key in seen:
             continue
-        seen.add((id(obj), width))
+        seen.add(key)
+        if isinstance(key, tuple):
+            widths[id(obj)] = widths.get(id(obj), 0) + 1
+            if widths[id(obj)] > MAX_WIDTHS_PER_OBJECT:
+                raise refuse("model", "an object is shared by owners of too many widths")
+        visits += 1
+        if visits > MAX_VISITS:
+            raise refuse("model", f"more than {MAX_VISITS:,} objects to check")
         yield obj, width
-        stack.extend((child, width) for child in _children(obj))
+        stack.extend(
+            (child, width) for child in _children(obj) if not isinstance(child, _SCALARS)
+        )
+
+
+def _width_dependent(obj: Any) -> bool:
+    """Objects whose checks use an owner's width: scikit-learn objects without a width of
+    their own (trees, bin mappers, metrics, pipelines). Containers, arrays, classes and
+    functions are checked the same under any width."""
+    if isinstance(obj, (type, np.ndarray, np.dtype, functools.partial, *_LIBRARY_CALLABLES)):
+        return False
+    return type(obj).__module__.startswith("sklearn.")
 
 
 def _has_dict(obj: Any) -> bool:

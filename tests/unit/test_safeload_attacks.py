@@ -323,3 +323,42 @@ def test_a_file_that_breaks_the_build_is_a_422_not_a_crash():
     model._bin_mapper.bin_thresholds_ = 5
     with pytest.raises(InvalidInput):
         _load(model, "joblib")
+
+
+# --- third review ----------------------------------------------------------------------------
+
+
+def test_gradient_boosting_stages_must_match_the_trees_per_iteration():
+    """predict_stages writes tree k into column k of an (n, n_trees_per_iteration_) array."""
+    model = GradientBoostingRegressor(n_estimators=2, max_depth=2, init="zero").fit(X, Y)
+    tree = model.estimators_[0, 0]
+    wide = np.empty((1, 64), dtype=object)
+    wide[:] = tree
+    model.estimators_ = wide
+    with pytest.raises(InvalidInput, match="one row of trees per stage"):
+        _load(model, "joblib")
+
+
+def test_a_one_hot_encoder_must_size_its_output_by_its_categories():
+    from sklearn.preprocessing import OneHotEncoder
+
+    model = OneHotEncoder().fit(RNG.integers(0, 3, (20, 2)))
+    model._n_features_outs = [0, 0]
+    with pytest.raises(InvalidInput, match="one-hot"):
+        _load(model, "joblib")
+
+
+def test_a_graph_shared_under_many_widths_is_not_walked_once_per_width():
+    """Owners of W distinct widths sharing one subgraph: the walk stays linear."""
+    from sklearn.gaussian_process.kernels import RBF
+    from sklearn.preprocessing import StandardScaler
+
+    shared = RBF()
+    owners = []
+    for width in range(1, 201):
+        scaler = StandardScaler()
+        scaler.n_features_in_ = width
+        scaler.shared = [shared, [None] * 1000]
+        owners.append(scaler)
+    with pytest.raises(InvalidInput, match="too many widths"):  # refused at the ninth
+        _load(owners, "joblib")
