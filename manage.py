@@ -107,7 +107,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     authenticator = Authenticator(
         uow,
         cache_seconds=config.AUTH_CACHE_SECONDS,
-        refresh_seconds=config.ALIAS_REFRESH_SECONDS,
+        # Read twice per bound: a revocation committed just after a read is still refused
+        # within ALIAS_REFRESH_SECONDS, query and answer included (one tiny query per half
+        # second per process, only while requests arrive).
+        refresh_seconds=config.ALIAS_REFRESH_SECONDS / 2,
         lookups=lookups,
         lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
     )

@@ -117,11 +117,13 @@ class Tokens:
             return random.choice(self.active)
 
     def revoke(self, revoke) -> str:
+        """Revoke one active token; a predictor may still hold it, so it counts as revoked
+        from the moment the revocation is sent."""
         with self.lock:
             name, secret = self.active.pop(random.randrange(len(self.active)))
+            self.revoked[secret] = (name, time.monotonic())
         revoke(name)
         with self.lock:
-            self.revoked[secret] = (name, time.monotonic())
             self.active.append(self.mint())
         return secret
 
@@ -132,7 +134,7 @@ class Tokens:
 
 
 def predictor(urls, tokens: Tokens, tally: Tally, outages: Outages, stop: threading.Event,
-              max_version: list[int]) -> None:
+              max_version: list[int], bound: float) -> None:
     sessions = {url: requests.Session() for url in urls}
     rows = np.random.default_rng(threading.get_ident() % 1000).random((3, WIDTH)).tolist()
     body = json.dumps({"instances": rows})
@@ -161,7 +163,7 @@ def predictor(urls, tokens: Tokens, tally: Tally, outages: Outages, stop: thread
                 tally.fail(f"mixed answer: version {version} predicted {predictions}")
             elif version < 1 or version > max_version[0]:
                 tally.fail(f"version {version} was never registered")
-            elif revoked is not None and started > revoked + REVOCATION_BOUND:
+            elif revoked is not None and started > revoked + bound:
                 tally.fail(f"{name} answered {started - revoked:.2f}s after its revocation")
             else:
                 with tally.lock:
@@ -313,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
         max_version = [1]
         tokens = Tokens(mint)
         threads = [threading.Thread(target=predictor, daemon=True,
-                                    args=(urls, tokens, tally, outages, stop, max_version))
+                                    args=(urls, tokens, tally, outages, stop, max_version,
+                                          args.revocation_bound))
                    for _ in range(args.concurrency)]
         threads.append(threading.Thread(target=control, daemon=True, args=(
             urls, admin, tokens, tally, outages, stop, max_version)))
@@ -343,6 +346,7 @@ def run(args: argparse.Namespace) -> int:
         print(report)
         if args.out:
             Path(args.out).write_text(report)
+        args.report = report
         return 0 if "**PASS**" in report else 1
     finally:
         for server in servers:
@@ -356,7 +360,8 @@ def _outage_plan(args, postgres, weed) -> list[tuple[float, str, str]]:
         return []
     s, down = args.seconds, args.outage_seconds
     return [(0.3 * s, "database down", "down"), (0.3 * s + down, "database up", "up"),
-            (0.6 * s, "object store down", "down"), (0.6 * s + down, "object store up", "up")]
+            (0.55 * s, "object store down", "down"), (0.55 * s + down, "object store up", "up"),
+            (0.8 * s, "database down", "down"), (0.8 * s + down, "database up", "up")]
 
 
 def _all_versions(admin: requests.Session, url: str) -> list[int]:
@@ -371,19 +376,23 @@ def _all_versions(admin: requests.Session, url: str) -> list[int]:
 
 
 def _report(args, tally: Tally, memory, listed: list[int], seconds: float) -> str:
+    # Flatness is judged over the second half: by then every one-time path (first
+    # registration on a worker, first outage) has run; a leak keeps growing through it, and
+    # the second half holds an outage of each kind again.
     warm = [rss for t, rss in memory if t >= min(60.0, seconds / 3)]
-    growth = (max(warm[-10:]) - min(warm[:10])) / 2**20 if len(warm) >= 2 else 0.0
+    half = [rss for t, rss in memory if t >= seconds / 2]
+    growth = (max(half[-10:]) - min(half[:10])) / 2**20 if len(half) >= 2 else 0.0
     gaps = sorted(listed) != list(range(1, len(listed) + 1))
     duplicates = len(tally.registered) != len(set(tally.registered))
     latencies = sorted(tally.latencies) or [0.0]
     p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000  # noqa: E731
     delays = tally.propagation
-    late = [d for d in delays if d > REVOCATION_BOUND]
+    late = [d for d in delays if d > args.revocation_bound]
     checks = {
         "no failed or mixed answers": not tally.failures,
         "versions 1..N, no gaps or duplicates": not gaps and not duplicates,
         f"memory growth under {args.max_growth_mib} MiB": growth < args.max_growth_mib,
-        "revocations refused within 1 s": not late,
+        f"revocations refused within {args.revocation_bound:g} s": not late,
     }
     passed = all(checks.values())
     lines = [
@@ -411,6 +420,9 @@ def _report(args, tally: Tally, memory, listed: list[int], seconds: float) -> st
         "| servers' RSS after warm-up: first / last / growth | "
         + (f"{min(warm[:10]) / 2**20:.0f} / {warm[-1] / 2**20:.0f} MiB / {growth:+.1f} MiB |"
            if warm else "n/a |"),
+        "| servers' RSS by minute | "
+        + " / ".join(f"{rss / 2**20:.0f}" for t, rss in memory if int(t) % 60 == 0 and t >= 1)
+        + " MiB |",
         "",
         *(f"- {'ok' if ok else 'FAILED'}: {name}" for name, ok in checks.items()),
     ]
@@ -427,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outages", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--outage-seconds", type=float, default=8.0)
     parser.add_argument("--max-growth-mib", type=float, default=64.0)
+    parser.add_argument("--revocation-bound", type=float, default=REVOCATION_BOUND)
     parser.add_argument("--out", default=str(ROOT / "bench" / "SOAK.md"))
     return run(parser.parse_args(argv))
 
