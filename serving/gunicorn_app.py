@@ -13,7 +13,11 @@ from gunicorn.app.base import BaseApplication
 
 class ModelregServer(BaseApplication):
     def __init__(self, options: dict[str, Any]) -> None:
+        from serving.worker import ConnectionBoard
+
         self.options = options
+        # Made before gunicorn forks the workers, which share it (serving/worker.py).
+        self.connection_board = ConnectionBoard()
         super().__init__()
 
     def load_config(self) -> None:
@@ -37,10 +41,13 @@ class ModelregServer(BaseApplication):
         return app
 
 
-def _child_exit(_server: Any, worker: Any) -> None:
+def _child_exit(server: Any, worker: Any) -> None:
     from serving.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+    board = getattr(worker, "board", None)
+    if board is not None:
+        board.release(worker.board_slot)
 
 
 def prepare_metrics_dir() -> None:
@@ -79,6 +86,8 @@ def run_gunicorn(
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
+        # The worker's threads never touch the socket: answers go through its buffer.
+        "sendfile": False,
     }
     options.update(extra or {})
     ModelregServer(options).run()
