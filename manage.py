@@ -298,11 +298,15 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
 
         run_gunicorn(host=host, port=port, workers=workers, threads=threads)
         return
+    from serving.devserver import run_development_server
+
     app = create_app(config)
     click.echo(
-        f"modelreg serving {config.DATABASE_URL} and {config.STORAGE_URL} on http://{host}:{port}"
+        f"modelreg serving {config.DATABASE_URL} and {config.STORAGE_URL} on "
+        f"http://{host}:{port} with werkzeug's development server (Flask's; one thread per "
+        "connection): for production, use --workers (gunicorn)"
     )
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    run_development_server(app, host=host, port=port, config=config)
 
 
 @cli.group()
