@@ -107,6 +107,9 @@ class Config:
     RESPONSE_WRITE_TIMEOUT: float = 30.0
     REQUEST_BUFFER_BYTES: int = 1024**2
     RESPONSE_BUFFER_BYTES: int = 1024**2
+    # gunicorn's control socket (for `gunicornc`) of a `serve --workers` server; empty: none.
+    # gunicorn's own default is one path per user, which two servers on a host would share.
+    CONTROL_SOCKET: str = ""
 
     # Auth: bearer tokens are required unless explicitly disabled for local development.
     AUTH_DISABLED: bool = False
