@@ -1,7 +1,7 @@
-"""Strict HTTP/1.1 handling for one complete, small request already in the socket buffer.
+"""Strict HTTP/1.1 handling for one complete, small request the worker's event loop has read.
 
 The worker's inline path (serving/worker.py) uses this for predict calls: the request line
-and headers are parsed here, the WSGI environ built and the response written as one send,
+and headers are parsed here, the WSGI environ built and the response made as one buffer,
 skipping gunicorn's general parser and response writer (a third of a small request's cost).
 Only plain requests qualify: HTTP/1.1, `POST`, an origin-form target, a Content-Length body,
 header names that are tokens without underscores (gunicorn drops those), values without

@@ -446,7 +446,10 @@ class ModelregWorker(BalancedThreadWorker):
             listener.close()
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        events = self.poller.select(self.poll_timeout(timeout))
+        try:
+            events = self.poller.select(self.poll_timeout(timeout))
+        except InterruptedError:
+            return
         for key, mask in events:
             target = key.data
             if type(target) is Connection:
