@@ -103,6 +103,21 @@ class Config:
     # default of one per thread. One keeps each cached model's memory compact
     # (serving/malloc.py).
     MALLOC_ARENAS: int = 1
+    # Slow clients (`modelreg serve`, both servers): a connection has REQUEST_HEADER_TIMEOUT
+    # from its start (or, kept alive, from the first byte of its next request) to send a
+    # request's head, REQUEST_BODY_TIMEOUT between two pieces of its body, and is dropped
+    # when it accepts nothing of its answer for RESPONSE_WRITE_TIMEOUT. The gunicorn worker
+    # buffers a body of up to REQUEST_BUFFER_BYTES before a thread sees the request, and
+    # reads no further pipelined request from a connection with more than
+    # RESPONSE_BUFFER_BYTES of answers waiting (serving/worker.py).
+    REQUEST_HEADER_TIMEOUT: float = 10.0
+    REQUEST_BODY_TIMEOUT: float = 30.0
+    RESPONSE_WRITE_TIMEOUT: float = 30.0
+    REQUEST_BUFFER_BYTES: int = 1024**2
+    RESPONSE_BUFFER_BYTES: int = 1024**2
+    # gunicorn's control socket (for `gunicornc`) of a `serve --workers` server; empty: none.
+    # gunicorn's own default is one path per user, which two servers on a host would share.
+    CONTROL_SOCKET: str = ""
 
     # Auth: bearer tokens are required unless explicitly disabled for local development.
     AUTH_DISABLED: bool = False

@@ -284,6 +284,24 @@ def cli(url: str | None, token: str | None) -> None:
     configure_logging(os.environ.get("LOG_LEVEL", "WARNING"), os.environ.get("LOG_FORMAT", "text"))
 
 
+def _prepare_database(config: Config) -> None:
+    """Migrate once, before any worker starts, and warn when no token can get in."""
+    engine = _engine()
+    try:
+        if config.AUTO_MIGRATE:
+            migrations.upgrade(engine)
+        if not config.AUTH_DISABLED and not migrations.pending(engine):
+            uow = UnitOfWorkFactory(sessionmaker(bind=engine))
+            if auth.count_tokens(uow) == 0:
+                click.echo(
+                    "No API tokens exist yet: every request will be refused. Create the "
+                    "first one with\n  modelreg tokens create --name admin --role admin",
+                    err=True,
+                )
+    finally:
+        engine.dispose()  # workers make their own connections
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
@@ -300,34 +318,31 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Start the HTTP service (development server unless --workers is given)."""
     config = _resolve_config(None)
     configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
+    metrics = None
     if workers > 0:
         from serving.gunicorn_app import prepare_metrics_dir
 
-        prepare_metrics_dir()  # before any app (and its metrics) exists
-    engine = _engine()
+        metrics = prepare_metrics_dir()  # before any app (and its metrics) exists
     try:
-        if config.AUTO_MIGRATE:  # once here, before any worker starts
-            migrations.upgrade(engine)
-        if not config.AUTH_DISABLED and not migrations.pending(engine):
-            uow = UnitOfWorkFactory(sessionmaker(bind=engine))
-            if auth.count_tokens(uow) == 0:
-                click.echo(
-                    "No API tokens exist yet: every request will be refused. Create the "
-                    "first one with\n  modelreg tokens create --name admin --role admin",
-                    err=True,
-                )
-    finally:
-        engine.dispose()  # workers make their own connections
+        _prepare_database(config)
+    except BaseException:
+        if metrics is not None:
+            metrics.remove()
+        raise
     if workers > 0:
         from serving.gunicorn_app import run_gunicorn
 
-        run_gunicorn(host=host, port=port, workers=workers, threads=threads)
+        run_gunicorn(host=host, port=port, workers=workers, threads=threads, metrics=metrics)
         return
+    from serving.devserver import run_development_server
+
     app = create_app(config)
     click.echo(
-        f"modelreg serving {config.DATABASE_URL} and {config.STORAGE_URL} on http://{host}:{port}"
+        f"modelreg serving {config.DATABASE_URL} and {config.STORAGE_URL} on "
+        f"http://{host}:{port} with werkzeug's development server (Flask's; one thread per "
+        "connection): for production, use --workers (gunicorn)"
     )
-    app.run(host=host, port=port, threaded=True, use_reloader=False)
+    run_development_server(app, host=host, port=port, config=config)
 
 
 @cli.group()

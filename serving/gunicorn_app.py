@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob
 import os
+import shutil
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -13,7 +16,11 @@ from gunicorn.app.base import BaseApplication
 
 class ModelregServer(BaseApplication):
     def __init__(self, options: dict[str, Any]) -> None:
+        from serving.worker import ConnectionBoard
+
         self.options = options
+        # Made before gunicorn forks the workers, which share it (serving/worker.py).
+        self.connection_board = ConnectionBoard()
         super().__init__()
 
     def load_config(self) -> None:
@@ -37,15 +44,38 @@ class ModelregServer(BaseApplication):
         return app
 
 
-def _child_exit(_server: Any, worker: Any) -> None:
+def _child_exit(server: Any, worker: Any) -> None:
     from serving.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+    board = getattr(worker, "board", None)
+    if board is not None:
+        board.release(worker.board_slot)
 
 
-def prepare_metrics_dir() -> None:
+@dataclass(frozen=True)
+class MetricsFolder:
+    """PROMETHEUS_MULTIPROC_DIR of one server, and what to remove of it when it stops."""
+
+    path: str
+    created: bool  # this server made the folder: it goes; else only the files in it do
+    owner_pid: int  # the gunicorn arbiter (workers are forked from it and share the frames)
+
+    def remove(self) -> None:
+        if os.getpid() != self.owner_pid:
+            return  # a worker leaving: the folder is the whole server's
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for stale in glob.glob(os.path.join(self.path, "*.db")):
+            with contextlib.suppress(OSError):
+                os.unlink(stale)
+
+
+def prepare_metrics_dir() -> MetricsFolder:
     """Workers share their metrics through files in one folder, fresh for each server."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    created = not directory or not os.path.isdir(directory)
     if not directory:
         directory = tempfile.mkdtemp(prefix="modelreg-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
@@ -57,17 +87,26 @@ def prepare_metrics_dir() -> None:
     from prometheus_client import values
 
     values.ValueClass = values.get_value_class()
+    return MetricsFolder(directory, created, os.getpid())
 
 
 def run_gunicorn(
-    *, host: str, port: int, workers: int, threads: int, extra: dict[str, Any] | None = None
+    *,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    metrics: MetricsFolder | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     from config import load_config
     from serving.malloc import limit_malloc_arenas
 
-    prepare_metrics_dir()
+    if metrics is None:
+        metrics = prepare_metrics_dir()
+    config = load_config()
     # Before gunicorn forks the workers and they start their threads.
-    limit_malloc_arenas(load_config().MALLOC_ARENAS)
+    limit_malloc_arenas(config.MALLOC_ARENAS)
     options: dict[str, Any] = {
         "child_exit": _child_exit,
         "bind": f"{host}:{port}",
@@ -79,6 +118,17 @@ def run_gunicorn(
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
+        # The worker's threads never touch the socket: answers go through its buffer.
+        "sendfile": False,
     }
+    if config.CONTROL_SOCKET:
+        options["control_socket"] = os.path.abspath(config.CONTROL_SOCKET)
+    else:
+        # gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn):
+        # a second server on the host would take over the first one's socket.
+        options["control_socket_disable"] = True
     options.update(extra or {})
-    ModelregServer(options).run()
+    try:
+        ModelregServer(options).run()
+    finally:
+        metrics.remove()

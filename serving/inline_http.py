@@ -1,7 +1,7 @@
-"""Strict HTTP/1.1 handling for one complete, small request already in the socket buffer.
+"""Strict HTTP/1.1 handling for one complete, small request the worker's event loop has read.
 
 The worker's inline path (serving/worker.py) uses this for predict calls: the request line
-and headers are parsed here, the WSGI environ built and the response written as one send,
+and headers are parsed here, the WSGI environ built and the response made as one buffer,
 skipping gunicorn's general parser and response writer (a third of a small request's cost).
 Only plain requests qualify: HTTP/1.1, `POST`, an origin-form target, a Content-Length body,
 header names that are tokens without underscores (gunicorn drops those), values without
@@ -13,6 +13,7 @@ as usual.
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 import time
@@ -30,6 +31,13 @@ TARGET = re.compile(rb"/[\x21-\x22\x24-\x7e]*")  # visible ASCII, no fragment
 MAX_HEADERS = 100
 MAX_REQUEST_LINE = 4094
 MAX_FIELD = 8190
+# The app's FIXED_HEADERS (registry/http.py, which this stdlib-only module does not import:
+# the gunicorn arbiter loads it with the worker class); a unit test keeps the two equal.
+SECURITY_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -208,9 +216,22 @@ def call_app(
     return b"\r\n".join(head + lines) + b"\r\n\r\n" + body, keep_alive
 
 
-def error_response(status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR) -> bytes:
-    body = b'{"title": "' + status.phrase.encode() + b'"}'
+def error_response(
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR, detail: str = ""
+) -> bytes:
+    """A problem+json answer that closes the connection, for errors outside the app."""
+    problem: dict[str, Any] = {
+        "type": "about:blank",
+        "title": status.phrase,
+        "status": status.value,
+    }
+    if detail:
+        problem["detail"] = detail
+    body = json.dumps(problem).encode()
+    fixed = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
     return (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nConnection: close\r\n"
-        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: gunicorn\r\n"
+        f"Date: {http_date().decode()}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n"
+        f"{fixed}Cache-Control: no-store\r\n\r\n"
     ).encode() + body

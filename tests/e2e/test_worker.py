@@ -265,3 +265,43 @@ def test_connections_opened_together_are_spread_over_the_workers(server):
             break
         time.sleep(0.5)
     assert min(spreads[-1]) >= 3, spreads
+
+
+def test_framing_the_loop_cannot_follow_is_refused_by_gunicorn(server):
+    body = json.dumps({"instances": _rows(1, 9)}).encode()
+    for extra in (
+        f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n",
+        f"Content-Length: {len(body)}\r\nContent-Length: {len(body) + 1}\r\n",
+        "Transfer-Encoding: gzip\r\n",
+    ):
+        head = (
+            f"POST /models/lin/1/predict HTTP/1.1\r\nHost: t\r\n"
+            f"Content-Type: application/json\r\n{extra}\r\n"
+        ).encode()
+        with _connect(server) as sock:
+            sock.sendall(head + body)
+            answer = b""
+            while data := sock.recv(65536):
+                answer += data  # read until the server closes
+        status = int(answer.split(b" ", 2)[1])
+        assert 400 <= status < 600 and status != 408, answer[:300]
+        assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]
+
+
+def test_a_pipelined_request_after_a_chunked_one_is_answered(server):
+    rows = _rows(2, 10)
+    body = json.dumps({"instances": rows}).encode()
+    chunked = (
+        b"POST /models/lin/1/predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+        + f"{len(body):x}\r\n".encode()
+        + body
+        + b"\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        buffer = bytearray()
+        sock.sendall(chunked + _request(rows) + chunked)
+        for _ in range(3):
+            status, _, answer = _read_response(sock, buffer)
+            assert status == 200, answer
+            np.testing.assert_allclose(_predictions(answer), _expected(rows), rtol=1e-9)

@@ -20,6 +20,7 @@ import pytest
 
 from serving.inline_http import (
     MAX_HEADERS,
+    SECURITY_HEADERS,
     InlineRequest,
     build_environ,
     call_app,
@@ -653,14 +654,33 @@ def test_error_response_is_a_closing_500_with_a_json_body():
     assert response.getheader("Connection") == "close"
     assert response.getheader("Content-Type") == "application/problem+json"
     assert int(response.getheader("Content-Length")) == len(body)
-    assert json.loads(body) == {"title": "Internal Server Error"}
+    assert json.loads(body) == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+    }
     assert response.will_close
+    for name, value in SECURITY_HEADERS:
+        assert response.getheader(name) == value
+    assert response.getheader("Cache-Control") == "no-store"
 
 
-def test_error_response_takes_another_status():
-    response, body = read_response(error_response(HTTPStatus.SERVICE_UNAVAILABLE))
-    assert response.status == 503
-    assert json.loads(body) == {"title": "Service Unavailable"}
+def test_error_response_takes_another_status_and_a_detail():
+    data = error_response(HTTPStatus.REQUEST_TIMEOUT, "The request was not received in time.")
+    response, body = read_response(data)
+    assert response.status == 408
+    assert json.loads(body) == {
+        "type": "about:blank",
+        "title": "Request Timeout",
+        "status": 408,
+        "detail": "The request was not received in time.",
+    }
+
+
+def test_the_security_headers_are_the_apps():
+    from registry.http import FIXED_HEADERS
+
+    assert tuple(SECURITY_HEADERS) == tuple(FIXED_HEADERS)
 
 
 def test_the_app_may_close_the_connection_and_hop_by_hop_headers_are_dropped():
