@@ -67,6 +67,18 @@ class PredictFastPath:
                 return [answer[1]]
         return self.app(environ, start_response)
 
+    def answer_from_memory(
+        self, environ: dict[str, Any]
+    ) -> tuple[list[tuple[str, str]], bytes] | None:
+        """The 200 answer's headers and body when this layer can give it from memory alone,
+        else None (and the request is the app's to answer, elsewhere). The serve worker's
+        event loop calls this: nothing on this path waits on the database, the store or a
+        model load."""
+        target = self._target(environ)
+        if target is None:
+            return None
+        return self._answer(environ, target[0], target[1], time.perf_counter())
+
     def _target(self, environ: dict[str, Any]) -> tuple[str, str] | None:
         """(name, ref) when this request is a predict this layer may try."""
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):

@@ -194,6 +194,14 @@ def call_app(
         if close is not None:
             close()
     status, headers = started
+    return render_response(status, headers, body, keep_alive)
+
+
+def render_response(
+    status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool
+) -> tuple[bytes, bool]:
+    """The whole HTTP response for a status, the app's headers and a body, and whether the
+    connection stays open (the headers may ask to close it)."""
     lines = []
     has_length = False
     for name, value in headers:

@@ -17,11 +17,14 @@ request from it (pipelined requests wait in the kernel) and a thread streaming a
 waits; a connection that accepts nothing for RESPONSE_WRITE_TIMEOUT is dropped.
 
 Inline predictions: a hand-off to the pool (a queue, a future, a pipe write, another poll, two
-GIL hand-offs) costs more than a small prediction itself. A complete, small, plain predict or
-infer request (serving/inline_http.py parses it, strictly) is answered by the loop thread:
-the model call is CPU work either way, and the answer is buffered like any other. Everything
-else (uploads, registry calls, larger or unusual requests) goes to the pool and through
-gunicorn's own parser and response writer.
+GIL hand-offs) costs more than a small prediction itself. A complete, small, plain predict
+request (serving/inline_http.py parses it, strictly) that the app's fast path can answer from
+memory alone (serving/fastpath.py: a cached token, a known reference, a loaded model) is
+answered by the loop thread: the model call is CPU work either way, and the answer is
+buffered like any other. Everything else (a load, a registry lookup, an error to explain,
+uploads, registry calls, V2, larger or unusual requests) goes to the pool and through
+gunicorn's own parser and response writer: the loop never waits on the database or the
+store.
 
 Spreading connections: all workers wait on one listening socket and the first to wake takes a
 new connection. With keep-alive clients (a service's connection pool, a load generator), the
@@ -56,9 +59,9 @@ from serving.http_framing import ChunkedBody, Head, Malformed, scan_head
 from serving.inline_http import (
     InlineRequest,
     build_environ,
-    call_app,
     error_response,
     parse_request,
+    render_response,
 )
 
 PAUSE_PER_CONNECTION = 0.001  # seconds of accept pause per connection more than another's
@@ -155,7 +158,7 @@ class BalancedThreadWorker(ThreadWorker):
 
 
 INLINE_MAX_BYTES = 16 * 1024  # larger requests (and their larger answers) go to the pool
-INLINE_SUFFIXES = (b"/predict", b"/infer")
+INLINE_SUFFIXES = (b"/predict",)
 READ_CHUNK = 256 * 1024
 FLUSH_EARLY = 64 * 1024  # a thread's output this large is sent before its answer is complete
 SWEEP_INTERVAL = 0.5  # seconds between two checks of every connection's deadlines
@@ -391,8 +394,9 @@ class ModelregWorker(BalancedThreadWorker):
             + (cfg.limit_request_fields or 100) * ((cfg.limit_request_field_size or 8190) + 2)
             + 2
         )
-        # gunicorn's access log needs its own request and response objects.
-        self._own_http = not cfg.accesslog
+        # The inline path: the app's predict fast path, when there is one (load_wsgi) and
+        # gunicorn's access log (which needs its own request and response objects) is off.
+        self._from_memory: Any = None
         self.connections: set[Connection] = set()
         self._next_sweep = 0.0
 
@@ -406,6 +410,12 @@ class ModelregWorker(BalancedThreadWorker):
             )
         if cfg.proxy_protocol != "off" or getattr(cfg, "protocol", "http") != "http":
             raise ConfigError("modelreg's worker reads plain HTTP/1.1 only (no PROXY, uwsgi)")
+
+    def load_wsgi(self) -> None:
+        super().load_wsgi()
+        fastpath = getattr(self.wsgi, "wsgi_app", None)
+        if not self.cfg.accesslog:
+            self._from_memory = getattr(fastpath, "answer_from_memory", None)
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -559,7 +569,7 @@ class ModelregWorker(BalancedThreadWorker):
                 break
             conn.head = conn.chunked = None
             conn.phase = BUSY
-            if not self._own_http or end > INLINE_MAX_BYTES:
+            if self._from_memory is None or end > INLINE_MAX_BYTES:
                 # Head and body apart: gunicorn's parser then copies neither to find the head.
                 parts = [bytes(buf[: head.end]), bytes(buf[head.end : end])]
                 del buf[:end]
@@ -568,10 +578,11 @@ class ModelregWorker(BalancedThreadWorker):
             request = bytes(buf[:end])
             del buf[:end]
             inline = parse_request(request, INLINE_SUFFIXES)
-            if inline is None:
+            keepalive = None if inline is None else self._answer(conn, inline)
+            if keepalive is None:
                 self._submit(conn, [request], streamed=False)
                 break
-            self._request_done(conn, self._answer(conn, inline))
+            self._request_done(conn, keepalive)
         if conn.eof and conn.phase in READING:
             # The client shut its side: what it sent is answered, nothing more can come.
             conn.phase = CLOSING
@@ -598,9 +609,7 @@ class ModelregWorker(BalancedThreadWorker):
     def _submit(self, conn: Connection, source: Any, *, streamed: bool) -> None:
         self._update_interest(conn)  # not readable while a thread has the request
         future = self.tpool.submit(self._serve, conn, source, streamed)
-        future.add_done_callback(
-            lambda done: self.method_queue.defer(self._served, conn, done)
-        )
+        future.add_done_callback(lambda done: self.method_queue.defer(self._served, conn, done))
 
     def _served(self, conn: Connection, done: Future) -> None:
         """A pool thread finished a request (on the loop thread)."""
@@ -794,15 +803,9 @@ class ModelregWorker(BalancedThreadWorker):
             self.handle_error(req, conn.out, conn.client, error)
         return False, b""
 
-    def _answer(self, conn: Connection, request: InlineRequest) -> bool:
-        """Answer a parsed request with the app on the loop thread; False closes."""
-        self.nr += 1
-        keepalive = not request.close and self.alive and bool(self.cfg.keepalive)
-        if self.nr >= self.max_requests:
-            if self.alive:
-                self.log.info("Autorestarting worker after current request.")
-                self.alive = False
-            keepalive = False
+    def _answer(self, conn: Connection, request: InlineRequest) -> bool | None:
+        """Answer a parsed predict request on the loop thread when the fast path can from
+        memory alone; whether the connection stays open, or None: the pool answers it."""
         environ = build_environ(
             request,
             client=conn.client,
@@ -810,9 +813,20 @@ class ModelregWorker(BalancedThreadWorker):
             multiprocess=self.cfg.workers > 1,
         )
         try:
-            response, keepalive = call_app(self.wsgi, environ, keepalive)
+            answer = self._from_memory(environ)
         except Exception:
             self.log.exception("Error handling request %s", environ.get("RAW_URI"))
-            response, keepalive = error_response(), False
+            answer = None
+        if answer is None:
+            return None  # a load, a lookup, an error to explain: the app, in a thread
+        self.nr += 1
+        keepalive = not request.close and self.alive and bool(self.cfg.keepalive)
+        if self.nr >= self.max_requests:
+            if self.alive:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            keepalive = False
+        headers, body = answer
+        response, keepalive = render_response("200 OK", headers, body, keepalive)
         conn.out.add(response)
         return keepalive

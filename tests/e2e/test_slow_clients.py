@@ -274,8 +274,7 @@ def test_a_slow_but_steady_reader_gets_every_pipelined_answer_in_order(server):
     if server.kind != "gunicorn":
         pytest.skip("the development server answers one request per connection")
     rows = [
-        np.random.default_rng(seed).random((ATTACK_ROWS, 1)).round(3).tolist()
-        for seed in range(6)
+        np.random.default_rng(seed).random((ATTACK_ROWS, 1)).round(3).tolist() for seed in range(6)
     ]
     payload = b"".join(_predict_request(r, "predict_proba") for r in rows)
     with _connect(server, rcvbuf=8192) as sock:

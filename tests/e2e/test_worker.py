@@ -215,17 +215,23 @@ def _workers(master: int) -> list[int]:
     return children
 
 
-def _established_inodes(port: int) -> set[str]:
+def _established_inodes(port: int, clients: set[int]) -> set[str]:
+    """The server's ends of the connections from these client ports."""
     inodes = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
+        if (
+            int(fields[1].split(":")[1], 16) == port
+            and int(fields[2].split(":")[1], 16) in clients
+            and fields[3] == "01"
+        ):
             inodes.add(fields[9])
     return inodes
 
 
-def _connections_per_worker(server: ServerProcess) -> list[int]:
-    inodes = _established_inodes(server.port)
+def _connections_per_worker(server: ServerProcess, socks: list[socket.socket]) -> list[int]:
+    # Only these connections: another one (the fixture's, still kept alive) does not count.
+    inodes = _established_inodes(server.port, {sock.getsockname()[1] for sock in socks})
     counts = []
     for pid in _workers(server.process.pid):
         held = 0
@@ -253,7 +259,9 @@ def test_connections_opened_together_are_spread_over_the_workers(server):
             for sock in socks:
                 assert _read_response(sock, bytearray())[0] == 200
             counts = wait_until(
-                lambda: (c := _connections_per_worker(server)) and sum(c) == 8 and c,
+                lambda socks=socks: (
+                    (c := _connections_per_worker(server, socks)) and sum(c) == 8 and c
+                ),
                 timeout=10,
                 what="8 connections held by the workers",
             )
