@@ -294,6 +294,9 @@ def run(args: argparse.Namespace) -> int:
         urls = [s.url for s in servers]
         admin = requests.Session()
         admin.headers["Authorization"] = f"Bearer {secret}"
+        # A fresh connection per control call: a POST sent on a kept-alive connection just as
+        # the server closes it idle is reset, and requests does not retry a POST.
+        admin.headers["Connection"] = "close"
         counter = iter(range(1, 10**6))
 
         def mint() -> tuple[str, str]:
@@ -417,9 +420,9 @@ def _report(args, tally: Tally, memory, listed: list[int], seconds: float) -> st
         f"| control calls refused with 503 in outages | {tally.control_refusals_in_outage} |",
         "| revocation refused by every process after (median / max) | "
         + (f"{statistics.median(delays):.2f} / {max(delays):.2f} s |" if delays else "none |"),
-        "| servers' RSS after warm-up: first / last / growth | "
-        + (f"{min(warm[:10]) / 2**20:.0f} / {warm[-1] / 2**20:.0f} MiB / {growth:+.1f} MiB |"
-           if warm else "n/a |"),
+        "| servers' RSS after warm-up: first / last; growth over the second half | "
+        + (f"{min(warm[:10]) / 2**20:.0f} / {warm[-1] / 2**20:.0f} MiB; {growth:+.1f} MiB |"
+           if warm and half else "n/a |"),
         "| servers' RSS by minute | "
         + " / ".join(f"{rss / 2**20:.0f}" for t, rss in memory if int(t) % 60 == 0 and t >= 1)
         + " MiB |",
