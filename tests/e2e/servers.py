@@ -386,3 +386,21 @@ class ThrowawayPostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_servers(env: dict[str, str], log_dir: Path, specs: list[dict[str, Any]]) -> list[
+    ServerProcess
+]:
+    """Start several servers at once (most of start-up is importing the ML stack); if one
+    fails, stop the others and raise its error. Each spec is ServerProcess's keywords."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        starting = [pool.submit(ServerProcess, env, log_dir, **spec) for spec in specs]
+        wait(starting)
+    started = [f.result() for f in starting if f.exception() is None]
+    if len(started) < len(specs):
+        for server in started:
+            server.stop()
+        raise next(f.exception() for f in starting if f.exception() is not None)
+    return started

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import pytest
 import requests
 
 from tests.conftest import fit_linear, skops_bytes
-from tests.e2e.servers import ServerProcess, modelreg_cli
+from tests.e2e.servers import ServerProcess, modelreg_cli, start_servers
 
 pytestmark = pytest.mark.slow
 
@@ -53,17 +53,8 @@ def env(request, tmp_path) -> dict[str, str]:
 def servers(tmp_path, env):
     assert "database at revision" in modelreg_cli("db", "upgrade", env=env)
     admin = modelreg_cli("tokens", "create", "--name", "ops", "--role", "admin", env=env).strip()
-    with ThreadPoolExecutor(2) as pool:
-        starting = [
-            pool.submit(ServerProcess, env, tmp_path, workers=workers, name=name)
-            for name, workers in (("a", 1), ("b", 2))
-        ]
-        wait(starting)
-    started = [f.result() for f in starting if f.exception() is None]
-    if len(started) < 2:
-        for server in started:
-            server.stop()
-        raise next(f.exception() for f in starting if f.exception() is not None)
+    started = start_servers(env, tmp_path, [{"workers": 1, "name": "a"},
+                                             {"workers": 2, "name": "b"}])
     a, b = started
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {admin}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -19,6 +19,7 @@ from tests.e2e.servers import (
     StoreView,
     env_strings,
     referenced_digests,
+    start_servers,
     wait_until,
 )
 
@@ -68,14 +69,7 @@ def two_servers(tmp_path, deployment):
         "AUTH_DISABLED": "true",
     }
     # Start and stop both at once: most of a server's start-up is importing the ML stack.
-    with ThreadPoolExecutor(2) as pool:
-        starting = [pool.submit(ServerProcess, env, tmp_path, name=name) for name in "ab"]
-        wait(starting)
-    started = [f.result() for f in starting if f.exception() is None]
-    if len(started) < 2:
-        for server in started:
-            server.stop()
-        raise next(f.exception() for f in starting if f.exception() is not None)
+    started = start_servers(env, tmp_path, [{"name": "a"}, {"name": "b"}])
     yield started[0], started[1]
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(ServerProcess.stop, started))
