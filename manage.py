@@ -25,7 +25,13 @@ from registry.access import SAFE_METHODS
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
-from registry.http import FIXED_HEADERS, Wiring, reject_malformed_paths, request_id_from
+from registry.http import (
+    EXTENSION_KEY,
+    FIXED_HEADERS,
+    AppServices,
+    reject_malformed_paths,
+    request_id_from,
+)
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
 from registry.services.versions import get_version
@@ -95,15 +101,6 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         on_batch=metrics.on_batch,
         lookups=lookups,
     )
-    app.extensions["modelreg"] = Wiring(
-        config=config,
-        uow=uow,
-        store=store,
-        inspect_artifact=make_inspector(TrustPolicy.from_config(config)),
-        check_version=serving.check_version,
-        serving=serving,
-        extras={"engine": engine, "metrics": metrics, "lookups": lookups},
-    )
     authenticator = Authenticator(
         uow,
         cache_seconds=config.AUTH_CACHE_SECONDS,
@@ -114,7 +111,18 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         lookups=lookups,
         lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
     )
-    app.extensions["modelreg"].extras["authenticator"] = authenticator
+    app.extensions[EXTENSION_KEY] = AppServices(
+        config=config,
+        engine=engine,
+        uow=uow,
+        store=store,
+        inspect_artifact=make_inspector(TrustPolicy.from_config(config)),
+        check_version=serving.check_version,
+        authenticator=authenticator,
+        lookups=lookups,
+        metrics=metrics,
+        serving=serving,
+    )
     register_error_handlers(app)
     _register_request_hooks(app, metrics, serving, config.ACCESS_LOG)
     access.install(

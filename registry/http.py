@@ -1,10 +1,11 @@
-"""Small helpers shared by the HTTP views: JSON responses, wiring lookup, the caller's identity."""
+"""Small helpers shared by the HTTP views: JSON responses, the app's services, the caller."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Response, current_app, g, request
@@ -14,24 +15,42 @@ from registry.schemas import parse_json
 from registry.unit_of_work import UnitOfWorkFactory
 from storage import ArtifactStore
 
+if TYPE_CHECKING:  # the registry never imports the serving stack at run time
+    from sqlalchemy import Engine
+
+    from config import Config
+    from registry.auth import Authenticator
+    from registry.bounded import BoundedLookups
+    from registry.records import VersionRecord
+    from serving.formats import Inspection
+    from serving.metrics import Metrics
+    from serving.runtime import ServingRuntime
+
 JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
-@dataclass
-class Wiring:
-    """What the composition root builds once per app and the views share."""
+@dataclass(frozen=True, slots=True)
+class AppServices:
+    """What the composition root (manage.create_app) builds once per app and the views share."""
 
-    config: Any
+    config: Config
+    engine: Engine
     uow: UnitOfWorkFactory
     store: ArtifactStore
-    inspect_artifact: Any
-    check_version: Any = None
-    serving: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    inspect_artifact: Callable[[str, str], Inspection]
+    check_version: Callable[[VersionRecord], None]
+    authenticator: Authenticator
+    lookups: BoundedLookups
+    metrics: Metrics
+    serving: ServingRuntime
 
 
-def wiring() -> Wiring:
-    return current_app.extensions["modelreg"]
+EXTENSION_KEY = "modelreg"
+
+
+def app_services() -> AppServices:
+    """The current app's services (inside a request or an app context)."""
+    return current_app.extensions[EXTENSION_KEY]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

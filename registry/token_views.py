@@ -13,7 +13,7 @@ from marshmallow import fields, validate
 
 from registry import auth, schemas
 from registry.access import current_identity, requires
-from registry.http import current_actor, json_body, json_response, wiring
+from registry.http import app_services, current_actor, json_body, json_response
 from registry.pagination import make_page
 
 bp = Blueprint("tokens", __name__)
@@ -55,7 +55,7 @@ def create_token() -> Response:
     data = schemas.load(TokenCreateSchema(), json_body())
     days = data["expires_in_days"]
     secret, record = auth.create_token(
-        wiring().uow,
+        app_services().uow,
         name=data["name"],
         role=data["role"],
         models=data["models"],
@@ -69,7 +69,7 @@ def create_token() -> Response:
 @bp.get("/tokens")
 @requires("admin")
 def list_tokens() -> Response:
-    config = wiring().config
+    config = app_services().config
     page = make_page(
         request.args.get("limit", type=int),
         request.args.get("cursor"),
@@ -77,7 +77,7 @@ def list_tokens() -> Response:
         maximum=config.MAX_PAGE_SIZE,
         key_type=str,
     )
-    result = auth.list_tokens(wiring().uow, page, viewer=current_identity())
+    result = auth.list_tokens(app_services().uow, page, viewer=current_identity())
     return json_response(
         {"tokens": _token_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
     )
@@ -86,6 +86,6 @@ def list_tokens() -> Response:
 @bp.delete("/tokens/<token_name>")
 @requires("admin")
 def revoke_token(token_name: str) -> Response:
-    record = auth.revoke_token(wiring().uow, token_name, by=current_identity())
-    wiring().extras["authenticator"].forget_all()
+    record = auth.revoke_token(app_services().uow, token_name, by=current_identity())
+    app_services().authenticator.forget_all()
     return json_response(_token_out.dump(record))

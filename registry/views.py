@@ -18,7 +18,7 @@ from registry.errors import (
     TooLarge,
     UnsupportedMediaType,
 )
-from registry.http import current_actor, json_body, json_response, wiring
+from registry.http import app_services, current_actor, json_body, json_response
 from registry.names import Reference, is_model_name, parse_reference, validate_model_name
 from registry.pagination import make_page
 from registry.services import aliases as alias_service
@@ -59,7 +59,7 @@ def _list_args(key_type: type) -> tuple[Any, dict[str, Any]]:
         _list_query,
         {k: request.args.getlist(k) if k == "tag" else v for k, v in request.args.items()},
     )
-    config = wiring().config
+    config = app_services().config
     page = make_page(
         args.get("limit"),
         args.get("cursor"),
@@ -91,7 +91,7 @@ def create_model() -> Response:
     data = schemas.load(schemas.ModelCreateSchema(), json_body())
     require_model(data["name"])  # the name is in the body, out of the path check's sight
     record = model_service.create_model(
-        wiring().uow,
+        app_services().uow,
         data["name"],
         description=data["description"],
         tags=data["tags"],
@@ -104,7 +104,11 @@ def create_model() -> Response:
 def list_models() -> Response:
     page, args = _list_args(str)
     result = model_service.list_models(
-        wiring().uow, page, search=args.get("q"), tags=args["tag"], only=current_identity().models
+        app_services().uow,
+        page,
+        search=args.get("q"),
+        tags=args["tag"],
+        only=current_identity().models,
     )
     return json_response(
         {"models": _model_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
@@ -113,7 +117,9 @@ def list_models() -> Response:
 
 @bp.get("/models/<name>")
 def get_model(name: str) -> Response:
-    return json_response(_model_out.dump(model_service.get_model(wiring().uow, _model_name(name))))
+    return json_response(
+        _model_out.dump(model_service.get_model(app_services().uow, _model_name(name)))
+    )
 
 
 @bp.patch("/models/<name>")
@@ -121,7 +127,7 @@ def get_model(name: str) -> Response:
 def update_model(name: str) -> Response:
     data = schemas.load(schemas.ModelUpdateSchema(), json_body())
     record = model_service.update_model(
-        wiring().uow,
+        app_services().uow,
         _model_name(name),
         description=data.get("description"),
         tags=data.get("tags"),
@@ -135,10 +141,10 @@ def update_model(name: str) -> Response:
 @requires("operator")
 def delete_model(name: str) -> Response:
     model_service.delete_model(
-        wiring().uow, _model_name(name), reason=_reason(), actor=current_actor()
+        app_services().uow, _model_name(name), reason=_reason(), actor=current_actor()
     )
-    if wiring().serving is not None:
-        wiring().serving.forget_model(name)
+    if app_services().serving is not None:
+        app_services().serving.forget_model(name)
     return Response(status=204)
 
 
@@ -164,7 +170,7 @@ def _read_metadata(form: Any, files: Any, limit: int) -> dict[str, Any]:
 @requires("publisher")
 def register_version(name: str) -> Response:
     validate_model_name(name)
-    deps = wiring()
+    deps = app_services()
     config = deps.config
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -245,7 +251,7 @@ def register_version(name: str) -> Response:
 def list_versions(name: str) -> Response:
     page, args = _list_args(int)
     result = version_service.list_versions(
-        wiring().uow, _model_name(name), page, status=args.get("status"), tags=args["tag"]
+        app_services().uow, _model_name(name), page, status=args.get("status"), tags=args["tag"]
     )
     return json_response(
         {"versions": _version_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
@@ -254,7 +260,7 @@ def list_versions(name: str) -> Response:
 
 @bp.get("/models/<name>/versions/<ref>")
 def get_version(name: str, ref: str) -> Response:
-    record = version_service.get_version(wiring().uow, _model_name(name), _reference(ref))
+    record = version_service.get_version(app_services().uow, _model_name(name), _reference(ref))
     return json_response(_version_out.dump(record))
 
 
@@ -265,7 +271,7 @@ def update_version(name: str, ref: str) -> Response:
     if "status" in data:
         require_role("operator")  # archiving and restoring are operator decisions
     record = version_service.update_version(
-        wiring().uow,
+        app_services().uow,
         _model_name(name),
         _reference(ref),
         description=data.get("description"),
@@ -274,7 +280,7 @@ def update_version(name: str, ref: str) -> Response:
         reason=data["reason"],
         actor=current_actor(),
     )
-    serving = wiring().serving
+    serving = app_services().serving
     if serving is not None:
         serving.alias_moved(name, "latest")  # archiving moves `latest`
     return json_response(_version_out.dump(record))
@@ -284,9 +290,13 @@ def update_version(name: str, ref: str) -> Response:
 @requires("operator")
 def delete_version(name: str, ref: str) -> Response:
     record = version_service.delete_version(
-        wiring().uow, _model_name(name), _reference(ref), reason=_reason(), actor=current_actor()
+        app_services().uow,
+        _model_name(name),
+        _reference(ref),
+        reason=_reason(),
+        actor=current_actor(),
     )
-    serving = wiring().serving
+    serving = app_services().serving
     if serving is not None:
         serving.forget_version(name, record.version)
     return Response(status=204)
@@ -294,7 +304,7 @@ def delete_version(name: str, ref: str) -> Response:
 
 @bp.get("/models/<name>/versions/<ref>/artifact")
 def download_artifact(name: str, ref: str) -> Response:
-    deps = wiring()
+    deps = app_services()
     record, stream, span = version_service.open_artifact(
         deps.uow, deps.store, _model_name(name), _reference(ref), byte_range=_requested_range
     )
@@ -350,7 +360,7 @@ def _requested_range(size: int) -> tuple[int, int] | None:
 @bp.post("/models/<name>/versions/<ref>/promote")
 @requires("operator")
 def promote(name: str, ref: str) -> Response:
-    deps = wiring()
+    deps = app_services()
     data = schemas.load(schemas.PromoteSchema(), json_body(required=False))
     reference = _reference(ref)
     number = reference.version
@@ -377,7 +387,7 @@ def promote(name: str, ref: str) -> Response:
 @bp.post("/models/<name>/aliases/<alias>/rollback")
 @requires("operator")
 def rollback(name: str, alias: str) -> Response:
-    deps = wiring()
+    deps = app_services()
     move = alias_service.rollback_alias(
         deps.uow,
         _model_name(name),
@@ -394,7 +404,7 @@ def rollback(name: str, alias: str) -> Response:
 @bp.get("/models/<name>/aliases")
 def list_aliases(name: str) -> Response:
     page, _ = _list_args(str)
-    result = alias_service.list_aliases(wiring().uow, _model_name(name), page)
+    result = alias_service.list_aliases(app_services().uow, _model_name(name), page)
     return json_response(
         {"aliases": _alias_out.dump(result.items, many=True), "next_cursor": result.next_cursor}
     )
@@ -403,7 +413,7 @@ def list_aliases(name: str) -> Response:
 @bp.delete("/models/<name>/aliases/<alias>")
 @requires("operator")
 def delete_alias(name: str, alias: str) -> Response:
-    deps = wiring()
+    deps = app_services()
     alias_service.delete_alias(
         deps.uow, _model_name(name), alias, reason=_reason(), actor=current_actor()
     )
@@ -419,7 +429,7 @@ def delete_alias(name: str, alias: str) -> Response:
 def list_events(name: str) -> Response:
     page, args = _list_args(int)
     result = event_service.list_events(
-        wiring().uow, _model_name(name), page, type_=args.get("type")
+        app_services().uow, _model_name(name), page, type_=args.get("type")
     )
     return json_response(
         {"events": _event_out.dump(result.items, many=True), "next_cursor": result.next_cursor}

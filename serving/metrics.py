@@ -201,7 +201,7 @@ class Metrics:
 @bp.get("/metrics")
 @public
 def metrics() -> Response:
-    body = current_app.extensions["modelreg"].extras["metrics"].exposition()
+    body = current_app.extensions["modelreg"].metrics.exposition()
     return Response(body, content_type=CONTENT_TYPE_LATEST)
 
 

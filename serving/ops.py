@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 
 from registry.access import public
 from registry.errors import DependencyUnavailable
-from registry.http import json_response, wiring
+from registry.http import app_services, json_response
 from storage import StorageError
 
 bp = Blueprint("ops", __name__)
@@ -62,11 +62,11 @@ def _database_problem(uow: Any) -> str | None:
 @bp.get("/readyz")
 @public
 def readyz() -> Response:
-    deps = wiring()
+    deps = app_services()
     checks: dict[str, dict] = {}
     started = time.perf_counter()
     try:
-        outdated = deps.extras["lookups"].call(
+        outdated = deps.lookups.call(
             "readyz", lambda: _database_problem(deps.uow), deps.config.REGISTRY_LOOKUP_TIMEOUT
         )
         if outdated is None:

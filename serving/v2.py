@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, current_app, g, request
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -46,7 +46,7 @@ from registry.errors import (
     ModelregError,
     NotFound,
 )
-from registry.http import wiring
+from registry.http import app_services
 from registry.names import Reference
 from registry.pagination import Page, decode_cursor
 from registry.problems import status_for
@@ -242,7 +242,7 @@ class _MissingDefaultAlias:
 
 
 def _extra(key: str, factory: Callable[[], Any]) -> Any:
-    extras = wiring().extras
+    extras = current_app.extensions.setdefault("modelreg.v2", {})
     value = extras.get(key)
     if value is None:
         with _extras_lock:
@@ -256,7 +256,7 @@ def _extra(key: str, factory: Callable[[], Any]) -> Any:
 
 
 def _runtime() -> ServingRuntime:
-    return wiring().serving
+    return app_services().serving
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -288,7 +288,7 @@ def resolve(runtime: ServingRuntime, name: str, version: str | None) -> Resoluti
         try:
             resolution = runtime.resolver.resolve(name, Reference(alias=DEFAULT_ALIAS))
         except NotFound:
-            missing.remember(name, now + wiring().config.ALIAS_REFRESH_SECONDS)
+            missing.remember(name, now + app_services().config.ALIAS_REFRESH_SECONDS)
         except DependencyUnavailable:
             if until is None:
                 raise
@@ -385,7 +385,7 @@ def live() -> Response:
 @public
 def ready() -> Response:
     try:
-        with wiring().uow() as work:
+        with app_services().uow() as work:
             work.session.execute(text("SELECT 1"))
     except DependencyUnavailable as error:
         return _json({"ready": False, "error": error.detail}, 503, {"Retry-After": "1"})
@@ -447,7 +447,7 @@ def _metadata(name: str, version: str | None) -> Response:
 
 
 def _ready_versions(name: str, resolved: int) -> list[str]:
-    uow = wiring().uow
+    uow = app_services().uow
     numbers: list[int] = []
     page = Page(limit=500)
     try:
@@ -543,7 +543,7 @@ def _infer(name: str, version: str | None) -> Response:
         body = decode_content(
             request.get_data(cache=False),
             request.headers.get("Content-Encoding"),
-            wiring().config.MAX_PREDICT_BODY_BYTES,
+            app_services().config.MAX_PREDICT_BODY_BYTES,
         )
         decoded = decode_request(
             body, request.headers.get(HEADER_LENGTH), servable.plan.tensor_budget

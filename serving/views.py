@@ -8,7 +8,7 @@ import orjson
 from flask import Blueprint, Response, request
 
 from registry.access import current_identity, requires
-from registry.http import json_response, wiring
+from registry.http import app_services, json_response
 from registry.problems import problem
 from serving.runtime import Prediction, ServingRuntime
 
@@ -22,7 +22,7 @@ STALE_HEADERS = [
 
 
 def _runtime() -> ServingRuntime:
-    return wiring().serving
+    return app_services().serving
 
 
 @bp.post("/models/<name>/<ref>/predict")

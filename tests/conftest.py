@@ -77,7 +77,7 @@ def app(tmp_path, database_url: str):
 
     application = create_app(make_config(tmp_path, database_url))
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def sqlite_app(tmp_path):
 
     application = create_app(make_config(tmp_path))
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture

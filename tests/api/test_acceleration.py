@@ -50,7 +50,7 @@ def client(tmp_path):
 
     app = create_app(make_config(tmp_path, ACCELERATE="auto"))
     yield app.test_client()
-    app.extensions["modelreg"].extras["engine"].dispose()
+    app.extensions["modelreg"].engine.dispose()
 
 
 def _register(client, name, model, **metadata):

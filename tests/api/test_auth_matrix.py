@@ -87,7 +87,7 @@ def world(tmp_path_factory) -> World:
                               "n": "expired-token"})
         work.commit()
     yield World(app.test_client(), secrets, joblib_bytes(fit_linear()), app)
-    app.extensions["modelreg"].extras["engine"].dispose()
+    app.extensions["modelreg"].engine.dispose()
 
 
 # Each endpoint: (method, the role it needs, success status, setup returning (path, kwargs, name)).

@@ -23,7 +23,7 @@ def app(tmp_path):
 
     application = create_app(make_config(tmp_path, ACCELERATE="off", BATCH_MAX_WAIT_MS=5.0))
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 def _metric(text: str, name: str, model: str) -> float:

@@ -102,4 +102,4 @@ def test_cli_drives_a_running_server_with_a_token(tmp_path, monkeypatch):
         assert refused.exit_code == 1 and "401" in refused.output
     finally:
         server.stop()
-        app.extensions["modelreg"].extras["engine"].dispose()
+        app.extensions["modelreg"].engine.dispose()

@@ -83,7 +83,7 @@ def make_app(tmp_path, database_url: str) -> Iterator[Callable[..., Any]]:
 
     yield make
     for application in made:
-        application.extensions["modelreg"].extras["engine"].dispose()
+        application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture

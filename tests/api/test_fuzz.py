@@ -64,7 +64,7 @@ def client(tmp_path_factory):
     )
     assert response.status_code == 201
     yield test_client
-    app.extensions["modelreg"].extras["engine"].dispose()
+    app.extensions["modelreg"].engine.dispose()
 
 
 def _no_server_error(response) -> None:

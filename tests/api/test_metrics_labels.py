@@ -41,7 +41,7 @@ def world(tmp_path):
     token = {"Authorization": f"Bearer {secret}"}
     assert register(client, "price", joblib_bytes(fit_linear()), headers=token).status_code == 201
     yield client, token
-    app.extensions["modelreg"].extras["engine"].dispose()
+    app.extensions["modelreg"].engine.dispose()
 
 
 def _random(rng: random.Random) -> str:

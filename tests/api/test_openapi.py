@@ -44,7 +44,7 @@ def app(tmp_path_factory) -> Iterator[Any]:
         make_config(tmp_path_factory.mktemp("openapi"), AUTH_DISABLED=False, ACCESS_LOG=False)
     )
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture(scope="module")

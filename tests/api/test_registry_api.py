@@ -792,7 +792,7 @@ def small_app(tmp_path, database_url: str, **limits: int) -> Iterator[Any]:
     try:
         yield application
     finally:
-        application.extensions["modelreg"].extras["engine"].dispose()
+        application.extensions["modelreg"].engine.dispose()
 
 
 def test_register_above_the_size_limit_is_413_and_stores_nothing(tmp_path, database_url):

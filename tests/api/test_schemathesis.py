@@ -130,7 +130,7 @@ def world() -> Iterator[World]:
     )
     state.ensure()
     yield state
-    APP.extensions["modelreg"].extras["engine"].dispose()
+    APP.extensions["modelreg"].engine.dispose()
     shutil.rmtree(_APP_FOLDER, ignore_errors=True)
 
 

@@ -142,7 +142,7 @@ def make_app(tmp_path):
 
     yield build
     for application in apps:
-        application.extensions["modelreg"].extras["engine"].dispose()
+        application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def error_client(tmp_path_factory):
     reg(test_client, "m", linear_artifact())
     promote(test_client, "m", 1)
     yield test_client
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 # ---- predict: references, body, headers ---------------------------------------------------
@@ -681,13 +681,10 @@ def test_cached_models_keep_serving_while_the_registry_is_down(make_app, monkeyp
     assert ok(predict(api, "m", "production"))["version"] == 1
 
     deps = application.extensions["modelreg"]
-    deps.extras["engine"].dispose()
+    deps.engine.dispose()
     outage = _Outage()
-    # Serving's fetch closes over the factory object itself, so break the factory (what every
-    # unit of work opens), and also swap the wiring's factory for the registry views.
+    # Serving and the registry views share one factory: break what every unit of work opens.
     monkeypatch.setattr(deps.uow, "session_factory", outage)
-    broken_uow = type(deps.uow)(outage)
-    monkeypatch.setattr(deps, "uow", broken_uow)
 
     pinned = predict(api, "m", 1)
     assert np.allclose(ok(pinned)["predictions"], linear(0).predict(ROWS))

@@ -54,7 +54,7 @@ def world(tmp_path, database_url):
 
     app = create_app(make_config(tmp_path, database_url, AUTH_DISABLED=False))
     yield World(app)
-    app.extensions["modelreg"].extras["engine"].dispose()
+    app.extensions["modelreg"].engine.dispose()
 
 
 # ---- listings --------------------------------------------------------------------------------

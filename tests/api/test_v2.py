@@ -9,6 +9,7 @@ repository extension and exact statistics counters.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import struct
@@ -108,7 +109,7 @@ def make_app(tmp_path):
 
     yield build
     for application in apps:
-        application.extensions["modelreg"].extras["engine"].dispose()
+        application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def shared(tmp_path_factory):
     )
     reg(client, "ints", joblib_bytes(int_classifier()))
     yield client
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 def reg(client, name: str, artifact: bytes, **meta: Any) -> dict[str, Any]:
@@ -246,7 +247,8 @@ def test_ready_is_503_when_the_database_does_not_answer(make_app, monkeypatch):
     def down(**kwargs: Any):
         raise DependencyUnavailable("the registry database is unavailable")
 
-    monkeypatch.setattr(application.extensions["modelreg"], "uow", down)
+    services = application.extensions["modelreg"]
+    monkeypatch.setitem(application.extensions, "modelreg", dataclasses.replace(services, uow=down))
     response = client.get("/v2/health/ready")
     assert response.status_code == 503
     assert response.get_json()["ready"] is False

@@ -23,7 +23,7 @@ def app(tmp_path, postgres):
         make_config(tmp_path, postgres.url, ALIAS_REFRESH_SECONDS=REFRESH, DB_CONNECT_TIMEOUT=2)
     )
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 def _predict(client, ref: str):

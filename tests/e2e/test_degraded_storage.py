@@ -30,7 +30,7 @@ def app(config):
 
     application = create_app(config)
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 @pytest.fixture

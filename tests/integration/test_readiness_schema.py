@@ -21,7 +21,7 @@ def _app(tmp_path, database_url):
 
 def test_readyz_waits_for_the_migrations_and_accepts_a_newer_schema(tmp_path, database_url):
     app = _app(tmp_path, database_url)
-    engine = app.extensions["modelreg"].extras["engine"]
+    engine = app.extensions["modelreg"].engine
     client = app.test_client()
     try:
         ready = client.get("/readyz")  # never migrated

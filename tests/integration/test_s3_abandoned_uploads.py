@@ -104,4 +104,4 @@ def test_storage_gc_aborts_an_abandoned_upload_and_keeps_every_referenced_blob(
         answer = client.post("/models/m/1/predict", json={"instances": [[1, 2, 3]]})
         assert answer.status_code == 200
     finally:
-        app.extensions["modelreg"].extras["engine"].dispose()
+        app.extensions["modelreg"].engine.dispose()

@@ -496,7 +496,7 @@ def test_app_registers_predicts_and_downloads_on_s3(
         assert ready.status_code == 200, ready.get_data(as_text=True)
         assert ready.get_json()["checks"]["storage"]["status"] == "ok"
     finally:
-        app.extensions["modelreg"].extras["engine"].dispose()
+        app.extensions["modelreg"].engine.dispose()
 
 
 def test_ranged_reads(store: ArtifactStore):
@@ -589,4 +589,4 @@ def test_registering_the_right_bytes_again_repairs_a_corrupted_artifact(
         assert predicted.status_code == 200, predicted.get_data(as_text=True)
         assert client.get("/models/m/versions/1/artifact").data == artifact
     finally:
-        app.extensions["modelreg"].extras["engine"].dispose()
+        app.extensions["modelreg"].engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -106,7 +107,10 @@ def test_gc_racing_registrations_of_an_orphans_bytes_never_loses_a_blob(app, cli
     uow, store = _deps(app)
     # Widen the window between storing a blob and committing the version row that
     # references it (a slow object store), so that an unprotected sweep would hit it.
-    app.extensions["modelreg"].store = _SlowCommit(store, seconds=0.03)
+    services = app.extensions["modelreg"]
+    app.extensions["modelreg"] = dataclasses.replace(
+        services, store=_SlowCommit(store, seconds=0.03)
+    )
     artifact = joblib_bytes(fit_linear())
     register(client, "race", artifact)
     client.delete("/models/race/versions/1")  # its blob is now an old orphan

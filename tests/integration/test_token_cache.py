@@ -36,7 +36,7 @@ def app(tmp_path, database_url):
         )
     )
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 class Statements:
@@ -54,7 +54,7 @@ class Statements:
 
 @contextlib.contextmanager
 def token_queries(app) -> Iterator[Statements]:
-    engine = app.extensions["modelreg"].extras["engine"]
+    engine = app.extensions["modelreg"].engine
     seen = Statements()
     event.listen(engine, "before_cursor_execute", seen)
     try:
@@ -79,14 +79,14 @@ def sqlite_app(tmp_path):
         )
     )
     yield application
-    application.extensions["modelreg"].extras["engine"].dispose()
+    application.extensions["modelreg"].engine.dispose()
 
 
 def test_a_flood_of_unknown_tokens_never_pushes_a_verified_token_out(sqlite_app):
     app = sqlite_app
-    wiring = app.extensions["modelreg"]
-    authenticator = wiring.extras["authenticator"]
-    secret, _ = auth.create_token(wiring.uow, name="svc", role="reader", actor="test")
+    services = app.extensions["modelreg"]
+    authenticator = services.authenticator
+    secret, _ = auth.create_token(services.uow, name="svc", role="reader", actor="test")
     assert authenticator.authenticate(secret).name == "svc"
 
     def knock(_: int) -> bool:
@@ -108,13 +108,13 @@ def test_a_flood_of_unknown_tokens_never_pushes_a_verified_token_out(sqlite_app)
     assert after.count == 0, "the verified token was looked up again"
 
     # With the database gone, the verified token is still answered from memory.
-    wiring.extras["engine"].dispose()
-    wiring.uow.session_factory.configure(bind=None)
+    services.engine.dispose()
+    services.uow.session_factory.configure(bind=None)
     assert authenticator.authenticate(secret).name == "svc"
 
 
 def test_a_repeated_unknown_token_is_looked_up_once_per_cache_period(app):
-    authenticator = app.extensions["modelreg"].extras["authenticator"]
+    authenticator = app.extensions["modelreg"].authenticator
     stranger = _random_secret()
     with token_queries(app) as seen:
         for _ in range(100):
