@@ -22,19 +22,14 @@ import migrations
 from config import Config, load_config
 from registry import access, auth
 from registry.access import SAFE_METHODS
+from registry.answers import AnswerFinisher, Finished, request_id_from
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
 from registry.db import Base, engine_options, tune_engine
-from registry.http import (
-    EXTENSION_KEY,
-    FIXED_HEADERS,
-    AppServices,
-    reject_malformed_paths,
-    request_id_from,
-)
+from registry.http import EXTENSION_KEY, AppServices, reject_malformed_paths
 from registry.logs import configure_logging
 from registry.problems import register_error_handlers
-from registry.services.versions import get_version
+from registry.services.versions import get_version, ready_version_numbers
 from registry.unit_of_work import UnitOfWorkFactory
 from storage import open_store
 
@@ -60,6 +55,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     """Build a fully wired application. Nothing is created at import time."""
     # The serving stack (numpy, pandas, onnxruntime...) is imported here, not by the command
     # line: a gunicorn master or `modelreg tokens` never needs it.
+    from serving.dataplane import DataPlane
     from serving.formats import TrustPolicy, make_inspector
     from serving.metrics import Metrics
     from serving.runtime import ServingRuntime
@@ -111,6 +107,21 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         lookups=lookups,
         lookup_timeout=config.REGISTRY_LOOKUP_TIMEOUT,
     )
+    dataplane = DataPlane(
+        serving,
+        ready_versions=lambda name: lookups.call(
+            ("ready-versions", name),
+            lambda: ready_version_numbers(uow, name),
+            config.REGISTRY_LOOKUP_TIMEOUT,
+        ),
+        alias_refresh_seconds=config.ALIAS_REFRESH_SECONDS,
+    )
+    finisher = AnswerFinisher(
+        metrics,
+        knows_model=dataplane.knows_model,
+        auth_disabled=config.AUTH_DISABLED,
+        access_log=config.ACCESS_LOG,
+    )
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,
         engine=engine,
@@ -122,9 +133,11 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         lookups=lookups,
         metrics=metrics,
         serving=serving,
+        dataplane=dataplane,
+        finisher=finisher,
     )
     register_error_handlers(app)
-    _register_request_hooks(app, metrics, serving, config.ACCESS_LOG)
+    _register_request_hooks(app, finisher)
     access.install(
         app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
     )
@@ -148,34 +161,17 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     app.wsgi_app = PredictFastPath(  # type: ignore[method-assign]
         app.wsgi_app,
-        serving,
+        dataplane,
         authenticator,
-        metrics,
+        finisher,
         auth_disabled=config.AUTH_DISABLED,
         local_actor=config.LOCAL_ACTOR,
         max_body_bytes=config.MAX_PREDICT_BODY_BYTES,
-        access_log=config.ACCESS_LOG,
     )
     return app
 
 
-def _register_request_hooks(app: Flask, metrics: Any, serving: Any, access_log: bool) -> None:
-    from serving.metrics import UNKNOWN_MODEL
-
-    access = logging.getLogger("modelreg.access")
-
-    def model_label(name: str | None, status: int) -> str:
-        """The model a metric may name: one that exists, for a caller that passed auth."""
-        if name is None:
-            return ""
-        if status in (401, 403):
-            return UNKNOWN_MODEL
-        # A registry success names a model that exists (or was just created or deleted);
-        # otherwise the serving side knows it once it resolved one of its versions.
-        if status < 400 and request.blueprint == "registry":
-            return name
-        return name if serving.resolver.knows_model(name) else UNKNOWN_MODEL
-
+def _register_request_hooks(app: Flask, finisher: AnswerFinisher) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
@@ -186,42 +182,30 @@ def _register_request_hooks(app: Flask, metrics: Any, serving: Any, access_log: 
     @app.after_request
     def _finish(response: Response) -> Response:
         headers = response.headers
-        # No view sets these, so append instead of a scan per header (this runs on every
-        # request); only Cache-Control may already be there (file downloads).
-        headers.extend(FIXED_HEADERS)
-        headers.setdefault("Cache-Control", "no-store")
-        headers.add("X-Request-ID", g.get("request_id", ""))
-        seconds = time.perf_counter() - g.get("started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        name = (request.view_args or {}).get("name")
-        version = headers.get("X-Model-Version", "")
+        request_id = g.get("request_id", "")
+        headers.extend(finisher.trailer(request_id, has_cache_control="Cache-Control" in headers))
         status = response.status_code
-        metrics.observe_request(
-            route, request.method, model_label(name, status), version, status, seconds
-        )
-        if (
+        mutation = (
             request.method not in SAFE_METHODS
             and status < 300
             and request.blueprint in ("registry", "tokens")
-        ):
-            metrics.mutations.labels(request.endpoint.rsplit(".", 1)[-1]).inc()
-        if access_log:
-            access.info(
-                "%s %s %d",
-                request.method,
-                request.path,
-                status,
-                extra={
-                    "method": request.method,
-                    "path": request.path,
-                    "status": status,
-                    "latency_ms": round(seconds * 1000, 3),
-                    "model": name,
-                    "version": version or None,
-                    "actor": g.get("actor"),
-                    "request_id": g.get("request_id"),
-                },
+        )
+        finisher.record(
+            Finished(
+                route=request.url_rule.rule if request.url_rule is not None else "unmatched",
+                method=request.method,
+                path=request.path,
+                status=status,
+                seconds=time.perf_counter() - g.get("started", time.perf_counter()),
+                model=(request.view_args or {}).get("name"),
+                version=headers.get("X-Model-Version", ""),
+                actor=g.get("actor"),
+                request_id=request_id,
+                registry_change=status < 400 and request.blueprint == "registry",
             )
+        )
+        if mutation:
+            finisher.count_mutation(request.endpoint.rsplit(".", 1)[-1])
         return response
 
 

@@ -70,10 +70,10 @@ def load_served(home: Path, names: Iterable[str], ref: str = "production") -> di
     from manage import create_app
 
     app = create_app(Config(INSTANCE_PATH=str(home), AUTH_DISABLED=True))
-    serving = app.extensions["modelreg"].serving
+    dataplane = app.extensions["modelreg"].dataplane
     loaded = {}
     for name in names:
-        servable = serving.warm(name, ref).extra
+        servable = dataplane.warm(name, ref)[1].extra
         loaded[name] = Loaded(servable.methods["predict"], servable.plan, servable.runtime)
     return loaded
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, current_app, g, request
 
 from registry.auth import Authenticator, Identity
 from registry.errors import Forbidden, Unauthenticated
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-AUTH_DISABLED_HEADER = "X-Modelreg-Warning"
+MAX_TOKEN_LENGTH = 256
 
 
 def requires(role: str) -> Callable[[F], F]:
@@ -60,13 +60,21 @@ def require_model(name: str) -> None:
         )
 
 
+def bearer_secret(header: str) -> str | None:
+    """The token in an `Authorization: Bearer <token>` value; None when malformed."""
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret or len(secret) > MAX_TOKEN_LENGTH:
+        return None
+    return secret
+
+
 def _bearer_secret() -> str:
     header = request.headers.get("Authorization", "")
     if not header:
         raise Unauthenticated("authentication required: send 'Authorization: Bearer <token>'")
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret or len(secret) > 256:
+    secret = bearer_secret(header)
+    if secret is None:
         raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
     return secret
 
@@ -102,10 +110,3 @@ def install(app: Flask, authenticator: Authenticator, *, disabled: bool, local_a
         model = (request.view_args or {}).get("name")
         if model is not None:
             require_model(model)
-
-    if disabled:
-
-        @app.after_request
-        def _warn(response: Response) -> Response:
-            response.headers[AUTH_DISABLED_HEADER] = "authentication is disabled"
-            return response

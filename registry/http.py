@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,9 +18,11 @@ if TYPE_CHECKING:  # the registry never imports the serving stack at run time
     from sqlalchemy import Engine
 
     from config import Config
+    from registry.answers import AnswerFinisher
     from registry.auth import Authenticator
     from registry.bounded import BoundedLookups
     from registry.records import VersionRecord
+    from serving.dataplane import DataPlane
     from serving.formats import Inspection
     from serving.metrics import Metrics
     from serving.runtime import ServingRuntime
@@ -42,7 +43,9 @@ class AppServices:
     authenticator: Authenticator
     lookups: BoundedLookups
     metrics: Metrics
-    serving: ServingRuntime
+    serving: ServingRuntime  # the cache and resolver, for the registry's own uses
+    dataplane: DataPlane  # what every serving protocol goes through
+    finisher: AnswerFinisher
 
 
 EXTENSION_KEY = "modelreg"
@@ -101,18 +104,3 @@ def reject_malformed_paths() -> None:
             raise InvalidInput(
                 "NUL characters are not allowed", {key.replace("\x00", ""): "contains NUL"}
             )
-
-
-# Sent on every response (the predict fast path in serving/fastpath.py sends them too).
-FIXED_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
-
-
-def request_id_from(incoming: str) -> str:
-    """The caller's X-Request-ID when it is a sane one, else a fresh id."""
-    if 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii():
-        return incoming
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID

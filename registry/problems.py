@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from registry import errors
+from registry.answers import Answer
 from storage import ArtifactNotFound, ArtifactTooLarge, StorageError
 
 log = logging.getLogger("modelreg.errors")
@@ -42,6 +44,68 @@ def _slug(title: str) -> str:
     return "-".join(title.lower().replace("+", " ").split())
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """What went wrong, before a protocol renders it (problem+json here, V2's own shape)."""
+
+    status: int
+    title: str
+    detail: str
+    errors: dict[str, Any] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def render_problem(problem_: Problem, request_id: str | None) -> Answer:
+    body: dict[str, Any] = {
+        "type": f"urn:modelreg:problem:{_slug(problem_.title)}",
+        "title": problem_.title,
+        "status": problem_.status,
+        "detail": problem_.detail,
+    }
+    if problem_.errors:
+        body["errors"] = problem_.errors
+    if request_id:
+        body["request_id"] = request_id
+    headers = [("Content-Type", PROBLEM_JSON)]
+    if problem_.status == 503:
+        headers.append(("Retry-After", "1"))
+    headers.extend(problem_.headers)
+    return Answer(problem_.status, headers, orjson.dumps(body))
+
+
+def problem_for(error: BaseException, request_id: str | None = None) -> Problem:
+    """The one mapping from an exception to the problem every protocol reports."""
+    if isinstance(error, errors.ModelregError):
+        status = status_for(error)
+        auth = (("WWW-Authenticate", "Bearer"),) if status == 401 else ()
+        return Problem(status, error.title, error.detail, error.errors, auth)
+    if isinstance(error, ArtifactTooLarge):
+        return Problem(413, "Payload too large", str(error), {"artifact": str(error)})
+    if isinstance(error, ArtifactNotFound):
+        log.error("artifact missing from the store: %s", error)
+        return Problem(404, "Not found", "the artifact is missing from the store")
+    if isinstance(error, StorageError):
+        log.error("artifact store error: %s", error)
+        return Problem(503, "Service unavailable", "the artifact store is unavailable")
+    if isinstance(error, RequestEntityTooLarge):
+        return Problem(413, "Payload too large", "the request body exceeds the size limit")
+    if isinstance(error, HTTPException):
+        status = error.code or 500
+        allowed = getattr(error, "valid_methods", None)
+        extra = (("Allow", ", ".join(allowed)),) if status == 405 and allowed else ()
+        return Problem(status, error.name, error.description or error.name, None, extra)
+    log.error("unhandled error (request %s)", request_id, exc_info=error)
+    return Problem(
+        500,
+        "Internal server error",
+        "an unexpected error occurred; it has been logged with the request id",
+    )
+
+
+def to_response(answer: Answer) -> Response:
+    return Response(answer.body, status=answer.status, headers=answer.headers)
+
+
 def problem(
     status: int,
     title: str,
@@ -49,64 +113,26 @@ def problem(
     errors_: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {
-        "type": f"urn:modelreg:problem:{_slug(title)}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors_:
-        body["errors"] = errors_
+    extra = tuple((headers or {}).items())
     request_id = g.get("request_id") if g else None
-    if request_id:
-        body["request_id"] = request_id
-    response = Response(orjson.dumps(body), status=status, mimetype=PROBLEM_JSON)
-    if status == 503:
-        response.headers["Retry-After"] = "1"
-    for key, value in (headers or {}).items():
-        response.headers[key] = value
-    return response
+    return to_response(render_problem(Problem(status, title, detail, errors_, extra), request_id))
+
+
+def problem_response(error: BaseException) -> Response:
+    request_id = g.get("request_id") if g else None
+    return to_response(render_problem(problem_for(error, request_id), request_id))
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(errors.ModelregError)
-    def _domain(error: errors.ModelregError) -> Response:
-        status = status_for(error)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return problem(status, error.title, error.detail, error.errors, headers)
-
-    @app.errorhandler(ArtifactTooLarge)
-    def _too_large(error: ArtifactTooLarge) -> Response:
-        return problem(413, "Payload too large", str(error), {"artifact": str(error)})
-
-    @app.errorhandler(ArtifactNotFound)
-    def _blob_missing(error: ArtifactNotFound) -> Response:
-        log.error("artifact missing from the store: %s", error)
-        return problem(404, "Not found", "the artifact is missing from the store")
-
-    @app.errorhandler(StorageError)
-    def _storage(error: StorageError) -> Response:
-        log.error("artifact store error: %s", error)
-        return problem(503, "Service unavailable", "the artifact store is unavailable")
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _body_too_large(error: RequestEntityTooLarge) -> Response:
-        return problem(413, "Payload too large", "the request body exceeds the size limit")
-
-    @app.errorhandler(HTTPException)
-    def _http(error: HTTPException) -> Response:
-        status = error.code or 500
-        response = problem(status, error.name, error.description or error.name)
-        allowed = getattr(error, "valid_methods", None)
-        if status == 405 and allowed:
-            response.headers["Allow"] = ", ".join(allowed)
-        return response
-
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error (request %s)", g.get("request_id") if g else None)
-        return problem(
-            500,
-            "Internal server error",
-            "an unexpected error occurred; it has been logged with the request id",
-        )
+    # Most specific first is Flask's own rule (by class hierarchy); every handler renders
+    # through problem_for so the fast path (serving/fastpath.py) answers exactly alike.
+    for kind in (
+        errors.ModelregError,
+        ArtifactTooLarge,
+        ArtifactNotFound,
+        StorageError,
+        RequestEntityTooLarge,
+        HTTPException,
+        Exception,
+    ):
+        app.register_error_handler(kind, problem_response)

@@ -24,6 +24,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+from registry.answers import FIXED_HEADERS
+
 TOKEN = re.compile(rb"[!#$%&'*+\-.^`|~0-9A-Za-z]+")
 FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 TARGET = re.compile(rb"/[\x21-\x22\x24-\x7e]*")  # visible ASCII, no fragment
@@ -31,13 +33,9 @@ TARGET = re.compile(rb"/[\x21-\x22\x24-\x7e]*")  # visible ASCII, no fragment
 MAX_HEADERS = 100
 MAX_REQUEST_LINE = 4094
 MAX_FIELD = 8190
-# The app's FIXED_HEADERS (registry/http.py, which this stdlib-only module does not import:
-# the gunicorn arbiter loads it with the worker class); a unit test keeps the two equal.
-SECURITY_HEADERS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
+# The headers every answer carries (registry/answers.py is stdlib-only: the gunicorn
+# arbiter can load it with the worker class).
+SECURITY_HEADERS = FIXED_HEADERS
 HOP_BY_HOP = frozenset(
     {
         "connection",

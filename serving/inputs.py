@@ -352,6 +352,21 @@ def is_dataframe(value: Any) -> bool:
 # --------------------------------------------------------------------------- rows
 
 
+def row_count_problem(n: int, plan: InputPlan, empty: str) -> str | None:
+    """Why `n` rows cannot be predicted in one request (`empty` says it for none), or None.
+    Every protocol's bound."""
+    if n == 0:
+        return empty
+    if n > plan.max_rows:
+        return f"too many rows: {n}; the limit is {plan.max_rows} per request"
+    return None
+
+
+def is_numeric(plan: InputPlan) -> bool:
+    """Every column is a number (double or long): a float64 matrix holds the input."""
+    return plan._numeric
+
+
 def rows_to_matrix(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFrame:
     """Validate a list of rows (lists of values, or objects keyed by feature name).
 
@@ -367,10 +382,9 @@ def _rows_to_matrix(
     if type(rows) is not list and not isinstance(rows, (list, tuple)):
         raise _fail(field, f"expected a list of rows, got {_describe(rows)}")
     n = len(rows)
-    if n == 0:
-        raise _fail(field, "no rows: send at least one row")
-    if n > plan.max_rows:
-        raise _fail(field, f"too many rows: {n}; the limit is {plan.max_rows} per request")
+    reason = row_count_problem(n, plan, "no rows: send at least one row")
+    if reason is not None:
+        raise _fail(field, reason)
     X = _rows_fast(rows, plan, finite_known)
     return X if X is not None else _rows_slow(rows, plan, field)
 
@@ -554,8 +568,9 @@ def _columns_to_matrix(
     n_rows = lengths.pop()
     if n_rows == 0:
         raise _fail(field, "no rows: columns are empty")
-    if n_rows > plan.max_rows:
-        raise _fail(field, f"too many rows: {n_rows}; the limit is {plan.max_rows} per request")
+    reason = row_count_problem(n_rows, plan, "")
+    if reason is not None:
+        raise _fail(field, reason)
     if plan._numeric:
         if _NUMBER_KINDS.issuperset(map(type, chain.from_iterable(cols))):
             X = _as_float_matrix(cols, finite_known)

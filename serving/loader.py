@@ -67,6 +67,10 @@ class Servable:
     classes: list[Any] | None
     runtime: str
     format: str
+    # ONNX tensor types ("tensor(float)"...) of the session's inputs and outputs, for
+    # protocols that describe them (V2 metadata); empty for other runtimes.
+    input_types: tuple[str, ...] = ()
+    output_types: tuple[str, ...] = ()
 
 
 class ModelLoader:
@@ -123,9 +127,7 @@ class ModelLoader:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as copy:
             self._copy_verified(spec, key, sha256, size, copy)
             copy.seek(0)
-            return deserialize(
-                copy, fmt, trust=self.trust, onnx_threads=self.onnx_threads
-            )
+            return deserialize(copy, fmt, trust=self.trust, onnx_threads=self.onnx_threads)
 
     def _load_accelerated(self, spec: VersionSpec) -> tuple[Any, Servable, int] | None:
         """The verified conversion (numpy arrays or ONNX); any failure to load it falls back
@@ -175,6 +177,7 @@ class ModelLoader:
             classes=signature.get("classes"),
             runtime=runtime,
             format=spec.format,
+            **_tensor_types(model),
         )
         return model, servable, estimate_nbytes(model, spec.accel_size)
 
@@ -241,8 +244,23 @@ class ModelLoader:
         if self.batching is not None and spec.format != "onnx":
             methods = self.batching.wrap(spec, plan, methods)
         return Servable(
-            plan=plan, methods=methods, classes=classes, runtime=runtime, format=spec.format
+            plan=plan,
+            methods=methods,
+            classes=classes,
+            runtime=runtime,
+            format=spec.format,
+            **_tensor_types(model),
         )
+
+
+def _tensor_types(model: Any) -> dict[str, tuple[str, ...]]:
+    session = getattr(model, "session", None)
+    if session is None:
+        return {}
+    return {
+        "input_types": tuple(item.type for item in session.get_inputs()),
+        "output_types": tuple(item.type for item in session.get_outputs()),
+    }
 
 
 @dataclass(frozen=True, slots=True)

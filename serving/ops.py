@@ -11,7 +11,7 @@ from sqlalchemy import Connection, text
 
 from registry.access import public
 from registry.errors import DependencyUnavailable
-from registry.http import app_services, json_response
+from registry.http import AppServices, app_services, json_response
 from storage import StorageError
 
 bp = Blueprint("ops", __name__)
@@ -59,23 +59,29 @@ def _database_problem(uow: Any) -> str | None:
         return _schema_problem(work.session.connection())
 
 
-@bp.get("/readyz")
-@public
-def readyz() -> Response:
-    deps = app_services()
-    checks: dict[str, dict] = {}
+def database_check(deps: AppServices) -> dict[str, Any]:
+    """The registry database's readiness, within REGISTRY_LOOKUP_TIMEOUT (one query in
+    flight per process, however many probes ask): /readyz and V2's ready share it."""
     started = time.perf_counter()
     try:
         outdated = deps.lookups.call(
             "readyz", lambda: _database_problem(deps.uow), deps.config.REGISTRY_LOOKUP_TIMEOUT
         )
         if outdated is None:
-            checks["database"] = {"status": "ok"}
+            check: dict[str, Any] = {"status": "ok"}
         else:
-            checks["database"] = {"status": "migration_required", "detail": outdated}
+            check = {"status": "migration_required", "detail": outdated}
     except DependencyUnavailable as error:
-        checks["database"] = {"status": "unavailable", "detail": error.detail}
-    checks["database"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        check = {"status": "unavailable", "detail": error.detail}
+    check["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return check
+
+
+@bp.get("/readyz")
+@public
+def readyz() -> Response:
+    deps = app_services()
+    checks: dict[str, dict] = {"database": database_check(deps)}
     started = time.perf_counter()
     try:
         deps.store.check()

@@ -1,10 +1,10 @@
-"""The serving side of one process: resolve a reference, get the model from the cache, predict."""
+"""The serving state of one process: the reference resolver, the model loader and cache, and
+the pre-promotion gate. Requests reach it through the data plane (serving/dataplane.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from registry.bounded import BoundedLookups
@@ -16,38 +16,16 @@ from registry.errors import (
     NotFound,
     PromotionRefused,
 )
-from registry.names import Reference, parse_reference
+from registry.names import Reference
 from registry.records import VersionRecord
-from serving.cache import LoadedModel, ModelCache, VersionKey
+from serving.cache import ModelCache, VersionKey
 from serving.formats import TrustPolicy
-from serving.inputs import decode_predict_body, rows_to_matrix
-from serving.loader import BatchingPolicy, ModelLoader, Servable, VersionSpec, to_jsonable
+from serving.inputs import rows_to_matrix
+from serving.loader import BatchingPolicy, ModelLoader, Servable, VersionSpec
 from serving.resolver import Fetch, ReferenceResolver, spec_from_record
 from storage import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    name: str
-    version: int
-    method: str
-    predictions: Any
-    classes: list[Any] | None
-    runtime: str
-    stale: bool
-
-
-# Parsed references, so the hot path does not re-validate the same few strings.
-_REFERENCES: dict[str, Reference] = {}
-
-
-def parse_ref(ref: str) -> Reference:
-    parsed = parse_reference(ref)
-    if parsed is None:
-        raise NotFound(f"{ref!r} is not a version number, an alias or 'latest'")
-    return parsed
 
 
 class ServingRuntime:
@@ -97,60 +75,6 @@ class ServingRuntime:
             raise NotFound(f"version {key.version} of '{key.name}' is no longer the one requested")
         return spec
 
-    def _loaded(self, name: str, ref: str) -> tuple[LoadedModel, bool]:
-        resolution = self.resolver.resolve(name, parse_ref(ref))
-        return self.cache.get_or_load(resolution.spec.key), resolution.stale
-
-    def predict(self, name: str, ref: str, body: bytes) -> Prediction:
-        loaded, stale = self._loaded(name, ref)
-        servable: Servable = loaded.extra
-        decoded = decode_predict_body(body, servable.plan)
-        output = call_model(servable, decoded.method, decoded.X)
-        classes = servable.classes if decoded.method == "predict_proba" else None
-        return Prediction(
-            name,
-            loaded.key.version,
-            decoded.method,
-            to_jsonable(output),
-            classes,
-            servable.runtime,
-            stale,
-        )
-
-    def predict_cached(self, name: str, ref: str, body: bytes) -> Prediction | None:
-        """`predict` when it needs no registry lookup and no load; None otherwise.
-
-        Errors (a bad body, a model refusing the input) still raise, as in `predict`, and
-        count nothing in the cache's statistics.
-        """
-        reference = _REFERENCES.get(ref)
-        if reference is None:
-            reference = parse_reference(ref)
-            if reference is None:
-                return None
-            if len(_REFERENCES) < 4096:
-                _REFERENCES[ref] = reference
-        resolution = self.resolver.peek(name, reference)
-        if resolution is None:
-            return None
-        loaded = self.cache.peek(resolution.spec.key)
-        if loaded is None:
-            return None
-        servable: Servable = loaded.extra
-        decoded = decode_predict_body(body, servable.plan)
-        output = call_model(servable, decoded.method, decoded.X)
-        # Counted only now: a request that fails here is answered (and counted) by `predict`.
-        self.cache.touch(loaded.key)
-        return Prediction(
-            name,
-            loaded.key.version,
-            decoded.method,
-            to_jsonable(output),
-            servable.classes if decoded.method == "predict_proba" else None,
-            servable.runtime,
-            resolution.stale,
-        )
-
     def check_version(self, record: VersionRecord) -> None:
         """The pre-promotion gate: load (sha256 verified) and predict the input example."""
         spec = spec_from_record(record)
@@ -182,18 +106,6 @@ class ServingRuntime:
                 f"({error.detail})",
                 error.errors,
             ) from None
-
-    def warm(self, name: str, ref: str) -> LoadedModel:
-        return self._loaded(name, ref)[0]
-
-    def evict(self, name: str, ref: str) -> int:
-        reference = parse_ref(ref)
-        if reference.version is not None:
-            return self.cache.evict_where(
-                lambda key: key.name == name and key.version == reference.version
-            )
-        spec = self.resolver.resolve(name, reference).spec
-        return int(self.cache.evict(spec.key))
 
     def alias_moved(self, name: str, alias: str) -> None:
         self.resolver.forget_alias(name, alias)

@@ -55,6 +55,7 @@ from gunicorn.errors import ConfigError
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.gthread import ThreadWorker
 
+from registry.answers import status_line
 from serving.http_framing import ChunkedBody, Head, Malformed, scan_head
 from serving.inline_http import (
     InlineRequest,
@@ -826,7 +827,8 @@ class ModelregWorker(BalancedThreadWorker):
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
             keepalive = False
-        headers, body = answer
-        response, keepalive = render_response("200 OK", headers, body, keepalive)
+        response, keepalive = render_response(
+            status_line(answer.status), answer.headers, answer.body, keepalive
+        )
         conn.out.add(response)
         return keepalive

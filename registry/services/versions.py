@@ -20,7 +20,7 @@ from registry.errors import (
 )
 from registry.models import ModelVersion, PendingUpload
 from registry.names import Reference, validate_model_name
-from registry.pagination import Page, encode_cursor
+from registry.pagination import Page, decode_cursor, encode_cursor
 from registry.records import PageOf, VersionRecord, conversion_blob
 from registry.services._patch import apply_edits
 from registry.services.models import create_or_revive
@@ -387,3 +387,20 @@ def open_artifact(
         ) from None
     except StorageError:
         raise DependencyUnavailable("the artifact store is unavailable") from None
+
+
+MAX_LISTED_READY_VERSIONS = 10_000
+
+
+def ready_version_numbers(uow: UnitOfWorkFactory, name: str) -> list[int]:
+    """The numbers of a model's ready versions, newest first, at most 10,000 (V2 metadata
+    lists them)."""
+    numbers: list[int] = []
+    page = Page(limit=500)
+    while len(numbers) < MAX_LISTED_READY_VERSIONS:
+        result = list_versions(uow, name, page, status="ready")
+        numbers.extend(record.version for record in result.items)
+        if not result.next_cursor:
+            break
+        page = Page(limit=500, after=decode_cursor(result.next_cursor, int))
+    return numbers[:MAX_LISTED_READY_VERSIONS]

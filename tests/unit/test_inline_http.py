@@ -677,12 +677,6 @@ def test_error_response_takes_another_status_and_a_detail():
     }
 
 
-def test_the_security_headers_are_the_apps():
-    from registry.http import FIXED_HEADERS
-
-    assert tuple(SECURITY_HEADERS) == tuple(FIXED_HEADERS)
-
-
 def test_the_app_may_close_the_connection_and_hop_by_hop_headers_are_dropped():
     def app(environ, start_response):
         start_response(

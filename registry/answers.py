@@ -1,0 +1,124 @@
+"""The last step of every answer, whoever built it: Flask's hooks and the predict fast path
+both finish through `AnswerFinisher`, so the headers every response carries, the request
+metrics and the access-log line cannot differ between them."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+access_log = logging.getLogger("modelreg.access")
+
+# Sent on every response.
+FIXED_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+AUTH_DISABLED_HEADER = ("X-Modelreg-Warning", "authentication is disabled")
+UNKNOWN_MODEL = "_unknown"  # the metrics label of a model that may not be named
+
+
+@dataclass(slots=True)
+class Answer:
+    """A protocol's answer before the transport sends it."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def status_line(status: int) -> str:
+    """`200 OK`: the WSGI status string of a code."""
+    return f"{status} {HTTPStatus(status).phrase}"
+
+
+def request_id_from(incoming: str) -> str:
+    """The caller's X-Request-ID when it is a sane one, else a fresh id."""
+    if 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii():
+        return incoming
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """What the finisher records about one answered request."""
+
+    route: str
+    method: str
+    path: str
+    status: int
+    seconds: float
+    model: str | None
+    version: str
+    actor: str | None
+    request_id: str
+    registry_change: bool = False  # a successful registry call (its model exists)
+
+
+class AnswerFinisher:
+    def __init__(
+        self,
+        metrics: Any,
+        *,
+        knows_model: Callable[[str], bool],
+        auth_disabled: bool,
+        access_log: bool,
+    ) -> None:
+        self._metrics = metrics
+        self._knows_model = knows_model
+        self._access_log = access_log
+        self._trailer: tuple[tuple[str, str], ...] = (
+            *FIXED_HEADERS,
+            *((AUTH_DISABLED_HEADER,) if auth_disabled else ()),
+        )
+
+    def trailer(self, request_id: str, *, has_cache_control: bool) -> list[tuple[str, str]]:
+        """Appended to every answer. No answer sets these itself, except Cache-Control
+        (file downloads): nothing else may be cached."""
+        if has_cache_control:
+            return [*self._trailer, ("X-Request-ID", request_id)]
+        return [*self._trailer, ("Cache-Control", "no-store"), ("X-Request-ID", request_id)]
+
+    def model_label(self, name: str | None, status: int, registry_success: bool) -> str:
+        """The model a metric may name: one that exists, for a caller that passed auth."""
+        if name is None:
+            return ""
+        if status in (401, 403):
+            return UNKNOWN_MODEL
+        # A registry success names a model that exists (or was just created or deleted);
+        # otherwise the serving side knows it once it resolved one of its versions.
+        if registry_success or self._knows_model(name):
+            return name
+        return UNKNOWN_MODEL
+
+    def count_mutation(self, operation: str) -> None:
+        self._metrics.mutations.labels(operation).inc()
+
+    def record(self, done: Finished) -> None:
+        """Request metrics and the access-log line of one answered request."""
+        label = self.model_label(done.model, done.status, done.registry_change)
+        self._metrics.observe_request(
+            done.route, done.method, label, done.version, done.status, done.seconds
+        )
+        if self._access_log:
+            access_log.info(
+                "%s %s %d",
+                done.method,
+                done.path,
+                done.status,
+                extra={
+                    "method": done.method,
+                    "path": done.path,
+                    "status": done.status,
+                    "latency_ms": round(done.seconds * 1000, 3),
+                    "model": done.model,
+                    "version": done.version or None,
+                    "actor": done.actor,
+                    "request_id": done.request_id,
+                },
+            )

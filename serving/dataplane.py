@@ -1,0 +1,292 @@
+"""The serving data plane: one protocol-neutral path from a model reference to an answer.
+
+Native predict, V2 infer and the inline fast path only translate requests and answers; they
+reach models through this class alone (no protocol touches the resolver, the cache or the
+registry services). One inference runs:
+
+    resolve the reference      an alias, a version number, `latest`, or V2's default alias
+    get the servable           from the cache; a miss loads it (verified), unless memory_only
+    decode the batch           the protocol's decoder, against the servable's input plan
+    call the model             one call per requested method
+    encode the answer          the protocol's encoder
+    record                     statistics, then the observers (where traffic policies and
+                               monitoring attach)
+
+`memory_only` is the fast path's mode: when the answer needs a registry lookup or a load,
+`NotInMemory` is raised before anything is decoded or called, so stepping aside never runs a
+request twice. Every other failure raises the domain error the protocol turns into its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from registry.errors import DependencyUnavailable, NotFound
+from registry.names import Reference, parse_reference
+from registry.records import VersionRecord
+from serving.cache import LoadedModel
+from serving.loader import Servable
+from serving.resolver import Resolution
+from serving.runtime import ServingRuntime, call_model
+from serving.stats import InferenceStats
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_ALIAS = "production"
+_MAX_PARSED_REFERENCES = 4096
+
+
+class NotInMemory(Exception):
+    """A memory-only inference would need a registry lookup or a model load."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded input batch: the model's input and the methods to run on it, in order."""
+
+    X: Any
+    methods: tuple[str, ...]
+    rows: int
+    field: str = "instances"  # where a model's refusal is reported in the error
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """What one inference produced, before any protocol encodes it."""
+
+    name: str
+    version: int
+    resolution: Resolution
+    servable: Servable
+    batch: Batch
+    outputs: tuple[Any, ...]  # raw model outputs, one per batch.methods
+
+    @property
+    def runtime(self) -> str:
+        return self.servable.runtime
+
+    @property
+    def stale(self) -> bool:
+        return self.resolution.stale
+
+
+@dataclass(frozen=True, slots=True)
+class Served(Generic[T]):
+    inference: Inference
+    payload: T
+
+
+Decoder = Callable[[Servable], Batch]
+Encoder = Callable[[Inference], T]
+Observer = Callable[[Inference], None]
+
+
+class _MissingDefaultAlias:
+    """Models known (for a short while) to have no default alias; bounded in size."""
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}
+
+    def get(self, name: str) -> float | None:
+        return self._until.get(name)
+
+    def remember(self, name: str, until: float) -> None:
+        with self._lock:
+            if len(self._until) >= self.MAX_ENTRIES:
+                self._until.clear()
+            self._until[name] = until
+
+    def forget(self, name: str) -> None:
+        if name in self._until:
+            with self._lock:
+                self._until.pop(name, None)
+
+
+class DataPlane:
+    def __init__(
+        self,
+        runtime: ServingRuntime,
+        *,
+        ready_versions: Callable[[str], list[int]],
+        alias_refresh_seconds: float,
+        stats: InferenceStats | None = None,
+        clock: Callable[[], int] = time.perf_counter_ns,
+    ) -> None:
+        self._runtime = runtime
+        self._resolver = runtime.resolver
+        self._cache = runtime.cache
+        self._ready_versions = ready_versions
+        self._alias_refresh = alias_refresh_seconds
+        self._missing_default = _MissingDefaultAlias()
+        self._references: dict[str, Reference] = {}
+        self._clock = clock
+        self.stats = stats or InferenceStats()
+        # Called with every successful inference, after its answer is encoded (traffic
+        # policies and monitoring attach here). An observer that raises is logged and skipped.
+        self.observers: list[Observer] = []
+
+    # -- references --------------------------------------------------------------------
+
+    def parse(self, ref: str) -> Reference:
+        """A path's reference, parsed once per distinct string (the hot path sees few)."""
+        reference = self._references.get(ref)
+        if reference is None:
+            reference = parse_reference(ref)
+            if reference is None:
+                raise NotFound(f"{ref!r} is not a version number, an alias or 'latest'")
+            if len(self._references) < _MAX_PARSED_REFERENCES:
+                self._references[ref] = reference
+        return reference
+
+    def resolve(self, name: str, ref: str | None, *, memory_only: bool = False) -> Resolution:
+        """`ref` (number, alias or latest) or, when None, the default alias: `production`
+        when the model has it, else `latest`."""
+        if ref is not None:
+            reference = self.parse(ref)
+            if memory_only:
+                resolution = self._resolver.peek(name, reference)
+                if resolution is None:
+                    raise NotInMemory
+                return resolution
+            return self._resolver.resolve(name, reference)
+        if memory_only:
+            raise NotInMemory  # the default-alias rule is cheap enough off the fast path
+        return self._resolve_default(name)
+
+    def _resolve_default(self, name: str) -> Resolution:
+        # "This model has no production alias" is remembered for the alias refresh period,
+        # so such a model does not cost a registry query per request.
+        missing = self._missing_default
+        until = missing.get(name)
+        now = time.monotonic()
+        if until is None or now >= until:
+            try:
+                resolution = self._resolver.resolve(name, Reference(alias=DEFAULT_ALIAS))
+            except NotFound:
+                missing.remember(name, now + self._alias_refresh)
+            except DependencyUnavailable:
+                if until is None:
+                    raise
+                # Known to have no production alias a moment ago: serve latest's last known
+                # mapping (the resolver marks it stale) rather than failing.
+            else:
+                if until is not None:
+                    missing.forget(name)
+                return resolution
+        return self._resolver.resolve(name, Reference(latest=True))
+
+    # -- models ------------------------------------------------------------------------
+
+    def load(self, resolution: Resolution, *, memory_only: bool = False) -> LoadedModel:
+        key = resolution.spec.key
+        if memory_only:
+            loaded = self._cache.peek(key)
+            if loaded is None:
+                raise NotInMemory
+            self._cache.touch(key)
+            return loaded
+        return self._cache.get_or_load(key)
+
+    def infer(
+        self,
+        name: str,
+        ref: str | None,
+        decode: Decoder,
+        encode: Encoder[T],
+        *,
+        memory_only: bool = False,
+    ) -> Served[T]:
+        """One inference, from reference to encoded answer (see the module docstring)."""
+        clock = self._clock
+        started = clock()
+        resolution = self.resolve(name, ref, memory_only=memory_only)
+        version = resolution.spec.version
+        try:
+            servable: Servable = self.load(resolution, memory_only=memory_only).extra
+            queued = clock()
+            batch = decode(servable)
+            decoded = clock()
+            outputs = tuple(
+                call_model(servable, method, batch.X, batch.field) for method in batch.methods
+            )
+            inferred = clock()
+            inference = Inference(name, version, resolution, servable, batch, outputs)
+            payload = encode(inference)
+            encoded = clock()
+        except NotInMemory:
+            raise
+        except BaseException:
+            self.stats.record_failure(name, version, clock() - started)
+            raise
+        self.stats.record_success(
+            name,
+            version,
+            rows=batch.rows,
+            queue_ns=queued - started,
+            input_ns=decoded - queued,
+            infer_ns=inferred - decoded,
+            output_ns=encoded - inferred,
+            total_ns=encoded - started,
+        )
+        if self.observers:
+            self._notify(inference)
+        return Served(inference, payload)
+
+    def _notify(self, inference: Inference) -> None:
+        for observer in self.observers:
+            try:
+                observer(inference)
+            except Exception:
+                log.exception("an inference observer failed (%s)", observer)
+
+    # -- the model repository ------------------------------------------------------------
+
+    def warm(self, name: str, ref: str | None) -> tuple[Resolution, LoadedModel]:
+        resolution = self.resolve(name, ref)
+        return resolution, self._cache.get_or_load(resolution.spec.key)
+
+    def evict(self, name: str, ref: str | None) -> int:
+        """Drop a version from this process's cache: every cached copy of a pinned version,
+        or the one an alias (or the default alias) resolves to."""
+        if ref is not None:
+            reference = self.parse(ref)
+            if reference.version is not None:
+                return self._cache.evict_where(
+                    lambda key: key.name == name and key.version == reference.version
+                )
+        return int(self._cache.evict(self.resolve(name, ref).spec.key))
+
+    def cached_models(self) -> list[dict[str, Any]]:
+        return self._cache.entries()
+
+    def load_failures(self) -> list[dict[str, Any]]:
+        return self._cache.failures()
+
+    def cache_stats(self) -> dict[str, Any]:
+        return self._cache.stats()
+
+    def knows_model(self, name: str) -> bool:
+        """Whether this process has resolved a version of `name` (metrics may name it)."""
+        return self._resolver.knows_model(name)
+
+    def ready_versions(self, name: str, resolved: int) -> list[int]:
+        """The model's ready version numbers, or what this process knows when the registry
+        does not answer."""
+        try:
+            return sorted(self._ready_versions(name))
+        except DependencyUnavailable:
+            return [resolved]
+
+    def check_version(self, record: VersionRecord) -> None:
+        """The pre-promotion gate: load (verified) and predict the input example."""
+        self._runtime.check_version(record)

@@ -1,0 +1,79 @@
+"""The native predict protocol, `POST /models/<name>/<ref>/predict`, free of any transport.
+
+Flask's view and the predict fast path both answer through `predict_answer`, so a header, a
+status or a body can only change for both at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from registry.answers import Answer
+from registry.errors import UnsupportedMediaType
+from serving.dataplane import Batch, DataPlane, Decoder, Inference
+from serving.inputs import decode_predict_body
+from serving.loader import Servable, to_jsonable
+from serving.resolver import Resolution
+
+JSON = "application/json"
+JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+STALE_HEADERS = (
+    ("X-Model-Stale", "true"),
+    ("Warning", '110 modelreg "registry unavailable; last known alias mapping"'),
+)
+ACCEPTED_MEDIA_TYPES = ("application/json", "")  # no Content-Type at all is JSON too
+
+
+def check_media_type(mimetype: str) -> None:
+    if mimetype not in ACCEPTED_MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            "send the body as application/json", {"Content-Type": "expected application/json"}
+        )
+
+
+def decoder(body: bytes) -> Decoder:
+    def decode(servable: Servable) -> Batch:
+        decoded = decode_predict_body(body, servable.plan)
+        return Batch(decoded.X, (decoded.method,), decoded.n_rows)
+
+    return decode
+
+
+def encode(inference: Inference) -> bytes:
+    method = inference.batch.methods[0]
+    body: dict[str, Any] = {
+        "model": inference.name,
+        "version": inference.version,
+        "predictions": to_jsonable(inference.outputs[0]),
+    }
+    if method == "predict_proba" and inference.servable.classes is not None:
+        body["classes"] = inference.servable.classes
+    return orjson.dumps(body, option=JSON_OPTIONS)
+
+
+def resolution_headers(resolution: Resolution) -> list[tuple[str, str]]:
+    """Which version a reference named, and whether the alias mapping was stale."""
+    headers = [("X-Model-Version", str(resolution.spec.version))]
+    if resolution.stale:
+        headers.extend(STALE_HEADERS)
+    return headers
+
+
+def model_headers(inference: Inference) -> list[tuple[str, str]]:
+    """Which version answered, on which runtime, and whether the alias mapping was stale:
+    every protocol's inference answer carries these."""
+    headers = resolution_headers(inference.resolution)
+    headers.insert(1, ("X-Model-Runtime", inference.runtime))
+    return headers
+
+
+def predict_answer(
+    dataplane: DataPlane, name: str, ref: str, body: bytes, *, memory_only: bool = False
+) -> Answer:
+    """The 200 answer; a failure raises its domain error (NotInMemory when memory_only and
+    the answer needs a lookup or a load)."""
+    served = dataplane.infer(name, ref, decoder(body), encode, memory_only=memory_only)
+    headers = [("Content-Type", JSON), *model_headers(served.inference)]
+    return Answer(200, headers, served.payload)
