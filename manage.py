@@ -56,7 +56,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     # The serving stack (numpy, pandas, onnxruntime...) is imported here, not by the command
     # line: a gunicorn master or `modelreg tokens` never needs it.
     from serving.dataplane import DataPlane
-    from serving.formats import TrustPolicy, make_inspector
+    from serving.formats import TrustPolicy
+    from serving.inspection import make_inspector
     from serving.metrics import Metrics
     from serving.runtime import ServingRuntime
 
@@ -324,7 +325,9 @@ def serve(host: str, port: int, workers: int, threads: int) -> None:
     if workers > 0:
         from serving.gunicorn_app import run_gunicorn
 
-        run_gunicorn(host=host, port=port, workers=workers, threads=threads, metrics=metrics)
+        run_gunicorn(
+            create_app, host=host, port=port, workers=workers, threads=threads, metrics=metrics
+        )
         return
     from serving.devserver import run_development_server
 

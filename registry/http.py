@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the registry never imports the serving stack at run time
     from registry.bounded import BoundedLookups
     from registry.records import VersionRecord
     from serving.dataplane import DataPlane
-    from serving.formats import Inspection
+    from serving.inspection import Inspection
     from serving.metrics import Metrics
     from serving.runtime import ServingRuntime
 

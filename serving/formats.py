@@ -222,36 +222,3 @@ class OnnxModel:
         if len(self._outputs) < 2:
             raise AttributeError("this ONNX model has no probability output")
         return self._run(1, X)
-
-
-class Inspection:
-    """A registration's one load of the artifact: its signature, and the model for conversion."""
-
-    def __init__(self, model: Any, signature: dict[str, Any]) -> None:
-        self.model = model
-        self.signature = signature
-
-    def accelerate(self, signature: Any, input_example: list[Any] | None) -> Any:
-        from serving.accelerate import accelerate
-
-        return accelerate(self.model, signature, input_example)
-
-
-def make_inspector(trust: TrustPolicy) -> Any:
-    """The registration-time check: the artifact must load as its format and be a model."""
-
-    def inspect_artifact(path: str, fmt: str) -> Inspection:
-        try:
-            with open(path, "rb") as file:
-                model = deserialize(file, fmt, trust=trust)
-        except InvalidInput:
-            raise
-        except Exception as error:  # any loader failure means "not a model"
-            log.info("artifact rejected at registration: %s: %s", type(error).__name__, error)
-            raise InvalidInput(
-                f"the artifact could not be loaded as {fmt}",
-                {"artifact": f"not a loadable {fmt} model ({type(error).__name__})"},
-            ) from None
-        return Inspection(model, infer_signature(model))
-
-    return inspect_artifact

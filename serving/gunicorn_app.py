@@ -8,17 +8,23 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+AppFactory = Callable[[Any], Any]  # manage.create_app: a config -> a WSGI app
+
 
 class ModelregServer(BaseApplication):
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], app_factory: AppFactory) -> None:
         from serving.worker import ConnectionBoard
 
         self.options = options
+        # Passed in, not imported: the command line (manage.py) runs this server, so importing
+        # it back would be a cycle. Workers are forked, so the factory needs no pickling.
+        self.app_factory = app_factory
         # Made before gunicorn forks the workers, which share it (serving/worker.py).
         self.connection_board = ConnectionBoard()
         super().__init__()
@@ -30,12 +36,11 @@ class ModelregServer(BaseApplication):
 
     def load(self) -> Any:
         from config import load_config
-        from manage import create_app
         from registry.logs import configure_logging
 
         config = load_config()
         configure_logging(config.LOG_LEVEL, config.LOG_FORMAT)
-        app = create_app(config)
+        app = self.app_factory(config)
         # Long-lived objects from start-up (the ML stack, the app) never become garbage:
         # freezing them keeps full collections from rescanning them on every large request.
         gc.collect()
@@ -91,6 +96,7 @@ def prepare_metrics_dir() -> MetricsFolder:
 
 
 def run_gunicorn(
+    app_factory: AppFactory,
     *,
     host: str,
     port: int,
@@ -129,6 +135,6 @@ def run_gunicorn(
         options["control_socket_disable"] = True
     options.update(extra or {})
     try:
-        ModelregServer(options).run()
+        ModelregServer(options, app_factory).run()
     finally:
         metrics.remove()

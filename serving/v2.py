@@ -40,9 +40,9 @@ from registry.answers import Answer
 from registry.errors import MalformedRequest, ModelregError
 from registry.http import app_services, json_response
 from registry.problems import problem_for, to_response
+from serving import native
 from serving.dataplane import Batch, DataPlane, Inference
 from serving.loader import Servable
-from serving.native import model_headers, resolution_headers
 from serving.ops import database_check
 from serving.tensor_inputs import FIELD, INPUT_NAME, to_matrix
 from serving.v2_codec import (
@@ -208,7 +208,7 @@ def _metadata(name: str, version: str | None) -> Response:
         # One input per feature (each [N] or [N, 1]) is accepted too, named like these.
         parameters["feature_names"] = list(plan.feature_names)
     body["parameters"] = parameters
-    return json_response(body, headers=dict(resolution_headers(resolution)))
+    return json_response(body, headers=dict(native.resolution_headers(resolution)))
 
 
 def _platform(servable: Servable) -> str:
@@ -242,7 +242,7 @@ def _ready(name: str, version: str | None) -> Response:
     dataplane = _dataplane()
     resolution = dataplane.resolve(name, version)  # unknown model/version: 404
     number = str(resolution.spec.version)
-    headers = dict(resolution_headers(resolution))
+    headers = dict(native.resolution_headers(resolution))
     try:
         dataplane.load(resolution)
     except ModelregError as error:
@@ -323,7 +323,7 @@ def infer_answer(
 
     served = dataplane.infer(name, version, decode, encode, memory_only=memory_only)
     payload, length = served.payload
-    headers = model_headers(served.inference)
+    headers = native.model_headers(served.inference)
     if length is None:
         return Answer(200, [("Content-Type", "application/json"), *headers], payload)
     headers.append((HEADER_LENGTH, str(length)))
@@ -407,7 +407,7 @@ def repository_load(name: str) -> Response:
             "state": "READY",
             "load_seconds": loaded.load_seconds,
         },
-        headers=dict(resolution_headers(resolution)),
+        headers=dict(native.resolution_headers(resolution)),
     )
 
 
@@ -419,7 +419,7 @@ def repository_unload(name: str) -> Response:
     evicted = dataplane.evict(name, str(resolution.spec.version))
     return json_response(
         {"name": name, "version": str(resolution.spec.version), "evicted": evicted},
-        headers=dict(resolution_headers(resolution)),
+        headers=dict(native.resolution_headers(resolution)),
     )
 
 
