@@ -106,18 +106,6 @@ def to_response(answer: Answer) -> Response:
     return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
-def problem(
-    status: int,
-    title: str,
-    detail: str,
-    errors_: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    extra = tuple((headers or {}).items())
-    request_id = g.get("request_id") if g else None
-    return to_response(render_problem(Problem(status, title, detail, errors_, extra), request_id))
-
-
 def problem_response(error: BaseException) -> Response:
     request_id = g.get("request_id") if g else None
     return to_response(render_problem(problem_for(error, request_id), request_id))
