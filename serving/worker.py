@@ -20,11 +20,11 @@ Inline predictions: a hand-off to the pool (a queue, a future, a pipe write, ano
 GIL hand-offs) costs more than a small prediction itself. A complete, small, plain predict
 request (serving/inline_http.py parses it, strictly) that the app's fast path can answer from
 memory alone (serving/fastpath.py: a cached token, a known reference, a loaded model) is
-answered by the loop thread: the model call is CPU work either way, and the answer is
-buffered like any other. Everything else (a load, a registry lookup, an error to explain,
-uploads, registry calls, V2, larger or unusual requests) goes to the pool and through
-gunicorn's own parser and response writer: the loop never waits on the database or the
-store.
+answered by the loop thread, failures included (a bad body, a refusing model): the model call
+is CPU work either way, and the answer is buffered like any other. Everything else (a load, a
+registry lookup, uploads, registry calls, V2, larger or unusual requests) goes to the pool
+and through gunicorn's own parser and response writer: the loop never waits on the database
+or the store.
 
 Spreading connections: all workers wait on one listening socket and the first to wake takes a
 new connection. With keep-alive clients (a service's connection pool, a load generator), the
@@ -819,7 +819,7 @@ class ModelregWorker(BalancedThreadWorker):
             self.log.exception("Error handling request %s", environ.get("RAW_URI"))
             answer = None
         if answer is None:
-            return None  # a load, a lookup, an error to explain: the app, in a thread
+            return None  # a load or a registry lookup: the app, in a thread
         self.nr += 1
         keepalive = not request.close and self.alive and bool(self.cfg.keepalive)
         if self.nr >= self.max_requests:
