@@ -8,8 +8,19 @@ import orjson
 from flask import Blueprint, Response, request
 
 from registry.access import current_identity, requires
+from registry.endpoints import endpoint, json_answer, request_body
 from registry.http import app_services, json_response
 from registry.problems import problem
+from serving.api_docs import (
+    CACHE_STATUS,
+    EVICT_RESPONSE,
+    PREDICT_EXAMPLE,
+    PREDICT_EXAMPLES,
+    PREDICT_HEADERS,
+    PREDICT_REQUEST,
+    PREDICT_RESPONSE,
+    WARM_RESPONSE,
+)
 from serving.runtime import Prediction, ServingRuntime
 
 bp = Blueprint("serving", __name__)
@@ -25,6 +36,22 @@ def _runtime() -> ServingRuntime:
     return app_services().serving
 
 
+@endpoint(
+    summary="Predict with a version or an alias",
+    tag="serving",
+    body=request_body(PREDICT_REQUEST, examples=PREDICT_EXAMPLES),
+    responses={
+        200: json_answer(
+            "The predictions, and which version made them.",
+            PREDICT_RESPONSE,
+            example=PREDICT_EXAMPLE,
+            headers=PREDICT_HEADERS,
+        )
+    },
+    errors=(400, 401, 403, 404, 413, 415, 422, 503),
+    description="`ref` is a version number (pinned), an alias (follows promotions) or "
+    "`latest`. 422 names the rows and fields that are wrong.",
+)
 @bp.post("/models/<name>/<ref>/predict")
 @requires("reader")
 def predict(name: str, ref: str) -> Response:
@@ -57,6 +84,16 @@ def model_headers(result: Prediction) -> list[tuple[str, str]]:
     return headers + STALE_HEADERS if result.stale else headers
 
 
+@endpoint(
+    summary="What the model cache holds",
+    tag="serving",
+    responses={
+        200: json_answer("Loaded versions, recent load failures and counters.", CACHE_STATUS)
+    },
+    errors=(401, 403, 503),
+    description="Versions and failures of the models the token may use; the counters are the "
+    "process's own.",
+)
 @bp.get("/serving/cache")
 def cache_status() -> Response:
     cache = _runtime().cache
@@ -72,6 +109,12 @@ def cache_status() -> Response:
     )
 
 
+@endpoint(
+    summary="Load a version into the cache",
+    tag="serving",
+    responses={200: json_answer("The loaded version.", WARM_RESPONSE)},
+    errors=(401, 403, 404, 422, 503),
+)
 @bp.post("/serving/cache/<name>/<ref>")
 @requires("operator")
 def warm(name: str, ref: str) -> Response:
@@ -87,6 +130,12 @@ def warm(name: str, ref: str) -> Response:
     )
 
 
+@endpoint(
+    summary="Evict a version from the cache",
+    tag="serving",
+    responses={200: json_answer("How many were evicted.", EVICT_RESPONSE)},
+    errors=(401, 403, 404, 503),
+)
 @bp.delete("/serving/cache/<name>/<ref>")
 @requires("operator")
 def evict(name: str, ref: str) -> Response:
