@@ -15,6 +15,8 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from registry.access import public
+from registry.api_docs import OPENAPI_DOCUMENT
+from registry.endpoints import endpoint, json_answer, no_body, undocumented
 from registry.errors import NotFound
 from registry.openapi import EXTENSION_KEY, get_spec
 
@@ -55,6 +57,14 @@ def _static(filename: str, mimetype: str) -> Response:
     return response
 
 
+@endpoint(
+    summary="This OpenAPI document",
+    tag="ops",
+    responses={
+        200: json_answer("The OpenAPI 3.1 document.", OPENAPI_DOCUMENT),
+        304: no_body("Not modified: If-None-Match matched the document's ETag."),
+    },
+)
 @bp.get("/openapi.json")
 @public
 def openapi_json() -> Response:
@@ -64,12 +74,24 @@ def openapi_json() -> Response:
     return response.make_conditional(request)
 
 
+@endpoint(
+    summary="The API reference page",
+    tag="ops",
+    responses={
+        200: json_answer(
+            "An HTML page that renders this document (works offline).",
+            {"type": "string"},
+            media="text/html",
+        )
+    },
+)
 @bp.get("/docs")
 @public
 def docs() -> Response:
     return _static(DOCS_PAGE, "text/html; charset=utf-8")
 
 
+@undocumented("the reference page's own scripts and styles, not an API operation")
 @bp.get("/docs/<path:filename>")
 @public
 def docs_asset(filename: str) -> Response:

@@ -13,6 +13,8 @@ from marshmallow import fields, validate
 
 from registry import auth, schemas
 from registry.access import current_identity, requires
+from registry.api_docs import TOKEN_EXAMPLES, page_of, with_secret
+from registry.endpoints import BODY_ERRORS, endpoint, json_answer, request_body
 from registry.http import app_services, current_actor, json_body, json_response
 from registry.pagination import make_page
 
@@ -49,6 +51,20 @@ class TokenOut(schemas.Schema):
 _token_out = TokenOut()
 
 
+@endpoint(
+    summary="Create an API token",
+    tag="tokens",
+    body=request_body(TokenCreateSchema, examples=TOKEN_EXAMPLES),
+    responses={
+        201: json_answer(
+            "The token, with its secret (shown only this once).", with_secret(TokenOut)
+        )
+    },
+    errors=(*BODY_ERRORS, 409),
+    description="A token grants no more than it has: 403 for a role above its own, models "
+    "outside its own list (a token limited to models must name them), or an expiry later "
+    "than its own (a token that expires must give one).",
+)
 @bp.post("/tokens")
 @requires("admin")
 def create_token() -> Response:
@@ -66,6 +82,14 @@ def create_token() -> Response:
     return json_response({"token": secret, **_token_out.dump(record)}, 201)
 
 
+@endpoint(
+    summary="List API tokens (never their secrets)",
+    tag="tokens",
+    query=schemas.ListQuerySchema(only=("limit", "cursor")),
+    responses={200: json_answer("The tokens.", page_of("TokenList", "tokens", TokenOut))},
+    errors=(401, 403, 422, 503),
+    description="Only the tokens within the caller's reach: those it could have granted.",
+)
 @bp.get("/tokens")
 @requires("admin")
 def list_tokens() -> Response:
@@ -83,6 +107,14 @@ def list_tokens() -> Response:
     )
 
 
+@endpoint(
+    summary="Revoke an API token",
+    tag="tokens",
+    responses={200: json_answer("The revoked token.", TokenOut)},
+    errors=(401, 403, 404, 503),
+    description="Every serving process refuses the token within ALIAS_REFRESH_SECONDS. A token "
+    "outside the caller's reach answers 404, as if it did not exist.",
+)
 @bp.delete("/tokens/<token_name>")
 @requires("admin")
 def revoke_token(token_name: str) -> Response:

@@ -11,6 +11,21 @@ from werkzeug.wsgi import wrap_file
 
 from registry import schemas
 from registry.access import current_identity, require_model, require_role, requires
+from registry.api_docs import (
+    ARTIFACT_HEADERS,
+    CREATE_MODEL_EXAMPLES,
+    IF_NONE_MATCH,
+    LOCATION,
+    MODEL_EXAMPLE,
+    PROMOTE_EXAMPLES,
+    REASON_BODY,
+    REASON_QUERY,
+    REGISTER_BODY,
+    VERSION_EXAMPLE,
+    alias_move_example,
+    page_of,
+)
+from registry.endpoints import BODY_ERRORS, binary, endpoint, json_answer, no_body, request_body
 from registry.errors import (
     InvalidInput,
     MalformedRequest,
@@ -85,6 +100,22 @@ def _reason() -> str:
 # ---- models ------------------------------------------------------------------------------
 
 
+@endpoint(
+    summary="Create a registered model",
+    tag="registry",
+    body=request_body(schemas.ModelCreateSchema, examples=CREATE_MODEL_EXAMPLES),
+    responses={
+        201: json_answer(
+            "The new model.",
+            schemas.ModelOut,
+            example=MODEL_EXAMPLE | {"aliases": {}, "latest_version": None},
+            headers=LOCATION,
+        )
+    },
+    errors=(*BODY_ERRORS, 409),
+    description="409 when a model of that name exists; 403 when the token is restricted to "
+    "other models.",
+)
 @bp.post("/models")
 @requires("publisher")
 def create_model() -> Response:
@@ -100,6 +131,19 @@ def create_model() -> Response:
     return json_response(_model_out.dump(record), 201, {"Location": f"/models/{record.name}"})
 
 
+@endpoint(
+    summary="List registered models",
+    tag="registry",
+    query=schemas.ListQuerySchema(only=("limit", "cursor", "q", "tag")),
+    responses={
+        200: json_answer(
+            "A page of models.",
+            page_of("ModelList", "models", schemas.ModelOut),
+            example={"models": [MODEL_EXAMPLE], "next_cursor": None},
+        )
+    },
+    errors=(401, 403, 422, 503),
+)
 @bp.get("/models")
 def list_models() -> Response:
     page, args = _list_args(str)
@@ -115,6 +159,14 @@ def list_models() -> Response:
     )
 
 
+@endpoint(
+    summary="Get a registered model",
+    tag="registry",
+    responses={
+        200: json_answer("The model, with its aliases.", schemas.ModelOut, example=MODEL_EXAMPLE)
+    },
+    errors=(401, 403, 404, 503),
+)
 @bp.get("/models/<name>")
 def get_model(name: str) -> Response:
     return json_response(
@@ -122,6 +174,21 @@ def get_model(name: str) -> Response:
     )
 
 
+@endpoint(
+    summary="Update a model's description or tags",
+    tag="registry",
+    body=request_body(
+        schemas.ModelUpdateSchema,
+        examples={
+            "retag": {
+                "value": {"tags": {"team": "pricing", "obsolete": None}, "reason": "team tag"}
+            }
+        },
+    ),
+    responses={200: json_answer("The updated model.", schemas.ModelOut)},
+    errors=(*BODY_ERRORS, 404),
+    description="`tags` is a merge patch: a null value removes that tag.",
+)
 @bp.patch("/models/<name>")
 @requires("publisher")
 def update_model(name: str) -> Response:
@@ -137,6 +204,15 @@ def update_model(name: str) -> Response:
     return json_response(_model_out.dump(record))
 
 
+@endpoint(
+    summary="Delete a registered model",
+    tag="registry",
+    body=REASON_BODY,
+    parameters=(REASON_QUERY,),
+    responses={204: no_body("Deleted.")},
+    errors=(*BODY_ERRORS, 404, 409),
+    description="409 while an alias points at one of its versions.",
+)
 @bp.delete("/models/<name>")
 @requires("operator")
 def delete_model(name: str) -> Response:
@@ -166,6 +242,24 @@ def _read_metadata(form: Any, files: Any, limit: int) -> dict[str, Any]:
     return schemas.parse_json(raw, field="metadata")
 
 
+@endpoint(
+    summary="Register a new version (multipart upload)",
+    tag="registry",
+    body=REGISTER_BODY,
+    responses={
+        201: json_answer(
+            "The new version record.",
+            schemas.VersionOut,
+            example=VERSION_EXAMPLE,
+            headers=LOCATION,
+        )
+    },
+    errors=(*BODY_ERRORS, 409),
+    description="Creates the registered model if it does not exist. The server assigns the "
+    "next version number (never reused), computes sha256 and size, and infers the signature "
+    "where it can. Pickle-based formats need the publisher role and may be disabled on this "
+    "server (422).",
+)
 @bp.post("/models/<name>/versions")
 @requires("publisher")
 def register_version(name: str) -> Response:
@@ -247,6 +341,18 @@ def register_version(name: str) -> Response:
     )
 
 
+@endpoint(
+    summary="List a model's versions",
+    tag="registry",
+    query=schemas.ListQuerySchema(only=("limit", "cursor", "status", "tag")),
+    responses={
+        200: json_answer(
+            "A page of versions, newest first.",
+            page_of("VersionList", "versions", schemas.VersionOut),
+        )
+    },
+    errors=(401, 403, 404, 422, 503),
+)
 @bp.get("/models/<name>/versions")
 def list_versions(name: str) -> Response:
     page, args = _list_args(int)
@@ -258,12 +364,32 @@ def list_versions(name: str) -> Response:
     )
 
 
+@endpoint(
+    summary="Get a version",
+    tag="registry",
+    responses={
+        200: json_answer("The version record.", schemas.VersionOut, example=VERSION_EXAMPLE)
+    },
+    errors=(401, 403, 404, 503),
+)
 @bp.get("/models/<name>/versions/<ref>")
 def get_version(name: str, ref: str) -> Response:
     record = version_service.get_version(app_services().uow, _model_name(name), _reference(ref))
     return json_response(_version_out.dump(record))
 
 
+@endpoint(
+    summary="Update a version's description, tags or status",
+    tag="registry",
+    body=request_body(
+        schemas.VersionUpdateSchema,
+        examples={"archive": {"value": {"status": "archived", "reason": "superseded by v8"}}},
+    ),
+    responses={200: json_answer("The updated version record.", schemas.VersionOut)},
+    errors=(*BODY_ERRORS, 404, 409),
+    description="Changing `status` (archive or restore) needs the operator role; 409 when "
+    "archiving a version an alias points at.",
+)
 @bp.patch("/models/<name>/versions/<ref>")
 @requires("publisher")
 def update_version(name: str, ref: str) -> Response:
@@ -286,6 +412,15 @@ def update_version(name: str, ref: str) -> Response:
     return json_response(_version_out.dump(record))
 
 
+@endpoint(
+    summary="Delete a version",
+    tag="registry",
+    body=REASON_BODY,
+    parameters=(REASON_QUERY,),
+    responses={204: no_body("Deleted; its number is never reused.")},
+    errors=(*BODY_ERRORS, 404, 409),
+    description="409 while an alias points at it.",
+)
 @bp.delete("/models/<name>/versions/<ref>")
 @requires("operator")
 def delete_version(name: str, ref: str) -> Response:
@@ -302,6 +437,21 @@ def delete_version(name: str, ref: str) -> Response:
     return Response(status=204)
 
 
+@endpoint(
+    summary="Download a version's artifact",
+    tag="registry",
+    parameters=(IF_NONE_MATCH,),
+    responses={
+        200: json_answer(
+            "The artifact's bytes.",
+            binary(),
+            headers=ARTIFACT_HEADERS,
+            media="application/octet-stream",
+        ),
+        304: no_body("Not modified: If-None-Match matched the artifact's sha256."),
+    },
+    errors=(401, 403, 404, 503),
+)
 @bp.get("/models/<name>/versions/<ref>/artifact")
 def download_artifact(name: str, ref: str) -> Response:
     deps = app_services()
@@ -357,6 +507,19 @@ def _requested_range(size: int) -> tuple[int, int] | None:
 # ---- aliases -----------------------------------------------------------------------------
 
 
+@endpoint(
+    summary="Promote a version to an alias",
+    tag="registry",
+    body=request_body(schemas.PromoteSchema, required=False, examples=PROMOTE_EXAMPLES),
+    responses={
+        200: json_answer("The alias moved.", schemas.AliasMoveOut, example=alias_move_example(7, 6))
+    },
+    errors=(*BODY_ERRORS, 404, 409),
+    description="Before the alias moves, the version is loaded, its sha256 verified and its "
+    "input example (if any) predicted; a failure is 422 and the alias does not move. With "
+    "`expected_version`, 409 when the alias points elsewhere. An empty body promotes to "
+    "`production`.",
+)
 @bp.post("/models/<name>/versions/<ref>/promote")
 @requires("operator")
 def promote(name: str, ref: str) -> Response:
@@ -384,6 +547,20 @@ def promote(name: str, ref: str) -> Response:
     return json_response(_move_out.dump(move))
 
 
+@endpoint(
+    summary="Roll an alias back to its previous version",
+    tag="registry",
+    body=REASON_BODY,
+    parameters=(REASON_QUERY,),
+    responses={
+        200: json_answer(
+            "The alias moved back.", schemas.AliasMoveOut, example=alias_move_example(6, 7)
+        )
+    },
+    errors=(*BODY_ERRORS, 404, 409),
+    description="Undoes the most recent promotion of the alias that has not been rolled back "
+    "yet; 409 when there is nothing left to roll back to.",
+)
 @bp.post("/models/<name>/aliases/<alias>/rollback")
 @requires("operator")
 def rollback(name: str, alias: str) -> Response:
@@ -401,6 +578,13 @@ def rollback(name: str, alias: str) -> Response:
     return json_response(_move_out.dump(move))
 
 
+@endpoint(
+    summary="List a model's aliases",
+    tag="registry",
+    query=schemas.ListQuerySchema(only=("limit", "cursor")),
+    responses={200: json_answer("The aliases.", page_of("AliasList", "aliases", schemas.AliasOut))},
+    errors=(401, 403, 404, 422, 503),
+)
 @bp.get("/models/<name>/aliases")
 def list_aliases(name: str) -> Response:
     page, _ = _list_args(str)
@@ -410,6 +594,14 @@ def list_aliases(name: str) -> Response:
     )
 
 
+@endpoint(
+    summary="Delete an alias",
+    tag="registry",
+    body=REASON_BODY,
+    parameters=(REASON_QUERY,),
+    responses={204: no_body("Deleted.")},
+    errors=(*BODY_ERRORS, 404),
+)
 @bp.delete("/models/<name>/aliases/<alias>")
 @requires("operator")
 def delete_alias(name: str, alias: str) -> Response:
@@ -425,6 +617,17 @@ def delete_alias(name: str, alias: str) -> Response:
 # ---- events ------------------------------------------------------------------------------
 
 
+@endpoint(
+    summary="The model's audit trail",
+    tag="registry",
+    query=schemas.ListQuerySchema(only=("limit", "cursor", "type")),
+    responses={
+        200: json_answer(
+            "A page of events, newest first.", page_of("EventList", "events", schemas.EventOut)
+        )
+    },
+    errors=(401, 403, 404, 422, 503),
+)
 @bp.get("/models/<name>/events")
 def list_events(name: str) -> Response:
     page, args = _list_args(int)

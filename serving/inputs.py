@@ -743,3 +743,9 @@ class _Errors:
         elif len(self.items) > 1:
             detail += f" (and {len(self.items) - 1} more)"
         return InvalidInput(detail, self.items)
+
+
+# Named for the API description (serving.api_docs), so that it states no grammar of its own.
+DEFAULT_METHOD = "predict"
+PREDICT_METHODS = (DEFAULT_METHOD, "predict_proba")  # the most a model offers: InputPlan.methods
+SPLIT_KEYS = _SPLIT_KEYS

@@ -33,6 +33,7 @@ from prometheus_client import (
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from registry.access import public
+from registry.endpoints import endpoint, json_answer
 from serving.cache import VersionKey
 
 LATENCY_BUCKETS = (
@@ -198,6 +199,13 @@ class Metrics:
         return generate_latest(aggregate)
 
 
+@endpoint(
+    summary="Prometheus metrics",
+    tag="ops",
+    responses={
+        200: json_answer("Prometheus text exposition.", {"type": "string"}, media="text/plain")
+    },
+)
 @bp.get("/metrics")
 @public
 def metrics() -> Response:

@@ -10,8 +10,10 @@ from flask import Blueprint, Response
 from sqlalchemy import Connection, text
 
 from registry.access import public
+from registry.endpoints import endpoint, json_answer
 from registry.errors import DependencyUnavailable
 from registry.http import AppServices, app_services, json_response
+from serving.api_docs import HEALTH, READINESS, RETRY_AFTER
 from storage import StorageError
 
 bp = Blueprint("ops", __name__)
@@ -47,6 +49,11 @@ def _schema_problem(connection: Connection) -> str | None:
     )
 
 
+@endpoint(
+    summary="Liveness",
+    tag="ops",
+    responses={200: json_answer("The process is up.", HEALTH)},
+)
 @bp.get("/healthz")
 @public
 def healthz() -> Response:
@@ -77,6 +84,14 @@ def database_check(deps: AppServices) -> dict[str, Any]:
     return check
 
 
+@endpoint(
+    summary="Readiness: database and artifact store",
+    tag="ops",
+    responses={
+        200: json_answer("Ready.", READINESS),
+        503: json_answer("A dependency is unavailable.", READINESS, headers=RETRY_AFTER),
+    },
+)
 @bp.get("/readyz")
 @public
 def readyz() -> Response:

@@ -37,10 +37,31 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from registry.access import public, requires
 from registry.answers import Answer
+from registry.api_docs import VERSION_HEADERS
+from registry.endpoints import json_answer, request_body
 from registry.errors import MalformedRequest, ModelregError
 from registry.http import app_services, json_response
 from registry.problems import problem_for, to_response
 from serving import native
+from serving.api_docs import (
+    DEFAULT_VERSION_NOTE,
+    INFER_BODY,
+    INFER_ERRORS,
+    INFER_OK,
+    V2_HEADER_LENGTH,
+    V2_LIVE,
+    V2_LOAD_REQUEST,
+    V2_LOAD_RESPONSE,
+    V2_MODEL_METADATA,
+    V2_MODEL_READY,
+    V2_MODEL_STATS,
+    V2_READY,
+    V2_REPOSITORY_INDEX,
+    V2_REPOSITORY_INDEX_REQUEST,
+    V2_SERVER_METADATA,
+    V2_UNLOAD_RESPONSE,
+    v2_endpoint,
+)
 from serving.dataplane import Batch, DataPlane, Inference
 from serving.loader import Servable
 from serving.ops import database_check
@@ -133,6 +154,10 @@ def _v2_error(error: Exception) -> Response:
 # --------------------------------------------------------------------------- server
 
 
+@v2_endpoint(
+    summary="Server metadata",
+    responses={200: json_answer("Server metadata.", V2_SERVER_METADATA)},
+)
 @bp.get("/v2")
 @public
 def server_metadata() -> Response:
@@ -141,12 +166,20 @@ def server_metadata() -> Response:
     )
 
 
+@v2_endpoint(summary="Server liveness", responses={200: json_answer("Live.", V2_LIVE)})
 @bp.get("/v2/health/live")
 @public
 def live() -> Response:
     return json_response({"live": True})
 
 
+@v2_endpoint(
+    summary="Server readiness",
+    responses={
+        200: json_answer("Ready.", V2_READY),
+        503: json_answer("The database is unavailable.", V2_READY),
+    },
+)
 @bp.get("/v2/health/ready")
 @public
 def ready() -> Response:
@@ -160,24 +193,60 @@ def ready() -> Response:
 # --------------------------------------------------------------------------- models
 
 
+@v2_endpoint(
+    summary="Model metadata (default version)",
+    responses={
+        200: json_answer(
+            "Inputs, outputs and versions.", V2_MODEL_METADATA, headers=VERSION_HEADERS
+        )
+    },
+    errors=(400, 401, 403, 404, 503),
+    description=DEFAULT_VERSION_NOTE,
+)
 @bp.get("/v2/models/<name>")
 @requires("reader")
 def model_metadata(name: str) -> Response:
     return _metadata(name, None)
 
 
+@v2_endpoint(
+    summary="Model metadata (a version)",
+    responses={
+        200: json_answer(
+            "Inputs, outputs and versions.", V2_MODEL_METADATA, headers=VERSION_HEADERS
+        )
+    },
+    errors=(400, 401, 403, 404, 503),
+)
 @bp.get("/v2/models/<name>/versions/<version>")
 @requires("reader")
 def model_version_metadata(name: str, version: str) -> Response:
     return _metadata(name, version)
 
 
+@v2_endpoint(
+    summary="Model readiness (default version)",
+    responses={
+        200: json_answer("Loaded and ready.", V2_MODEL_READY, headers=VERSION_HEADERS),
+        503: json_answer("The version cannot be loaded.", V2_MODEL_READY),
+    },
+    errors=(401, 403, 404),
+    description=DEFAULT_VERSION_NOTE,
+)
 @bp.get("/v2/models/<name>/ready")
 @requires("reader")
 def model_ready(name: str) -> Response:
     return _ready(name, None)
 
 
+@v2_endpoint(
+    summary="Model readiness (a version)",
+    responses={
+        200: json_answer("Loaded and ready.", V2_MODEL_READY, headers=VERSION_HEADERS),
+        503: json_answer("The version cannot be loaded.", V2_MODEL_READY),
+    },
+    errors=(401, 403, 404),
+)
 @bp.get("/v2/models/<name>/versions/<version>/ready")
 @requires("reader")
 def model_version_ready(name: str, version: str) -> Response:
@@ -257,12 +326,27 @@ def _ready(name: str, version: str | None) -> Response:
 # --------------------------------------------------------------------------- inference
 
 
+@v2_endpoint(
+    summary="Inference (default version)",
+    body=INFER_BODY,
+    parameters=(V2_HEADER_LENGTH,),
+    responses={200: INFER_OK},
+    errors=INFER_ERRORS,
+    description=DEFAULT_VERSION_NOTE,
+)
 @bp.post("/v2/models/<name>/infer")
 @requires("reader")
 def infer(name: str) -> Response:
     return _infer(name, None)
 
 
+@v2_endpoint(
+    summary="Inference (a version)",
+    body=INFER_BODY,
+    parameters=(V2_HEADER_LENGTH,),
+    responses={200: INFER_OK},
+    errors=INFER_ERRORS,
+)
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 @requires("reader")
 def infer_version(name: str, version: str) -> Response:
@@ -356,6 +440,12 @@ def _requested_outputs(decoded: InferRequest, servable: Servable) -> list[Reques
 # --------------------------------------------------------------------------- repository
 
 
+@v2_endpoint(
+    summary="Repository index: loaded versions and load failures",
+    body=request_body(V2_REPOSITORY_INDEX_REQUEST, required=False),
+    responses={200: json_answer("The index.", V2_REPOSITORY_INDEX)},
+    errors=(400, 401, 403, 413, 503),
+)
 @bp.post("/v2/repository/index")
 @requires("reader")
 def repository_index() -> Response:
@@ -387,6 +477,12 @@ def repository_index() -> Response:
     return json_response([index[key] for key in sorted(index)])
 
 
+@v2_endpoint(
+    summary="Load the model's default version",
+    body=request_body(V2_LOAD_REQUEST, required=False),
+    responses={200: json_answer("Loaded.", V2_LOAD_RESPONSE, headers=VERSION_HEADERS)},
+    errors=(400, 401, 403, 404, 413, 503),
+)
 @bp.post("/v2/repository/models/<name>/load")
 @requires("operator")
 def repository_load(name: str) -> Response:
@@ -411,6 +507,11 @@ def repository_load(name: str) -> Response:
     )
 
 
+@v2_endpoint(
+    summary="Unload the model's default version",
+    responses={200: json_answer("Unloaded.", V2_UNLOAD_RESPONSE, headers=VERSION_HEADERS)},
+    errors=(401, 403, 404, 503),
+)
 @bp.post("/v2/repository/models/<name>/unload")
 @requires("operator")
 def repository_unload(name: str) -> Response:
@@ -426,6 +527,11 @@ def repository_unload(name: str) -> Response:
 # --------------------------------------------------------------------------- statistics
 
 
+@v2_endpoint(
+    summary="Inference statistics of every model",
+    responses={200: json_answer("Statistics.", V2_MODEL_STATS)},
+    errors=(401, 403, 503),
+)
 @bp.get("/v2/models/stats")
 @requires("reader")
 def all_stats() -> Response:
@@ -436,6 +542,11 @@ def all_stats() -> Response:
     return json_response({"model_stats": stats})
 
 
+@v2_endpoint(
+    summary="Inference statistics of a model",
+    responses={200: json_answer("Statistics.", V2_MODEL_STATS)},
+    errors=(401, 403, 404, 503),
+)
 @bp.get("/v2/models/<name>/stats")
 @requires("reader")
 def model_stats(name: str) -> Response:
@@ -448,6 +559,11 @@ def model_stats(name: str) -> Response:
     return json_response({"model_stats": stats})
 
 
+@v2_endpoint(
+    summary="Inference statistics of a version",
+    responses={200: json_answer("Statistics.", V2_MODEL_STATS)},
+    errors=(401, 403, 404, 503),
+)
 @bp.get("/v2/models/<name>/versions/<version>/stats")
 @requires("reader")
 def model_version_stats(name: str, version: str) -> Response:

@@ -7,8 +7,19 @@ import os
 from flask import Blueprint, Response, request
 
 from registry.access import current_identity, requires
+from registry.endpoints import endpoint, json_answer, request_body
 from registry.http import app_services, json_response
 from registry.problems import to_response
+from serving.api_docs import (
+    CACHE_STATUS,
+    EVICT_RESPONSE,
+    PREDICT_EXAMPLE,
+    PREDICT_EXAMPLES,
+    PREDICT_HEADERS,
+    PREDICT_REQUEST,
+    PREDICT_RESPONSE,
+    WARM_RESPONSE,
+)
 from serving.dataplane import DataPlane
 from serving.native import check_media_type, predict_answer
 
@@ -19,6 +30,22 @@ def _dataplane() -> DataPlane:
     return app_services().dataplane
 
 
+@endpoint(
+    summary="Predict with a version or an alias",
+    tag="serving",
+    body=request_body(PREDICT_REQUEST, examples=PREDICT_EXAMPLES),
+    responses={
+        200: json_answer(
+            "The predictions, and which version made them.",
+            PREDICT_RESPONSE,
+            example=PREDICT_EXAMPLE,
+            headers=PREDICT_HEADERS,
+        )
+    },
+    errors=(400, 401, 403, 404, 413, 415, 422, 503),
+    description="`ref` is a version number (pinned), an alias (follows promotions) or "
+    "`latest`. 422 names the rows and fields that are wrong.",
+)
 @bp.post("/models/<name>/<ref>/predict")
 @requires("reader")
 def predict(name: str, ref: str) -> Response:
@@ -27,6 +54,16 @@ def predict(name: str, ref: str) -> Response:
     return to_response(predict_answer(_dataplane(), name, ref, body))
 
 
+@endpoint(
+    summary="What the model cache holds",
+    tag="serving",
+    responses={
+        200: json_answer("Loaded versions, recent load failures and counters.", CACHE_STATUS)
+    },
+    errors=(401, 403, 503),
+    description="Versions and failures of the models the token may use; the counters are the "
+    "process's own.",
+)
 @bp.get("/serving/cache")
 def cache_status() -> Response:
     dataplane = _dataplane()
@@ -42,6 +79,12 @@ def cache_status() -> Response:
     )
 
 
+@endpoint(
+    summary="Load a version into the cache",
+    tag="serving",
+    responses={200: json_answer("The loaded version.", WARM_RESPONSE)},
+    errors=(401, 403, 404, 422, 503),
+)
 @bp.post("/serving/cache/<name>/<ref>")
 @requires("operator")
 def warm(name: str, ref: str) -> Response:
@@ -57,6 +100,12 @@ def warm(name: str, ref: str) -> Response:
     )
 
 
+@endpoint(
+    summary="Evict a version from the cache",
+    tag="serving",
+    responses={200: json_answer("How many were evicted.", EVICT_RESPONSE)},
+    errors=(401, 403, 404, 503),
+)
 @bp.delete("/serving/cache/<name>/<ref>")
 @requires("operator")
 def evict(name: str, ref: str) -> Response:
