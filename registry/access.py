@@ -40,6 +40,16 @@ def current_identity() -> Identity:
     return g.identity
 
 
+def needed_role(view: Callable[..., Any], method: str) -> str | None:
+    """The role a request to `view` with `method` needs, or None when the view is public.
+    A view that declares no role needs reader for safe methods and admin otherwise."""
+    if getattr(view, "_public", False):
+        return None
+    return getattr(view, "_required_role", None) or (
+        "reader" if method in SAFE_METHODS else "admin"
+    )
+
+
 def require_role(role: str) -> None:
     """For views whose needed role depends on the body (e.g. archiving in a PATCH)."""
     identity: Identity = g.identity
@@ -98,9 +108,7 @@ def install(app: Flask, authenticator: Authenticator, *, disabled: bool, local_a
             return
         identity = authenticator.authenticate(_bearer_secret())
         g.identity, g.actor = identity, identity.name
-        needed = getattr(view, "_required_role", None) or (
-            "reader" if request.method in SAFE_METHODS else "admin"
-        )
+        needed = needed_role(view, request.method)
         if not identity.has_role(needed):
             raise Forbidden(
                 f"this endpoint needs the {needed} role; token '{identity.name}' "

@@ -28,7 +28,7 @@ from marshmallow import Schema
 from werkzeug.routing import Rule
 
 from registry import schemas
-from registry.access import SAFE_METHODS
+from registry.access import needed_role
 from registry.api_docs import EXAMPLE_MODEL
 from registry.auth import ROLES, TOKEN_NAME_MAX
 from registry.endpoints import Endpoint, ErrorFormat, JsonSchema, Undocumented, endpoint_spec
@@ -191,17 +191,8 @@ def operation_id(endpoint: str) -> str:
 
 
 def required_role(view: Callable[..., Any], method: str) -> str | None:
-    """The role `registry.access` demands of this view, or None when it is public.
-
-    Reads what `@public` and `@requires` put on the view; the fallback for a view that
-    declares no role is the one `registry.access` applies (reader for safe methods, else
-    admin).
-    """
-    if getattr(view, "_public", False):
-        return None
-    return getattr(view, "_required_role", None) or (
-        "reader" if method in SAFE_METHODS else "admin"
-    )
+    """The role `registry.access` demands of this view, or None when it is public."""
+    return needed_role(view, method)
 
 
 def undocumented_endpoints(app: Flask) -> list[str]:
