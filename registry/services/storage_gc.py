@@ -3,7 +3,7 @@
 Deleting a version or a model never deletes bytes (a blob may be shared by identical
 artifacts, and must outlive the commit that stops referencing it). This sweep removes what
 nothing references any more. Each blob is checked and deleted under the same lock a
-registration takes before storing its blob (`repository.lock_blob`), and a registration in
+registration takes before storing its blob (`Repository.lock_blob`), and a registration in
 flight is recorded in `pending_uploads`, so a blob is never removed from under a
 registration, even one that re-uses the bytes of an old orphan.
 """
