@@ -98,6 +98,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         on_batch=metrics.on_batch,
         lookups=lookups,
     )
+    uow.subscribe(serving.on_registry_change)  # committed registry changes reach its cache
     authenticator = Authenticator(
         uow,
         cache_seconds=config.AUTH_CACHE_SECONDS,

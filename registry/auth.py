@@ -33,7 +33,7 @@ from registry.errors import (
 )
 from registry.models import ApiToken, TokenEpoch
 from registry.names import is_model_name
-from registry.pagination import Page, encode_cursor
+from registry.pagination import Page, cut_page
 from registry.records import PageOf
 from registry.unit_of_work import UnitOfWorkFactory
 
@@ -205,9 +205,10 @@ def list_tokens(
         rows = [TokenRecord.from_row(row) for row in work.session.scalars(query)]
     if reach is not None:  # scopes are JSON lists: filtered here (tokens are few)
         rows = [r for r in rows if within_reach(reach, r.role, r.models)]
-    if page is None or len(rows) <= page.limit:
+    if page is None:
         return PageOf(rows, None)
-    return PageOf(rows[: page.limit], encode_cursor(rows[page.limit - 1].name))
+    items, cursor = cut_page(rows, page, lambda record: record.name)
+    return PageOf(items, cursor)
 
 
 def revoke_token(uow: UnitOfWorkFactory, name: str, *, by: Identity | None = None) -> TokenRecord:

@@ -43,7 +43,7 @@ class AppServices:
     authenticator: Authenticator
     lookups: BoundedLookups
     metrics: Metrics
-    serving: ServingRuntime  # the cache and resolver, for the registry's own uses
+    serving: ServingRuntime  # the resolver, loader and cache behind the data plane
     dataplane: DataPlane  # what every serving protocol goes through
     finisher: AnswerFinisher
 

@@ -1,149 +1,154 @@
-"""Queries over the registry tables, shared by the use-case services. No commits here."""
+"""What the use-case services may ask of storage: the registry's reads and writes, no commits.
+
+`registry.sql_repository.SqlRepository` is the implementation; unit tests use an in-memory
+one (tests/unit/fakes.py). Rows are the ORM classes' shape; services read and set their
+attributes and the unit of work's commit (or rollback) makes that durable (or undoes it).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
-from sqlalchemy.orm import Session
-
-from registry.db import utcnow
-from registry.errors import NotFound
-from registry.models import Alias, Event, ModelVersion, RegisteredModel
+from registry.models import Alias, ModelVersion, Promotion, RegisteredModel
 from registry.names import Reference
+from registry.pagination import Page
+from registry.records import ModelRecord, PageOf
+
+TagFilter = Sequence[tuple[str, str | None]]
 
 
-def find_model(session: Session, name: str, *, lock: bool = False) -> RegisteredModel | None:
-    """The live (not deleted) model called `name`; `lock` serializes writers on its row."""
-    query = select(RegisteredModel).where(
-        RegisteredModel.name == name, RegisteredModel.deleted_at.is_(None)
-    )
-    if lock:
-        query = query.with_for_update()
-    return session.scalars(query).one_or_none()
+class Repository(Protocol):
+    # ---- models
+    def find_model(
+        self, name: str, *, lock: bool = False, include_deleted: bool = False
+    ) -> RegisteredModel | None: ...
 
+    def get_model(self, name: str, *, lock: bool = False) -> RegisteredModel:
+        """The live model called `name`, or NotFound."""
+        ...
 
-def get_model(session: Session, name: str, *, lock: bool = False) -> RegisteredModel:
-    model = find_model(session, name, lock=lock)
-    if model is None:
-        raise NotFound(f"model '{name}' not found")
-    return model
+    def add_model(
+        self, name: str, *, description: str, tags: dict[str, str], at: datetime, actor: str
+    ) -> RegisteredModel:
+        """Insert a model; a concurrent creator of the same name fails with IntegrityError."""
+        ...
 
+    def list_models(
+        self,
+        page: Page,
+        *,
+        search: str | None = None,
+        tags: TagFilter = (),
+        only: Collection[str] | None = None,
+    ) -> PageOf:
+        """A page of ModelRecord by name."""
+        ...
 
-def aliases_by_model(session: Session, model_ids: list[int]) -> dict[int, dict[str, int]]:
-    rows = session.execute(
-        select(Alias.model_id, Alias.name, ModelVersion.version)
-        .join(ModelVersion, ModelVersion.id == Alias.version_id)
-        .where(Alias.model_id.in_(model_ids))
-        .order_by(Alias.name)
-    )
-    result: dict[int, dict[str, int]] = {model_id: {} for model_id in model_ids}
-    for model_id, alias, version in rows:
-        result[model_id][alias] = version
-    return result
+    def model_records(self, rows: list[RegisteredModel]) -> list[ModelRecord]: ...
 
+    def remove_model_contents(self, model: RegisteredModel) -> int:
+        """Delete its versions, aliases and promotions; returns how many versions it had."""
+        ...
 
-def latest_by_model(session: Session, model_ids: list[int]) -> dict[int, int]:
-    rows = session.execute(
-        select(ModelVersion.model_id, func.max(ModelVersion.version))
-        .where(ModelVersion.model_id.in_(model_ids), ModelVersion.status == "ready")
-        .group_by(ModelVersion.model_id)
-    )
-    return {model_id: version for model_id, version in rows}
+    def next_version_number(self, model: RegisteredModel) -> int:
+        """Advance the model's version counter atomically and return the new number."""
+        ...
 
+    # ---- versions
+    def find_version(self, model: RegisteredModel, ref: Reference) -> ModelVersion:
+        """The version a number, alias or `latest` names, or NotFound."""
+        ...
 
-def aliases_of_version(session: Session, version_id: int) -> tuple[str, ...]:
-    names = session.scalars(
-        select(Alias.name).where(Alias.version_id == version_id).order_by(Alias.name)
-    )
-    return tuple(names)
+    def add_version(self, **fields: Any) -> ModelVersion: ...
 
+    def delete_version(self, row: ModelVersion) -> None: ...
 
-def find_alias(session: Session, model_id: int, alias: str) -> Alias | None:
-    return session.scalars(
-        select(Alias).where(Alias.model_id == model_id, Alias.name == alias)
-    ).one_or_none()
+    def list_versions(
+        self,
+        model: RegisteredModel,
+        page: Page,
+        *,
+        status: str | None = None,
+        tags: TagFilter = (),
+    ) -> PageOf:
+        """A page of VersionRecord, newest first."""
+        ...
 
+    def aliases_by_model(self, model_ids: list[int]) -> dict[int, dict[str, int]]: ...
 
-def find_version(session: Session, model: RegisteredModel, ref: Reference) -> ModelVersion:
-    """Resolve a version number, alias or `latest` to its row, or raise NotFound."""
-    query = select(ModelVersion).where(ModelVersion.model_id == model.id)
-    if ref.version is not None:
-        query = query.where(ModelVersion.version == ref.version)
-        missing = f"model '{model.name}' has no version {ref.version}"
-    elif ref.latest:
-        query = (
-            query.where(ModelVersion.status == "ready")
-            .order_by(ModelVersion.version.desc())
-            .limit(1)
-        )
-        missing = f"model '{model.name}' has no version that is ready"
-    else:
-        query = query.join(Alias, Alias.version_id == ModelVersion.id).where(
-            Alias.name == ref.alias
-        )
-        missing = f"model '{model.name}' has no alias '{ref.alias}'"
-    row = session.scalars(query).first()
-    if row is None:
-        raise NotFound(missing)
-    return row
+    def latest_by_model(self, model_ids: list[int]) -> dict[int, int]: ...
 
+    def aliases_of_version(self, row: ModelVersion) -> tuple[str, ...]: ...
 
-def next_version_number(session: Session, model_id: int) -> int:
-    """Advance the model's counter atomically (and lock its row until commit)."""
-    return session.execute(
-        update(RegisteredModel)
-        .where(RegisteredModel.id == model_id)
-        .values(last_version=RegisteredModel.last_version + 1)
-        .returning(RegisteredModel.last_version)
-    ).scalar_one()
+    # ---- aliases and promotions
+    def alias_target(
+        self, model: RegisteredModel, alias: str
+    ) -> tuple[Alias | None, int | None]: ...
 
+    def point_alias(
+        self,
+        model: RegisteredModel,
+        alias: str,
+        target: ModelVersion,
+        *,
+        actor: str,
+        at: datetime,
+    ) -> None: ...
 
-def lock_blob(session: Session, sha256: str) -> None:
-    """Serialize registration and garbage collection of one blob.
+    def delete_alias(self, model: RegisteredModel, alias: str) -> None:
+        """Remove the alias and its promotion history."""
+        ...
 
-    PostgreSQL: a transaction-scoped advisory lock keyed by the digest. SQLite: the write
-    transaction (BEGIN IMMEDIATE) already excludes every other writer.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(sha256[:15], 16)})
+    def list_aliases(self, model: RegisteredModel, page: Page) -> PageOf:
+        """A page of AliasRecord by name."""
+        ...
 
+    def add_promotion(
+        self,
+        model: RegisteredModel,
+        alias: str,
+        *,
+        version: int,
+        previous_version: int | None,
+        actor: str,
+        at: datetime,
+    ) -> None: ...
 
-def record_event(
-    session: Session,
-    model: RegisteredModel,
-    type_: str,
-    *,
-    actor: str,
-    reason: str = "",
-    version: int | None = None,
-    alias: str | None = None,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        Event(
-            model_id=model.id,
-            type=type_,
-            at=utcnow(),
-            actor=actor,
-            reason=reason,
-            version=version,
-            alias=alias,
-            before=before,
-            after=after,
-        )
-    )
+    def last_promotion(self, model: RegisteredModel, alias: str) -> Promotion | None:
+        """The most recent promotion of `alias` not rolled back yet."""
+        ...
 
+    # ---- audit trail
+    def record_event(
+        self,
+        model: RegisteredModel,
+        type_: str,
+        *,
+        actor: str,
+        reason: str = "",
+        version: int | None = None,
+        alias: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> None: ...
 
-def version_summary(row: ModelVersion) -> dict[str, Any]:
-    """What the audit trail keeps of a version."""
-    return {
-        "version": row.version,
-        "status": row.status,
-        "format": row.format,
-        "sha256": row.sha256,
-        "size": row.size,
-        "description": row.description,
-        "tags": dict(row.tags or {}),
-    }
+    def list_events(
+        self, model: RegisteredModel, page: Page, *, type_: str | None = None
+    ) -> PageOf:
+        """A page of EventRecord, newest first."""
+        ...
+
+    # ---- blobs (registration and storage gc)
+    def lock_blob(self, sha256: str) -> None:
+        """Serialize registration and garbage collection of one blob until commit."""
+        ...
+
+    def add_pending_uploads(self, digests: Sequence[str], *, at: datetime) -> list[int]: ...
+
+    def delete_pending_uploads(self, ids: Sequence[int]) -> None: ...
+
+    def delete_pending_uploads_before(self, before: datetime) -> int: ...
+
+    def blob_in_use(self, sha256: str, *, pending_since: datetime) -> bool: ...

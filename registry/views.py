@@ -1,4 +1,8 @@
-"""The registry's HTTP API. Views parse, call one service, and dump; they never commit."""
+"""The registry's HTTP API. Views parse, call one service, and dump; they never commit.
+
+Nor do they tell the serving cache what changed: the services announce it on their unit of
+work, which delivers it after the commit (registry/changes.py).
+"""
 
 from __future__ import annotations
 
@@ -219,8 +223,6 @@ def delete_model(name: str) -> Response:
     model_service.delete_model(
         app_services().uow, _model_name(name), reason=_reason(), actor=current_actor()
     )
-    if app_services().serving is not None:
-        app_services().serving.forget_model(name)
     return Response(status=204)
 
 
@@ -334,8 +336,6 @@ def register_version(name: str) -> Response:
     finally:
         for upload in staged:
             upload.discard()
-    if deps.serving is not None:
-        deps.serving.alias_moved(name, "latest")
     return json_response(
         _version_out.dump(record), 201, {"Location": f"/models/{name}/versions/{record.version}"}
     )
@@ -406,9 +406,6 @@ def update_version(name: str, ref: str) -> Response:
         reason=data["reason"],
         actor=current_actor(),
     )
-    serving = app_services().serving
-    if serving is not None:
-        serving.alias_moved(name, "latest")  # archiving moves `latest`
     return json_response(_version_out.dump(record))
 
 
@@ -424,16 +421,13 @@ def update_version(name: str, ref: str) -> Response:
 @bp.delete("/models/<name>/versions/<ref>")
 @requires("operator")
 def delete_version(name: str, ref: str) -> Response:
-    record = version_service.delete_version(
+    version_service.delete_version(
         app_services().uow,
         _model_name(name),
         _reference(ref),
         reason=_reason(),
         actor=current_actor(),
     )
-    serving = app_services().serving
-    if serving is not None:
-        serving.forget_version(name, record.version)
     return Response(status=204)
 
 
@@ -542,8 +536,6 @@ def promote(name: str, ref: str) -> Response:
         check=deps.check_version,
         **options,
     )
-    if deps.serving is not None:
-        deps.serving.alias_moved(name, move.alias)
     return json_response(_move_out.dump(move))
 
 
@@ -573,8 +565,6 @@ def rollback(name: str, alias: str) -> Response:
         actor=current_actor(),
         check=deps.check_version,
     )
-    if deps.serving is not None:
-        deps.serving.alias_moved(name, alias)
     return json_response(_move_out.dump(move))
 
 
@@ -609,8 +599,6 @@ def delete_alias(name: str, alias: str) -> Response:
     alias_service.delete_alias(
         deps.uow, _model_name(name), alias, reason=_reason(), actor=current_actor()
     )
-    if deps.serving is not None:
-        deps.serving.alias_moved(name, alias)
     return Response(status=204)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from registry.bounded import BoundedLookups
+from registry.changes import AliasMoved, ModelRemoved, RegistryChange, VersionRemoved
 from registry.errors import (
     ArtifactIntegrityError,
     DependencyUnavailable,
@@ -118,6 +119,15 @@ class ServingRuntime:
     def forget_version(self, name: str, version: int) -> None:
         self.resolver.forget_version(name, version)
         self.cache.evict_where(lambda key: key.name == name and key.version == version)
+
+    def on_registry_change(self, change: RegistryChange) -> None:
+        """Listener for committed registry changes (the unit of work calls it after commit)."""
+        if isinstance(change, AliasMoved):
+            self.alias_moved(change.name, change.alias)
+        elif isinstance(change, VersionRemoved):
+            self.forget_version(change.name, change.version)
+        elif isinstance(change, ModelRemoved):
+            self.forget_model(change.name)
 
 
 def call_model(servable: Servable, method: str, X: Any, field: str = "instances") -> Any:

@@ -10,17 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from registry import repository as repo
+from registry.changes import AliasMoved
 from registry.db import utcnow
 from registry.errors import Conflict, NotFound
-from registry.models import Alias, ModelVersion, Promotion, RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 from registry.names import Reference, validate_alias
-from registry.pagination import Page, encode_cursor
-from registry.records import AliasMove, AliasRecord, PageOf, VersionRecord
-from registry.unit_of_work import UnitOfWorkFactory
+from registry.pagination import Page
+from registry.records import AliasMove, PageOf, VersionRecord
+from registry.repository import Repository
+from registry.unit_of_work import UnitOfWorkProvider
 
 
 class _NotGiven:
@@ -37,8 +35,8 @@ VersionCheck = Callable[[VersionRecord], None]
 DEFAULT_ALIAS = "production"
 
 
-def _ready_version(session: Session, model: RegisteredModel, number: int) -> ModelVersion:
-    row = repo.find_version(session, model, Reference(version=number))
+def _ready_version(repo: Repository, model: RegisteredModel, number: int) -> ModelVersion:
+    row = repo.find_version(model, Reference(version=number))
     if row.status != "ready":
         raise Conflict(
             f"version {number} of '{model.name}' is {row.status}; only ready "
@@ -48,42 +46,8 @@ def _ready_version(session: Session, model: RegisteredModel, number: int) -> Mod
     return row
 
 
-def _current_target(
-    session: Session, model: RegisteredModel, alias: str
-) -> tuple[Alias | None, int | None]:
-    row = repo.find_alias(session, model.id, alias)
-    if row is None:
-        return None, None
-    return row, session.get(ModelVersion, row.version_id).version
-
-
-def _point(
-    session: Session,
-    model: RegisteredModel,
-    alias_row: Alias | None,
-    alias: str,
-    version_row: ModelVersion,
-    actor: str,
-) -> None:
-    now = utcnow()
-    if alias_row is None:
-        session.add(
-            Alias(
-                model_id=model.id,
-                name=alias,
-                version_id=version_row.id,
-                updated_at=now,
-                updated_by=actor,
-            )
-        )
-    else:
-        alias_row.version_id = version_row.id
-        alias_row.updated_at = now
-        alias_row.updated_by = actor
-
-
 def promote_version(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     name: str,
     version: int,
     *,
@@ -102,15 +66,15 @@ def promote_version(
     """
     validate_alias(alias)
     with uow() as work:
-        model = repo.get_model(work.session, name)
-        record = VersionRecord.from_row(name, _ready_version(work.session, model, version))
+        model = work.repo.get_model(name)
+        record = VersionRecord.from_row(name, _ready_version(work.repo, model, version))
     if check is not None:
         check(record)
     with uow(write=True) as work:
-        session = work.session
-        model = repo.get_model(session, name, lock=True)
-        target = _ready_version(session, model, version)
-        alias_row, current = _current_target(session, model, alias)
+        repo = work.repo
+        model = repo.get_model(name, lock=True)
+        target = _ready_version(repo, model, version)
+        _, current = repo.alias_target(model, alias)
         if not isinstance(expected_version, _NotGiven) and current != expected_version:
             expected = "absent" if expected_version is None else f"version {expected_version}"
             actual = "absent" if current is None else f"at version {current}"
@@ -118,21 +82,18 @@ def promote_version(
                 f"alias '{alias}' of '{name}' is {actual}, expected {expected}; not moved",
                 {"expected_version": f"alias is {actual}"},
             )
+        # Announced even when the alias is already there: this process may still hold an
+        # older answer (another process moved it), and the caller has just asked for this one.
+        work.announce(AliasMoved(name, alias))
         if current == version:
-            return AliasMove(name, alias, version, current)  # already there: nothing to record
-        _point(session, model, alias_row, alias, target, actor)
-        session.add(
-            Promotion(
-                model_id=model.id,
-                alias=alias,
-                version=version,
-                previous_version=current,
-                promoted_at=utcnow(),
-                promoted_by=actor,
-            )
+            work.commit()  # nothing to record; ends the transaction so the news goes out
+            return AliasMove(name, alias, version, current)
+        now = utcnow()
+        repo.point_alias(model, alias, target, actor=actor, at=now)
+        repo.add_promotion(
+            model, alias, version=version, previous_version=current, actor=actor, at=now
         )
         repo.record_event(
-            session,
             model,
             "promote",
             actor=actor,
@@ -146,21 +107,8 @@ def promote_version(
     return AliasMove(name, alias, version, current)
 
 
-def _last_promotion(session: Session, model_id: int, alias: str) -> Promotion | None:
-    return session.scalars(
-        select(Promotion)
-        .where(
-            Promotion.model_id == model_id,
-            Promotion.alias == alias,
-            Promotion.rolled_back_at.is_(None),
-        )
-        .order_by(Promotion.id.desc())
-        .limit(1)
-    ).first()
-
-
 def rollback_alias(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     name: str,
     alias: str,
     *,
@@ -174,15 +122,16 @@ def rollback_alias(
     flip-flop; when the oldest promotion had no predecessor there is nothing to return to.
     """
     with uow() as work:
-        model = repo.get_model(work.session, name)
-        if repo.find_alias(work.session, model.id, alias) is None:
+        repo = work.repo
+        model = repo.get_model(name)
+        if repo.alias_target(model, alias)[0] is None:
             raise NotFound(f"model '{name}' has no alias '{alias}'")
-        top = _last_promotion(work.session, model.id, alias)
+        top = repo.last_promotion(model, alias)
         if top is None or top.previous_version is None:
             raise Conflict(f"alias '{alias}' of '{name}' has no earlier version to roll back to")
         top_id, target_number = top.id, top.previous_version
         try:
-            target = _ready_version(work.session, model, target_number)
+            target = _ready_version(repo, model, target_number)
         except NotFound:
             raise Conflict(
                 f"alias '{alias}' of '{name}' would roll back to version "
@@ -192,17 +141,17 @@ def rollback_alias(
     if check is not None:
         check(record)
     with uow(write=True) as work:
-        session = work.session
-        model = repo.get_model(session, name, lock=True)
-        top = _last_promotion(session, model.id, alias)
+        repo = work.repo
+        model = repo.get_model(name, lock=True)
+        top = repo.last_promotion(model, alias)
         if top is None or top.id != top_id:
             raise Conflict(f"alias '{alias}' of '{name}' moved during the rollback; retry")
-        target = _ready_version(session, model, target_number)
-        alias_row, current = _current_target(session, model, alias)
-        _point(session, model, alias_row, alias, target, actor)
-        top.rolled_back_at = utcnow()
+        target = _ready_version(repo, model, target_number)
+        _, current = repo.alias_target(model, alias)
+        now = utcnow()
+        repo.point_alias(model, alias, target, actor=actor, at=now)
+        top.rolled_back_at = now
         repo.record_event(
-            session,
             model,
             "rollback",
             actor=actor,
@@ -212,44 +161,28 @@ def rollback_alias(
             before={"version": current},
             after={"version": target_number},
         )
+        work.announce(AliasMoved(name, alias))
         work.commit()
     return AliasMove(name, alias, target_number, current)
 
 
-def list_aliases(uow: UnitOfWorkFactory, name: str, page: Page) -> PageOf:
+def list_aliases(uow: UnitOfWorkProvider, name: str, page: Page) -> PageOf:
     with uow() as work:
-        model = repo.get_model(work.session, name)
-        query = (
-            select(Alias, ModelVersion.version)
-            .join(ModelVersion, ModelVersion.id == Alias.version_id)
-            .where(Alias.model_id == model.id)
-        )
-        if page.after is not None:
-            query = query.where(Alias.name > page.after)
-        rows = list(work.session.execute(query.order_by(Alias.name).limit(page.limit + 1)))
-        items = [AliasRecord.from_row(alias, version) for alias, version in rows[: page.limit]]
-    cursor = encode_cursor(items[-1].alias) if len(rows) > page.limit else None
-    return PageOf(items, cursor)
+        return work.repo.list_aliases(work.repo.get_model(name), page)
 
 
 def delete_alias(
-    uow: UnitOfWorkFactory, name: str, alias: str, *, reason: str = "", actor: str
+    uow: UnitOfWorkProvider, name: str, alias: str, *, reason: str = "", actor: str
 ) -> None:
     """Remove the alias and its promotion history (the events trail keeps the record)."""
     with uow(write=True) as work:
-        session = work.session
-        model = repo.get_model(session, name, lock=True)
-        alias_row, current = _current_target(session, model, alias)
+        repo = work.repo
+        model = repo.get_model(name, lock=True)
+        alias_row, current = repo.alias_target(model, alias)
         if alias_row is None:
             raise NotFound(f"model '{name}' has no alias '{alias}'")
-        session.delete(alias_row)
-        session.execute(
-            Promotion.__table__.delete().where(
-                Promotion.model_id == model.id, Promotion.alias == alias
-            )
-        )
+        repo.delete_alias(model, alias)
         repo.record_event(
-            session,
             model,
             "delete_alias",
             actor=actor,
@@ -258,4 +191,5 @@ def delete_alias(
             alias=alias,
             before={"version": current},
         )
+        work.announce(AliasMoved(name, alias))
         work.commit()

@@ -3,7 +3,7 @@
 Deleting a version or a model never deletes bytes (a blob may be shared by identical
 artifacts, and must outlive the commit that stops referencing it). This sweep removes what
 nothing references any more. Each blob is checked and deleted under the same lock a
-registration takes before storing its blob (`repository.lock_blob`), and a registration in
+registration takes before storing its blob (`Repository.lock_blob`), and a registration in
 flight is recorded in `pending_uploads`, so a blob is never removed from under a
 registration, even one that re-uses the bytes of an old orphan.
 """
@@ -14,12 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, or_, select
-
-from registry import repository as repo
 from registry.db import utcnow
-from registry.models import ModelVersion, PendingUpload
-from registry.unit_of_work import UnitOfWorkFactory
+from registry.unit_of_work import UnitOfWorkProvider
 from storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -44,7 +40,7 @@ class GcReport:
 
 
 def collect_garbage(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     store: ArtifactStore,
     *,
     grace: timedelta = timedelta(hours=1),
@@ -61,20 +57,8 @@ def collect_garbage(
             continue
         sha256 = blob.key.rsplit("/", 1)[-1]
         with uow(write=True) as work:
-            session = work.session
-            repo.lock_blob(session, sha256)
-            in_use = session.scalar(
-                select(
-                    or_(
-                        exists().where(ModelVersion.sha256 == sha256),
-                        exists().where(ModelVersion.accel_sha256 == sha256),
-                        exists().where(
-                            PendingUpload.sha256 == sha256,
-                            PendingUpload.started_at > now - PENDING_EXPIRY,
-                        ),
-                    )
-                )
-            )
+            work.repo.lock_blob(sha256)
+            in_use = work.repo.blob_in_use(sha256, pending_since=now - PENDING_EXPIRY)
             if in_use:
                 report.referenced += 1
                 continue
@@ -92,9 +76,6 @@ def collect_garbage(
     if not dry_run:
         report.staging_removed = store.clean_staging(older_than=now - max(grace, STAGING_EXPIRY))
         with uow(write=True) as work:
-            result = work.session.execute(
-                delete(PendingUpload).where(PendingUpload.started_at < now - PENDING_EXPIRY)
-            )
-            report.expired_markers = result.rowcount or 0
+            report.expired_markers = work.repo.delete_pending_uploads_before(now - PENDING_EXPIRY)
             work.commit()
     return report

@@ -7,10 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from registry import repository as repo
+from registry.changes import AliasMoved, VersionRemoved
 from registry.db import utcnow
 from registry.errors import (
     ArtifactIntegrityError,
@@ -18,15 +17,14 @@ from registry.errors import (
     DependencyUnavailable,
     InvalidInput,
 )
-from registry.models import ModelVersion, PendingUpload
+from registry.models import ModelVersion
 from registry.names import Reference, validate_model_name
-from registry.pagination import Page, decode_cursor, encode_cursor
+from registry.pagination import Page, decode_cursor
 from registry.records import PageOf, VersionRecord, conversion_blob
 from registry.services._patch import apply_edits
 from registry.services.models import create_or_revive
 from registry.signatures import check_input_example, infer_column_types, merge_signature
-from registry.tag_filters import tag_condition
-from registry.unit_of_work import UnitOfWorkFactory
+from registry.unit_of_work import UnitOfWorkProvider
 from storage import ArtifactNotFound, ArtifactStore, StagedUpload, StorageError
 
 log = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ class NewVersion:
 
 
 def register_version(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     store: ArtifactStore,
     inspect: ArtifactInspector,
     *,
@@ -135,31 +133,27 @@ def register_version(
             extra.discard()
 
 
-def _mark_pending(uow: UnitOfWorkFactory, digests: list[str]) -> list[int]:
+def _mark_pending(uow: UnitOfWorkProvider, digests: list[str]) -> list[int]:
     """Record the registration in flight before its blobs are stored (see storage gc)."""
     with uow(write=True) as work:
-        rows = []
         for sha256 in digests:
-            repo.lock_blob(work.session, sha256)
-            rows.append(PendingUpload(sha256=sha256, started_at=utcnow()))
-        work.session.add_all(rows)
-        work.session.flush()
-        ids = [row.id for row in rows]
+            work.repo.lock_blob(sha256)
+        ids = work.repo.add_pending_uploads(digests, at=utcnow())
         work.commit()
     return ids
 
 
-def _unmark_pending(uow: UnitOfWorkFactory, pending: list[int]) -> None:
+def _unmark_pending(uow: UnitOfWorkProvider, pending: list[int]) -> None:
     try:
         with uow(write=True) as work:
-            work.session.execute(delete(PendingUpload).where(PendingUpload.id.in_(pending)))
+            work.repo.delete_pending_uploads(pending)
             work.commit()
     except DependencyUnavailable:
         log.warning("could not clear pending uploads %s; storage gc expires them", pending)
 
 
 def _store_and_record(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     store: ArtifactStore,
     *,
     name: str,
@@ -191,15 +185,15 @@ def _store_and_record(
     for attempt in range(1, REGISTER_ATTEMPTS + 1):
         try:
             with uow(write=True) as work:
-                session = work.session
-                model = repo.find_model(session, name, lock=True)
+                repo = work.repo
+                model = repo.find_model(name, lock=True)
                 if model is None:
                     model = create_or_revive(
-                        session, name, description="", tags={}, actor=actor, exist_ok=True
+                        repo, name, description="", tags={}, actor=actor, exist_ok=True
                     )
-                number = repo.next_version_number(session, model.id)
+                number = repo.next_version_number(model)
                 now = utcnow()
-                row = ModelVersion(
+                row = repo.add_version(
                     model_id=model.id,
                     version=number,
                     status="ready",
@@ -220,18 +214,12 @@ def _store_and_record(
                     created_by=actor,
                     updated_at=now,
                 )
-                session.add(row)
-                session.execute(delete(PendingUpload).where(PendingUpload.id.in_(pending)))
-                session.flush()
+                repo.delete_pending_uploads(pending)
                 repo.record_event(
-                    session,
-                    model,
-                    "register",
-                    actor=actor,
-                    version=number,
-                    after=repo.version_summary(row),
+                    model, "register", actor=actor, version=number, after=version_summary(row)
                 )
                 record = VersionRecord.from_row(name, row)
+                work.announce(AliasMoved(name, "latest"))
                 work.commit()
             return record
         except IntegrityError:
@@ -239,15 +227,14 @@ def _store_and_record(
     raise Conflict(f"could not register a version of '{name}' under contention; retry")
 
 
-def get_version(uow: UnitOfWorkFactory, name: str, ref: Reference) -> VersionRecord:
+def get_version(uow: UnitOfWorkProvider, name: str, ref: Reference) -> VersionRecord:
     with uow() as work:
-        model = repo.get_model(work.session, name)
-        row = repo.find_version(work.session, model, ref)
-        return VersionRecord.from_row(name, row, repo.aliases_of_version(work.session, row.id))
+        row = work.repo.find_version(work.repo.get_model(name), ref)
+        return VersionRecord.from_row(name, row, work.repo.aliases_of_version(row))
 
 
 def list_versions(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     name: str,
     page: Page,
     *,
@@ -255,32 +242,12 @@ def list_versions(
     tags: Sequence[tuple[str, str | None]] = (),
 ) -> PageOf:
     with uow() as work:
-        model = repo.get_model(work.session, name)
-        query = select(ModelVersion).where(ModelVersion.model_id == model.id)
-        if status is not None:
-            query = query.where(ModelVersion.status == status)
-        for key, value in tags:
-            query = query.where(tag_condition(ModelVersion.tags, key, value))
-        if page.after is not None:
-            query = query.where(ModelVersion.version < page.after)
-        rows = list(
-            work.session.scalars(query.order_by(ModelVersion.version.desc()).limit(page.limit + 1))
-        )
-        more = len(rows) > page.limit
-        rows = rows[: page.limit]
-        aliases = repo.aliases_by_model(work.session, [model.id])[model.id]
-        by_version: dict[int, list[str]] = {}
-        for alias, version in aliases.items():
-            by_version.setdefault(version, []).append(alias)
-        items = [
-            VersionRecord.from_row(name, r, tuple(by_version.get(r.version, ()))) for r in rows
-        ]
-        cursor = encode_cursor(rows[-1].version) if more else None  # before the rows expire
-    return PageOf(items, cursor)
+        model = work.repo.get_model(name)
+        return work.repo.list_versions(model, page, status=status, tags=tags)
 
 
 def update_version(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     name: str,
     ref: Reference,
     *,
@@ -291,14 +258,13 @@ def update_version(
     actor: str,
 ) -> VersionRecord:
     with uow(write=True) as work:
-        session = work.session
-        model = repo.get_model(session, name, lock=True)
-        row = repo.find_version(session, model, ref)
-        aliases = repo.aliases_of_version(session, row.id)
+        repo = work.repo
+        model = repo.get_model(name, lock=True)
+        row = repo.find_version(model, ref)
+        aliases = repo.aliases_of_version(row)
         before, after = apply_edits(row, description, tags)
         if after:
             repo.record_event(
-                session,
                 model,
                 "update_version",
                 actor=actor,
@@ -315,7 +281,6 @@ def update_version(
                     {"status": "an aliased version cannot be archived"},
                 )
             repo.record_event(
-                session,
                 model,
                 "archive" if status == "archived" else "restore",
                 actor=actor,
@@ -325,6 +290,7 @@ def update_version(
                 after={"status": status},
             )
             row.status = status
+            work.announce(AliasMoved(name, "latest"))  # only ready versions can be `latest`
         if after or status is not None:
             row.updated_at = utcnow()
         record = VersionRecord.from_row(name, row, aliases)
@@ -333,14 +299,14 @@ def update_version(
 
 
 def delete_version(
-    uow: UnitOfWorkFactory, name: str, ref: Reference, *, reason: str = "", actor: str
+    uow: UnitOfWorkProvider, name: str, ref: Reference, *, reason: str = "", actor: str
 ) -> VersionRecord:
     """Delete one version; its number is never reused and its bytes wait for `storage gc`."""
     with uow(write=True) as work:
-        session = work.session
-        model = repo.get_model(session, name, lock=True)
-        row = repo.find_version(session, model, ref)
-        aliases = repo.aliases_of_version(session, row.id)
+        repo = work.repo
+        model = repo.get_model(name, lock=True)
+        row = repo.find_version(model, ref)
+        aliases = repo.aliases_of_version(row)
         if aliases:
             raise Conflict(
                 f"version {row.version} of '{name}' is aliased as {', '.join(aliases)}; "
@@ -349,21 +315,34 @@ def delete_version(
             )
         record = VersionRecord.from_row(name, row)
         repo.record_event(
-            session,
             model,
             "delete_version",
             actor=actor,
             reason=reason,
             version=row.version,
-            before=repo.version_summary(row),
+            before=version_summary(row),
         )
-        session.delete(row)
+        repo.delete_version(row)
+        work.announce(VersionRemoved(name, record.version))
         work.commit()
     return record
 
 
+def version_summary(row: ModelVersion) -> dict[str, Any]:
+    """What the audit trail keeps of a version."""
+    return {
+        "version": row.version,
+        "status": row.status,
+        "format": row.format,
+        "sha256": row.sha256,
+        "size": row.size,
+        "description": row.description,
+        "tags": dict(row.tags or {}),
+    }
+
+
 def open_artifact(
-    uow: UnitOfWorkFactory,
+    uow: UnitOfWorkProvider,
     store: ArtifactStore,
     name: str,
     ref: Reference,
@@ -392,7 +371,7 @@ def open_artifact(
 MAX_LISTED_READY_VERSIONS = 10_000
 
 
-def ready_version_numbers(uow: UnitOfWorkFactory, name: str) -> list[int]:
+def ready_version_numbers(uow: UnitOfWorkProvider, name: str) -> list[int]:
     """The numbers of a model's ready versions, newest first, at most 10,000 (V2 metadata
     lists them)."""
     numbers: list[int] = []
