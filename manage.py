@@ -203,7 +203,7 @@ def _register_request_hooks(app: Flask, finisher: AnswerFinisher) -> None:
                 version=headers.get("X-Model-Version", ""),
                 actor=g.get("actor"),
                 request_id=request_id,
-                registry_change=status < 400 and request.blueprint == "registry",
+                model_exists=status < 400 and request.blueprint == "registry",
             )
         )
         if mutation:

@@ -30,6 +30,7 @@ class Answer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    version: str = ""  # the model version that answered, when one did (metrics, access log)
 
 
 def status_line(status: int) -> str:
@@ -44,7 +45,7 @@ def request_id_from(incoming: str) -> str:
     return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every request, and a frozen init is slower
 class Finished:
     """What the finisher records about one answered request."""
 
@@ -57,7 +58,8 @@ class Finished:
     version: str
     actor: str | None
     request_id: str
-    registry_change: bool = False  # a successful registry call (its model exists)
+    # The model is known to exist: a registry success, or a version of it answered.
+    model_exists: bool = False
 
 
 class AnswerFinisher:
@@ -84,7 +86,7 @@ class AnswerFinisher:
             return [*self._trailer, ("X-Request-ID", request_id)]
         return [*self._trailer, ("Cache-Control", "no-store"), ("X-Request-ID", request_id)]
 
-    def model_label(self, name: str | None, status: int, registry_success: bool) -> str:
+    def model_label(self, name: str | None, status: int, exists: bool) -> str:
         """The model a metric may name: one that exists, for a caller that passed auth."""
         if name is None:
             return ""
@@ -92,7 +94,7 @@ class AnswerFinisher:
             return UNKNOWN_MODEL
         # A registry success names a model that exists (or was just created or deleted);
         # otherwise the serving side knows it once it resolved one of its versions.
-        if registry_success or self._knows_model(name):
+        if exists or self._knows_model(name):
             return name
         return UNKNOWN_MODEL
 
@@ -101,7 +103,7 @@ class AnswerFinisher:
 
     def record(self, done: Finished) -> None:
         """Request metrics and the access-log line of one answered request."""
-        label = self.model_label(done.model, done.status, done.registry_change)
+        label = self.model_label(done.model, done.status, done.model_exists)
         self._metrics.observe_request(
             done.route, done.method, label, done.version, done.status, done.seconds
         )

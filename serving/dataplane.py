@@ -47,7 +47,9 @@ class NotInMemory(Exception):
     """A memory-only inference would need a registry lookup or a model load."""
 
 
-@dataclass(frozen=True, slots=True)
+# Per-request objects are plain (not frozen) slotted dataclasses: a frozen one's __init__
+# costs a setattr call per field, on the path of every prediction.
+@dataclass(slots=True)
 class Batch:
     """A decoded input batch: the model's input and the methods to run on it, in order."""
 
@@ -57,7 +59,7 @@ class Batch:
     field: str = "instances"  # where a model's refusal is reported in the error
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inference:
     """What one inference produced, before any protocol encodes it."""
 
@@ -77,7 +79,7 @@ class Inference:
         return self.resolution.stale
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Served(Generic[T]):
     inference: Inference
     payload: T

@@ -88,7 +88,6 @@ class PredictFastPath:
         headers = answer.headers
         headers.append(("Content-Length", str(len(answer.body))))
         headers.extend(self.finisher.trailer(request_id, has_cache_control=False))
-        version = next((v for k, v in headers if k == "X-Model-Version"), "")
         path = environ.get("PATH_INFO", "")
         self.finisher.record(
             Finished(
@@ -98,7 +97,8 @@ class PredictFastPath:
                 status=answer.status,
                 seconds=time.perf_counter() - started,
                 model=name,
-                version=version,
+                version=answer.version,
+                model_exists=answer.status == 200,
                 actor=actor,
                 request_id=request_id,
             )

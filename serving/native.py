@@ -75,5 +75,6 @@ def predict_answer(
     """The 200 answer; a failure raises its domain error (NotInMemory when memory_only and
     the answer needs a lookup or a load)."""
     served = dataplane.infer(name, ref, decoder(body), encode, memory_only=memory_only)
-    headers = [("Content-Type", JSON), *model_headers(served.inference)]
-    return Answer(200, headers, served.payload)
+    inference = served.inference
+    headers = [("Content-Type", JSON), *model_headers(inference)]
+    return Answer(200, headers, served.payload, str(inference.version))

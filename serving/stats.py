@@ -8,19 +8,45 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-_SUCCESS, _FAIL, _QUEUE, _INPUT, _INFER, _OUTPUT = range(6)
 _DURATIONS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
 
 
 class _Counters:
-    __slots__ = ("counts", "execution_count", "inference_count", "last_inference", "ns")
+    # Every success counts once in success, queue and each compute_* duration, so one
+    # counter (execution_count) stands for all five: recording stays a few additions.
+    __slots__ = (
+        "execution_count",
+        "fail_count",
+        "fail_ns",
+        "infer_ns",
+        "inference_count",
+        "input_ns",
+        "last_inference",
+        "output_ns",
+        "queue_ns",
+        "success_ns",
+    )
 
     def __init__(self) -> None:
         self.last_inference = 0
         self.inference_count = 0
         self.execution_count = 0
-        self.counts = [0] * len(_DURATIONS)
-        self.ns = [0] * len(_DURATIONS)
+        self.fail_count = 0
+        self.success_ns = self.fail_ns = self.queue_ns = 0
+        self.input_ns = self.infer_ns = self.output_ns = 0
+
+    def row(self) -> tuple[int, ...]:
+        n = self.execution_count
+        counts = (n, self.fail_count, n, n, n, n)
+        durations = (
+            self.success_ns,
+            self.fail_ns,
+            self.queue_ns,
+            self.input_ns,
+            self.infer_ns,
+            self.output_ns,
+        )
+        return (self.last_inference, self.inference_count, n, *counts, *durations)
 
 
 class InferenceStats:
@@ -62,23 +88,19 @@ class InferenceStats:
             c.last_inference = now_ms
             c.inference_count += rows
             c.execution_count += 1
-            for index, ns in (
-                (_SUCCESS, total_ns),
-                (_QUEUE, queue_ns),
-                (_INPUT, input_ns),
-                (_INFER, infer_ns),
-                (_OUTPUT, output_ns),
-            ):
-                c.counts[index] += 1
-                c.ns[index] += ns
+            c.success_ns += total_ns
+            c.queue_ns += queue_ns
+            c.input_ns += input_ns
+            c.infer_ns += infer_ns
+            c.output_ns += output_ns
 
     def record_failure(self, name: str, version: int, total_ns: int) -> None:
         now_ms = int(self._clock() * 1000)
         with self._lock:
             c = self._counters(name, version)
             c.last_inference = now_ms
-            c.counts[_FAIL] += 1
-            c.ns[_FAIL] += total_ns
+            c.fail_count += 1
+            c.fail_ns += total_ns
 
     def model_stats(
         self,
@@ -88,8 +110,7 @@ class InferenceStats:
         """Entries whose (name, version) `keep` accepts, plus zero entries for `also`."""
         with self._lock:
             rows = {
-                key: (c.last_inference, c.inference_count, c.execution_count, *c.counts, *c.ns)
-                for key, c in self._models.items()
+                key: c.row() for key, c in self._models.items()
                 if keep(*key)
             }
         for key in also:
