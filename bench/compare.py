@@ -499,12 +499,12 @@ def _verdict(results: Sequence[PointComparison], rechecks: Sequence[PointCompari
         elif second.flagged:
             parts.append(
                 f"{c.point.label}: {c.ratio:.3f}, and {second.ratio:.3f} when measured again: "
-                "a drop that held."
+                "still below; a drop unless the rounds' spread says noise."
             )
         else:
             parts.append(
                 f"{c.point.label}: {c.ratio:.3f} in the first pass, {second.ratio:.3f} when "
-                "measured again: not a drop that held."
+                "measured again: noise."
             )
     return f"Points flagged below {FLAG_BELOW}: " + " ".join(parts)
 
