@@ -28,7 +28,6 @@ from typing import Any, Generic, TypeVar
 
 from registry.errors import DependencyUnavailable, NotFound
 from registry.names import Reference, parse_reference
-from registry.records import VersionRecord
 from serving.cache import LoadedModel
 from serving.loader import Servable
 from serving.resolver import Resolution
@@ -124,7 +123,6 @@ class DataPlane:
         stats: InferenceStats | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
     ) -> None:
-        self._runtime = runtime
         self._resolver = runtime.resolver
         self._cache = runtime.cache
         self._ready_versions = ready_versions
@@ -288,7 +286,3 @@ class DataPlane:
             return sorted(self._ready_versions(name))
         except DependencyUnavailable:
             return [resolved]
-
-    def check_version(self, record: VersionRecord) -> None:
-        """The pre-promotion gate: load (verified) and predict the input example."""
-        self._runtime.check_version(record)

@@ -197,3 +197,22 @@ def test_flask_and_the_fast_path_send_the_same_header_set(app, body: dict[str, A
     assert header_names(fast) == header_names(flask)
     for name in header_names(fast):
         assert fast.headers.getlist(name) == flask.headers.getlist(name), name
+
+
+def test_observers_see_every_front_ends_inference_and_cannot_fail_it(app):
+    seen: list[tuple[str, int, int]] = []
+    data_plane = app.extensions["modelreg"].dataplane
+
+    def broken(inference: Any) -> None:
+        raise RuntimeError("an observer bug")
+
+    data_plane.observers.extend([broken, lambda i: seen.append((i.name, i.version, i.batch.rows))])
+    try:
+        for kind, layer in (("native", "flask"), ("native", "fast"), ("v2", "flask")):
+            answered, response = send(app, kind)
+            assert (answered, response.status_code) == (layer, 200)
+        _, refused = send(app, "native", {"instances": [[1.0]]})
+        assert refused.status_code == 422
+    finally:
+        data_plane.observers.clear()
+    assert seen == [("m", 1, 2)] * 3  # successes only, each once, the failing one never

@@ -13,6 +13,7 @@ import dataclasses
 import gzip
 import json
 import struct
+import threading
 import time
 import uuid
 from functools import cache
@@ -253,6 +254,32 @@ def test_ready_is_503_when_the_database_does_not_answer(make_app, monkeypatch):
     assert response.status_code == 503
     assert response.get_json()["ready"] is False
     assert ok(client.get("/v2/health/live")) == {"live": True}
+
+
+def test_ready_answers_within_the_lookup_timeout_when_the_database_hangs(make_app, monkeypatch):
+    """A database that accepts the connection and never answers: readiness is the bounded
+    /readyz check, so the probe gets 503 in REGISTRY_LOOKUP_TIMEOUT, not after the hang."""
+    application = make_app(REGISTRY_LOOKUP_TIMEOUT=0.3)
+    client = application.test_client()
+    released = threading.Event()
+
+    def hangs(**kwargs: Any):
+        released.wait(10)
+        raise DependencyUnavailable("the registry database is unavailable")
+
+    services = application.extensions["modelreg"]
+    monkeypatch.setitem(
+        application.extensions, "modelreg", dataclasses.replace(services, uow=hangs)
+    )
+    try:
+        started = time.monotonic()
+        response = client.get("/v2/health/ready")
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+    assert response.status_code == 503
+    assert response.get_json()["ready"] is False
+    assert elapsed < 5, f"the probe waited {elapsed:.1f}s for a hanging database"
 
 
 # ---- model metadata and readiness -----------------------------------------------------------
