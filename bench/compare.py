@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import os
 import shlex
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -45,7 +44,7 @@ from bench.matrix import (
 )
 from bench.models import ModelSpec, TrainedModel, train_all
 from bench.peers import v2_body
-from bench.procs import REPO_ROOT, Memory, Process, free_port, relative
+from bench.procs import REPO_ROOT, Memory, Process, free_port, relative, stop_on_sigterm
 from bench.report import _n, _table
 from bench.targets import ModelregTarget, Target
 
@@ -526,12 +525,9 @@ def start_tree(target: TreeTarget, models: Sequence[TrainedModel]) -> None:
             raise RuntimeError(f"{target.name}: wrong predictions for {model.spec.name}")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: servers stopped, worktrees and temp folder removed
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
     args = parse_args(argv)
     try:
         require_wrk()

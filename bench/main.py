@@ -8,7 +8,6 @@ import dataclasses
 import os
 import platform
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from bench.matrix import (
     settle,
 )
 from bench.models import TrainedModel, train_all
-from bench.procs import REPO_ROOT, relative
+from bench.procs import REPO_ROOT, relative, stop_on_sigterm
 from bench.report import SMALL_P99_MS, Context, render, render_tuning, stdout_table
 from bench.targets import ModelregTarget, Target
 
@@ -257,12 +256,9 @@ def full_run(
     return 0
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: servers are stopped, the temp folder removed
-
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
     args = parse_args(argv)
     try:
         require_wrk()

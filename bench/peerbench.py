@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 import tempfile
 import time
@@ -47,7 +46,7 @@ from bench.peers import (
     mlflow_cold_start,
     mlserver_cold_start,
 )
-from bench.procs import Memory, relative
+from bench.procs import Memory, relative, stop_on_sigterm
 from bench.report import FOREST, LINEAR, Context, _ms, _n, _table, render, stdout_table
 from bench.targets import ModelregTarget
 
@@ -550,9 +549,6 @@ def render_peers(
 # ---- the command -------------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
 
 def _run_peer(
     outcome: PeerOutcome,
@@ -571,7 +567,7 @@ def _run_peer(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    stop_on_sigterm()
     started = time.monotonic()
     args = parse_args(argv)
     try:

@@ -138,3 +138,13 @@ def group_memory(pgid: int) -> Memory:
     rss = tuple(_kib_field(Path(f"/proc/{pid}/status"), "VmRSS") for pid in pids)
     pss = sum(_kib_field(Path(f"/proc/{pid}/smaps_rollup"), "Pss") for pid in pids)
     return Memory(len(pids), sum(rss), pss, rss)
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that `finally` blocks stop the servers and remove
+    worktrees and temporary folders as on Ctrl+C."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
