@@ -33,9 +33,14 @@ class Answer:
     version: str = ""  # the model version that answered, when one did (metrics, access log)
 
 
+_STATUS_LINES = {int(code): f"{int(code)} {code.phrase}" for code in HTTPStatus}
+
+
 def status_line(status: int) -> str:
-    """`200 OK`: the WSGI status string of a code."""
-    return f"{status} {HTTPStatus(status).phrase}"
+    """`200 OK`: the WSGI status string of a code (a table: HTTPStatus() costs a lookup
+    through the enum machinery on every answer)."""
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"{status} {HTTPStatus(status).phrase}"
 
 
 def request_id_from(incoming: str) -> str:

@@ -216,9 +216,15 @@ class DataPlane:
             queued = clock()
             batch = decode(servable)
             decoded = clock()
-            outputs = tuple(
-                call_model(servable, method, batch.X, batch.field) for method in batch.methods
-            )
+            methods = batch.methods
+            if len(methods) == 1:  # the usual case, without a generator per request
+                outputs: tuple[Any, ...] = (
+                    call_model(servable, methods[0], batch.X, batch.field),
+                )
+            else:
+                outputs = tuple(
+                    call_model(servable, method, batch.X, batch.field) for method in methods
+                )
             inferred = clock()
             inference = Inference(name, version, resolution, servable, batch, outputs)
             payload = encode(inference)
