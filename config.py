@@ -115,6 +115,13 @@ class Config:
     RESPONSE_WRITE_TIMEOUT: float = 30.0
     REQUEST_BUFFER_BYTES: int = 1024**2
     RESPONSE_BUFFER_BYTES: int = 1024**2
+    # gzip answers of at least this many bytes to clients that accept gzip; 0: never.
+    COMPRESS_MIN_BYTES: int = 1024
+    # Origins (comma-separated, or "*") whose browser pages may call the API; empty: none.
+    CORS_ALLOWED_ORIGINS: str = ""
+    # The model MLflow's bare `POST /invocations` serves, as "name" or "name:ref" (a version
+    # number or an alias; the default alias rule without one); empty: that route is a 404.
+    INVOCATIONS_MODEL: str = ""
     # gunicorn's control socket (for `gunicornc`) of a `serve --workers` server; empty: none.
     # gunicorn's own default is one path per user, which two servers on a host would share.
     CONTROL_SOCKET: str = ""

@@ -25,6 +25,7 @@ from registry.access import SAFE_METHODS
 from registry.answers import AnswerFinisher, Finished, request_id_from
 from registry.auth import ROLES, Authenticator
 from registry.bounded import BoundedLookups
+from registry.cors import CorsPolicy
 from registry.db import Base, engine_options, tune_engine
 from registry.http import EXTENSION_KEY, AppServices, reject_malformed_paths
 from registry.logs import configure_logging
@@ -123,6 +124,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         knows_model=dataplane.knows_model,
         auth_disabled=config.AUTH_DISABLED,
         access_log=config.ACCESS_LOG,
+        compress_min_bytes=config.COMPRESS_MIN_BYTES,
+        cors=CorsPolicy.from_setting(config.CORS_ALLOWED_ORIGINS),
     )
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,
@@ -147,8 +150,10 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from registry.openapi_views import bp as openapi_bp
     from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
+    from serving.invocations import bp as invocations_bp
     from serving.metrics import bp as metrics_bp
     from serving.ops import bp as ops_bp
+    from serving.v1 import bp as v1_bp
     from serving.v2 import bp as v2_bp
     from serving.views import bp as serving_bp
 
@@ -158,6 +163,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
     app.register_blueprint(v2_bp)
+    app.register_blueprint(v1_bp)
+    app.register_blueprint(invocations_bp)
     app.register_blueprint(openapi_bp)
     from serving.fastpath import PredictFastPath
 
@@ -181,11 +188,33 @@ def _register_request_hooks(app: Flask, finisher: AnswerFinisher) -> None:
 
     app.before_request(reject_malformed_paths)
 
+    @app.before_request
+    def _preflight() -> Response | None:
+        # Before authentication: browsers send a CORS preflight without credentials.
+        if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+            return None
+        extra = finisher.cors.preflight_headers(request.headers.get("Origin", ""))
+        return None if extra is None else Response(status=204, headers=extra)
+
     @app.after_request
     def _finish(response: Response) -> Response:
         headers = response.headers
         request_id = g.get("request_id", "")
-        headers.extend(finisher.trailer(request_id, has_cache_control="Cache-Control" in headers))
+        headers.extend(
+            finisher.trailer(
+                request_id,
+                has_cache_control="Cache-Control" in headers,
+                origin=request.headers.get("Origin", ""),
+            )
+        )
+        accept = request.headers.get("Accept-Encoding", "")
+        # Not file downloads (streamed, with their own ETag) nor bodies already encoded.
+        streamed = response.is_streamed or response.direct_passthrough
+        if accept and not streamed and "Content-Encoding" not in headers:
+            body, coding = finisher.compress(response.get_data(), accept)
+            if coding:
+                response.set_data(body)
+                headers.extend(coding)
         status = response.status_code
         mutation = (
             request.method not in SAFE_METHODS

@@ -73,6 +73,16 @@ TAGS = [
         "description": "Open Inference Protocol (KServe V2 / Triton HTTP). "
         'Errors on these routes are `{"error": "..."}`.',
     },
+    {
+        "name": "v1",
+        "description": "KServe V1 / TF Serving REST prediction. "
+        'Errors on these routes are `{"error": "..."}`.',
+    },
+    {
+        "name": "mlflow",
+        "description": "MLflow's scoring protocol (`mlflow models serve`). Errors on these "
+        'routes are `{"error_code": "...", "message": "..."}`.',
+    },
     {"name": "tokens", "description": "API token administration (admin role)."},
     {"name": "ops", "description": "Health, readiness, metrics and this API description."},
 ]
@@ -185,8 +195,8 @@ def openapi_path(rule: str) -> str:
 def operation_id(endpoint: str) -> str:
     blueprint, _, function = endpoint.rpartition(".")
     words = function.split("_")
-    if blueprint == "v2":
-        return "v2" + "".join(w.capitalize() for w in words)
+    if blueprint in ("v1", "v2"):  # their view names repeat the native ones (predict, ...)
+        return blueprint + "".join(w.capitalize() for w in words)
     return words[0] + "".join(w.capitalize() for w in words[1:])
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -27,8 +26,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from registry.errors import MalformedRequest, TooLarge
+from registry.errors import MalformedRequest
 from serving.body_budget import Budget, enforce
+from serving.content_coding import decode_content
 
 __all__ = [
     "DATATYPES",
@@ -114,26 +114,6 @@ def _clip(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------- request
-
-
-def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo a request `Content-Encoding` (gzip or deflate), never expanding beyond `limit`."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return body
-    kind = encoding.strip().lower()
-    if kind not in ("gzip", "deflate"):
-        raise _bad(f"unsupported Content-Encoding {_clip(encoding)}: use gzip or deflate")
-    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise _bad(f"the body is not valid {kind} data: {error}") from None
-    if len(out) > limit:
-        raise TooLarge(
-            "the decompressed request body exceeds the size limit",
-            {"body": f"more than {limit} bytes once decompressed"},
-        )
-    return out
 
 
 def decode_request(

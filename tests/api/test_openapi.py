@@ -28,13 +28,14 @@ from tests.conftest import fit_linear, joblib_bytes, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-TAGS = {"registry", "serving", "v2", "ops", "tokens"}
+TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens"}
 MODEL = openapi.EXAMPLE_MODEL
 
 
 def _not_api_route(rule: Any) -> bool:
-    """Flask's static files and the reference page's assets are not API operations."""
-    return rule.endpoint == "static" or rule.rule.startswith("/docs/")
+    """Flask's static files, the reference page's assets and V2's catch-all for unknown paths
+    are not API operations."""
+    return rule.endpoint in ("static", "v2.unknown_route") or rule.rule.startswith("/docs/")
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +206,11 @@ def test_auth_matches_what_the_views_enforce(app, document, client):
         assert response.status_code == 401, (method, path, response.status_code)
     assert sorted(public) == [
         "/docs",
+        "/health",
         "/healthz",
         "/metrics",
         "/openapi.json",
+        "/ping",
         "/readyz",
         "/v2",
         "/v2/health/live",
@@ -231,7 +234,9 @@ def test_error_responses_have_their_bodies(document):
                     ref("V2Ready"),
                     ref("V2ModelReady"),
                 ), path
-            elif operation["tags"] != ["v2"]:
+            elif operation["tags"] == ["mlflow"]:
+                assert content == {"application/json": {"schema": ref("MlflowError")}}, path
+            elif operation["tags"] not in (["v2"], ["v1"]):
                 assert content == {"application/problem+json": {"schema": ref("Problem")}}, (
                     method,
                     path,
