@@ -52,6 +52,37 @@ class _FiniteFloat(fields.Float):
         return number
 
 
+class WholeNumber(fields.Integer):
+    """An integer that may be written `6.0`: JSON Schema counts that as an integer and some
+    encoders write every number as a float. `6.5` (or "6.5" in a query) is refused, never
+    truncated, and so are booleans; text only with `from_text` (query parameters)."""
+
+    default_error_messages = {"not_whole": "must be a whole number, not {input}"}
+
+    def __init__(self, *, from_text: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.from_text = from_text
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        if isinstance(value, str) and self.from_text:
+            try:
+                value = int(value)
+            except ValueError:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise self.make_error("invalid", input=value) from None
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise self.make_error("not_whole", input=value)
+            return int(value)
+        if not isinstance(value, int):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class StrictSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -81,7 +112,7 @@ class ColumnSchema(StrictSchema):
 
 
 class SignatureSchema(StrictSchema):
-    n_features = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
+    n_features = WholeNumber(validate=validate.Range(min=1, max=100_000))
     feature_names = fields.List(
         fields.String(validate=validate.Length(min=1, max=256)),
         validate=validate.Length(min=1, max=100_000),
@@ -133,7 +164,7 @@ class VersionUpdateSchema(StrictSchema):
 class PromoteSchema(StrictSchema):
     alias = fields.String(load_default="production")
     reason = fields.String(load_default="", validate=validate.Length(max=MAX_REASON))
-    expected_version = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    expected_version = WholeNumber(allow_none=True, validate=validate.Range(min=1))
 
 
 class ReasonSchema(StrictSchema):
@@ -144,7 +175,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(strict=False)
+    limit = WholeNumber(from_text=True)
     cursor = fields.String(validate=validate.Length(max=512))
     q = fields.String(validate=validate.Length(max=128))
     tag = fields.List(
