@@ -32,6 +32,18 @@ class _TagMap(fields.Dict):
         )
         super().__init__(keys=TAG_KEY, values=values, **kwargs)
 
+    def json_schema_extra(self) -> dict[str, Any]:
+        """What `_deserialize` enforces beyond the key and value fields, for the document."""
+        return {
+            "maxProperties": MAX_TAGS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": MAX_TAG_KEY,
+                "pattern": r"^[^\x00-\x1f]*$",
+                "description": "No control characters.",
+            },
+        }
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, Mapping) and len(value) > MAX_TAGS:
             raise ValidationError(f"at most {MAX_TAGS} tags")
@@ -240,7 +252,7 @@ class EventOut(Schema):
     type = fields.String()
     at = fields.DateTime()
     actor = fields.String()
-    reason = fields.String()
+    reason = fields.String(metadata={"maxLength": MAX_REASON})  # as every request bounds it
     version = fields.Integer(allow_none=True)
     alias = fields.String(allow_none=True)
     before = fields.Raw(allow_none=True)
