@@ -62,3 +62,15 @@ def test_signature_n_features_accepts_an_integral_float(sqlite_client):
     )
     assert refused.status_code == 422
     assert any("n_features" in field for field in problem(refused)["errors"])
+
+
+@pytest.mark.parametrize(
+    ("shape", "status"), [([1, 3], 200), ([1.0, 3.0], 200), ([1, 3.5], 400), ([True, 3], 400)]
+)
+def test_v2_tensor_shapes(client, shape, status):
+    """The Open Inference Protocol answers bad input 400 (its own convention), not 422."""
+    tensor = {"name": "input", "shape": shape, "datatype": "FP64", "data": [1.0, 2.0, 3.0]}
+    answer = client.post("/v2/models/price/versions/1/infer", json={"inputs": [tensor]})
+    assert answer.status_code == status, answer.data
+    if status == 400:
+        assert "shape" in answer.get_json()["error"]
