@@ -39,13 +39,20 @@ _STRING = {"type": "string"}
 _INTEGER = {"type": "integer"}
 _NUMBER = {"type": "number"}
 _TIME = {"type": "string", "format": "date-time"}
+# Any JSON value. Every array states its items: client generators drop arrays that do not.
+_ANY: dict[str, Any] = {}
+_VALUE = {"description": "A feature value: a number, string, boolean or null."}
 
 
 # ---- native predict --------------------------------------------------------------------------
 
 _ROW = {
     "oneOf": [
-        {"type": "array", "description": "Feature values in the model's feature order."},
+        {
+            "type": "array",
+            "items": _VALUE,
+            "description": "Feature values in the model's feature order.",
+        },
         {"type": "object", "description": "Feature name -> value."},
     ]
 }
@@ -57,8 +64,8 @@ _METHOD = {
 }
 _SPLIT_FIELDS = {
     "columns": {"type": "array", "items": _STRING, "minItems": 1},
-    "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
-    "index": {"type": "array", "description": "Ignored."},
+    "data": {"type": "array", "items": {"type": "array", "items": _VALUE}, "minItems": 1},
+    "index": {"type": "array", "items": _ANY, "description": "Ignored."},
 }
 # What each payload key holds; keyed by serving.inputs.PAYLOAD_KEYS, so a new key fails here.
 _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
@@ -72,7 +79,7 @@ _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
                 {
                     "type": "object",
                     "minProperties": 1,
-                    "additionalProperties": {"type": "array"},
+                    "additionalProperties": {"type": "array", "items": _VALUE},
                     "description": "Columns: feature name -> values.",
                 },
                 {
@@ -99,22 +106,28 @@ _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
         "MLflow's pandas records orientation.",
     ),
 }
+# One named component per body shape, so generated clients get a class for each
+# (`PredictInstances`, ...) rather than numbered union members.
+PREDICT_VARIANTS = {
+    key: JsonSchema(
+        "Predict" + "".join(word.capitalize() for word in key.split("_")),
+        {
+            "type": "object",
+            "description": _PAYLOADS[key][1],
+            "required": [key],
+            "properties": {key: _PAYLOADS[key][0], "method": _METHOD},
+            "additionalProperties": False,
+        },
+    )
+    for key in PAYLOAD_KEYS
+}
 PREDICT_REQUEST = JsonSchema(
     "PredictRequest",
     {
         "description": "Exactly one of "
         + ", ".join(f"`{key}`" for key in PAYLOAD_KEYS[:-1])
         + f" or `{PAYLOAD_KEYS[-1]}`, plus an optional `method`.",
-        "oneOf": [
-            {
-                "type": "object",
-                "description": _PAYLOADS[key][1],
-                "required": [key],
-                "properties": {key: _PAYLOADS[key][0], "method": _METHOD},
-                "additionalProperties": False,
-            }
-            for key in PAYLOAD_KEYS
-        ],
+        "oneOf": [PREDICT_VARIANTS[key] for key in PAYLOAD_KEYS],
     },
 )
 PREDICT_RESPONSE = JsonSchema(
@@ -123,9 +136,14 @@ PREDICT_RESPONSE = JsonSchema(
         {
             "model": _STRING,
             "version": {"type": "integer", "description": "The version that answered."},
-            "predictions": {"type": "array", "description": "One entry per input row."},
+            "predictions": {
+                "type": "array",
+                "items": _ANY,
+                "description": "One entry per input row: a value, or a list of probabilities.",
+            },
             "classes": {
                 "type": "array",
+                "items": _ANY,
                 "description": "With predict_proba: the class of each probability column.",
             },
         },
@@ -397,7 +415,7 @@ V2_INFER_RESPONSE = JsonSchema(
                         "name": _STRING,
                         "datatype": _STRING,
                         "shape": _SHAPE,
-                        "data": {"type": "array"},
+                        "data": {"type": "array", "items": _ANY},
                         "parameters": {"type": "object"},
                     },
                     ["name", "datatype", "shape"],
@@ -481,7 +499,7 @@ V2_MODEL_STATS = JsonSchema(
                         "inference_count": _INTEGER,
                         "execution_count": _INTEGER,
                         "inference_stats": {"type": "object", "additionalProperties": _DURATION},
-                        "batch_stats": {"type": "array"},
+                        "batch_stats": {"type": "array", "items": {"type": "object"}},
                     }
                 ),
             }

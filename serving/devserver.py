@@ -7,8 +7,9 @@ it accepts request lines and header lines of 64 KiB. Here each connection gets t
 as under the gunicorn worker: REQUEST_HEADER_TIMEOUT for the request line and headers,
 REQUEST_BODY_TIMEOUT between two pieces of the body, RESPONSE_WRITE_TIMEOUT for each write of
 the answer, gunicorn's request-line and header-field limits (414 and 431), and a 408 for a
-request that did not arrive in time. Body limits and security headers are the app's own, the
-same under both servers. Production still belongs on `--workers` (docs/deployment.md).
+request that did not arrive in time; these and http.server's own refusals (a bad request
+line) are problem+json, as under gunicorn. Body limits and security headers are the app's
+own, the same under both servers. Production still belongs on `--workers` (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from serving.inline_http import MAX_FIELD, MAX_HEADERS, MAX_REQUEST_LINE, error_response
+from serving.inline_http import (
+    MAX_DETAIL,
+    MAX_FIELD,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    error_response,
+)
 
 LINGER_SECONDS = 2.0  # after the answer starts, how long werkzeug may drain an unread body
 
@@ -107,6 +114,7 @@ class GuardedRequestHandler(WSGIRequestHandler):
                         error_response(
                             HTTPStatus.REQUEST_TIMEOUT,
                             "The request was not received completely in time.",
+                            server=self.version_string(),
                         )
                     )
 
@@ -127,6 +135,20 @@ class GuardedRequestHandler(WSGIRequestHandler):
             return False
         self._deadline = None  # the head is in: from now on, the body's idle timeout
         return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's errors (a bad request line, 414, 431, ...) as problem+json, like the
+        app's own, instead of its HTML page."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        status = HTTPStatus(code)
+        detail = (message or explain or status.description)[:MAX_DETAIL]
+        answer = error_response(status, detail, server=self.version_string())
+        if self.command == "HEAD":
+            answer = answer[: answer.index(b"\r\n\r\n") + 4]
+        self.log_request(code)
+        with contextlib.suppress(OSError):
+            self.wfile.write(answer)
 
     def handle_expect_100(self) -> bool:
         return True  # werkzeug sends the 100 Continue itself (run_wsgi); one is enough

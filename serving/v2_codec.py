@@ -108,6 +108,14 @@ def _bad(message: str, field: str = "body") -> MalformedRequest:
     return MalformedRequest(message, {field: message})
 
 
+def _whole(value: Any) -> Any:
+    """`3.0` as 3 (an integer to JSON Schema; some encoders write every number as a float);
+    anything else as it is, for the caller to refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _clip(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= _MAX_REPORTED_NAME else text[:_MAX_REPORTED_NAME] + "..."
@@ -200,6 +208,8 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[Te
             f"{field}.datatype",
         )
     shape = raw.get("shape")
+    if type(shape) is list and not all(type(d) is int for d in shape):
+        shape = [_whole(d) for d in shape]
     if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(
             f"{where}: shape must be a non-empty list of non-negative integers",
@@ -211,6 +221,7 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[Te
         raise _bad(f"{where}: shared memory is not supported", f"{field}.parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
+        size = _whole(size)
         if type(size) is not int or size < 0:
             raise _bad(
                 f"{where}: binary_data_size must be a non-negative integer",
