@@ -26,9 +26,29 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def user_data_path() -> Path:
+    """The per-user data folder (e.g. ~/.local/share/modelreg; XDG_DATA_HOME moves it)."""
+    import platformdirs
+
+    return platformdirs.user_data_path("modelreg", appauthor=False)
+
+
 def default_instance_path() -> Path:
-    """Where the embedded default keeps its SQLite file and artifacts."""
-    return Path(os.environ.get("MODELREG_HOME", Path.cwd() / "instance")).resolve()
+    """Where the embedded default keeps its SQLite file and artifacts when INSTANCE_PATH is
+    not set: MODELREG_HOME, else the per-user data folder. Never the current directory, so
+    every command finds the same database wherever it is run from."""
+    home = os.environ.get("MODELREG_HOME", "").strip()
+    return (Path(home).expanduser() if home else user_data_path()).resolve()
+
+
+def instance_source(environ: Mapping[str, str] | None = None) -> str:
+    """Which setting chose the embedded default's folder, for `modelreg info`."""
+    env = os.environ if environ is None else environ
+    if env.get("INSTANCE_PATH", "").strip():
+        return "INSTANCE_PATH"
+    if env.get("MODELREG_HOME", "").strip():
+        return "MODELREG_HOME"
+    return "the per-user data folder"
 
 
 @dataclass
@@ -168,7 +188,9 @@ class Config:
 
     def resolved(self) -> Config:
         """Fill the embedded-default locations from INSTANCE_PATH."""
-        instance = Path(self.INSTANCE_PATH) if self.INSTANCE_PATH else default_instance_path()
+        instance = (
+            Path(self.INSTANCE_PATH).expanduser() if self.INSTANCE_PATH else default_instance_path()
+        )
         return dataclasses.replace(
             self,
             INSTANCE_PATH=str(instance),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import socket
 import time
 from http import HTTPStatus
@@ -77,6 +78,12 @@ class GuardedRequestHandler(WSGIRequestHandler):
     header_timeout = 10.0
     body_timeout = 30.0
     write_timeout = 30.0
+    # With modelreg's access log on, werkzeug's own line per request only repeats it.
+    quiet_requests = True
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if not self.quiet_requests:
+            super().log_request(code, size)
 
     def setup(self) -> None:
         super().setup()
@@ -154,6 +161,18 @@ class GuardedRequestHandler(WSGIRequestHandler):
         return True  # werkzeug sends the 100 Continue itself (run_wsgi); one is enough
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainText(logging.Filter):
+    """werkzeug colours its lines for a terminal; in our log lines (JSON) that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _ANSI.sub("", record.getMessage())
+        record.args = None
+        return True
+
+
 def run_development_server(app: Any, *, host: str, port: int, config: Any) -> None:
     handler = type(
         "ModelregRequestHandler",
@@ -162,8 +181,12 @@ def run_development_server(app: Any, *, host: str, port: int, config: Any) -> No
             "header_timeout": config.REQUEST_HEADER_TIMEOUT,
             "body_timeout": config.REQUEST_BODY_TIMEOUT,
             "write_timeout": config.RESPONSE_WRITE_TIMEOUT,
+            "quiet_requests": config.ACCESS_LOG,
         },
     )
     # werkzeug logs each request (and its start-up warning) at INFO unless told otherwise.
-    logging.getLogger("werkzeug").setLevel(config.LOG_LEVEL.upper())
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.setLevel(config.LOG_LEVEL.upper())
+    if not any(isinstance(f, _PlainText) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(_PlainText())
     run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=handler)
