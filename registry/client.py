@@ -441,7 +441,13 @@ class WSGIAdapter(BaseAdapter):
             query_string=url.query,
             base_url=f"{url.scheme}://{url.netloc}",
             method=request.method or "GET",
-            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _BODY_HEADERS],
+            # No Accept-Encoding: `raw` here is the app's iterable, which requests would not
+            # inflate; compressing for a caller in the same process saves nothing anyway.
+            headers=[
+                (k, v)
+                for k, v in request.headers.items()
+                if k.lower() not in _BODY_HEADERS and k.lower() != "accept-encoding"
+            ],
         )
         try:
             environ = builder.get_environ()
