@@ -444,12 +444,12 @@ def versions_list(ctx: click.Context, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["joblib", "skops", "onnx"]),
-    help="Default: from the file extension.",
+    type=click.Choice(["joblib", "skops", "onnx", "mlflow"]),
+    help="Default: from the file extension. A directory is an MLflow model (MLmodel file).",
 )
 @click.option("--description", default="")
 @click.option(
@@ -461,7 +461,8 @@ def versions_list(ctx: click.Context, name: str) -> None:
 def register(
     ctx: click.Context, name: str, file: str, fmt: str | None, description: str, metadata: Any
 ) -> None:
-    """Register FILE as the next version of NAME."""
+    """Register FILE (a model file, or an MLflow model directory or archive) as the next
+    version of NAME."""
     import orjson
 
     extra = orjson.loads(metadata.read()) if metadata else {}
