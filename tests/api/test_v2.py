@@ -486,7 +486,7 @@ def test_output_errors(shared):
         ({"inputs": [tensor([[1e39, 2, 3]], [1, 3], "FP32")]}, "out of range"),
         ({"inputs": [tensor([[True, False, True]], [1, 3], "BOOL")]}, "boolean"),
         ({"inputs": [tensor([[1, [2], 3]], [1, 3])]}, "mixes lists and values"),
-        ({"inputs": [tensor([[1, None, 3]], [1, 3])]}, "nulls"),
+        ({"inputs": [tensor([[1, None, 3]], [1, 3])]}, "missing values"),
         ({"inputs": [tensor([], [0, 3])]}, "no rows"),
         ({"inputs": [tensor([[1, 2, 3]], [1, -3])]}, "shape"),
         ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64"}]}, "'data'"),
@@ -834,9 +834,10 @@ def test_statistics_are_exact(make_app):
     (idle,) = ok(client.get("/v2/models/idle/stats"))["model_stats"]
     assert idle["version"] == "1" and idle["execution_count"] == 0
     assert idle["last_inference"] == 0
-    assert ok(client.get("/v2/models/m/versions/latest/stats"))["model_stats"][0][
-        "execution_count"
-    ] == 1
+    assert (
+        ok(client.get("/v2/models/m/versions/latest/stats"))["model_stats"][0]["execution_count"]
+        == 1
+    )
     error(client.get("/v2/models/nope/stats"), 404)
     error(client.get("/v2/models/m/versions/9/stats"), 404)
 
@@ -852,8 +853,9 @@ def test_auth_errors_are_v2_errors(make_app):
         role: auth.create_token(uow, name=f"t-{role}", role=role, actor="test")[0]
         for role in ("reader", "publisher", "operator")
     }
-    scoped, _ = auth.create_token(uow, name="t-other", role="operator", actor="test",
-                                  models=["other"])
+    scoped, _ = auth.create_token(
+        uow, name="t-other", role="operator", actor="test", models=["other"]
+    )
 
     def bearer(secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}
