@@ -102,8 +102,6 @@ def infer_signature(model: Any) -> dict[str, Any]:
     classes = getattr(model, "classes_", None)
     if classes is not None and np.ndim(classes) == 1:
         signature["classes"] = _plain(list(classes))
-    if accepts_missing(model):
-        signature["allow_missing"] = True
     methods = [m for m in ("predict", "predict_proba") if callable(getattr(model, m, None))]
     if not methods:
         raise InvalidInput(
@@ -111,6 +109,8 @@ def infer_signature(model: Any) -> dict[str, Any]:
             {"artifact": f"a {type(model).__name__} has no predict()"},
         )
     signature["methods"] = methods
+    if accepts_missing(model):
+        signature["allow_missing"] = True
     return signature
 
 

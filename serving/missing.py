@@ -23,9 +23,9 @@ def accepts_missing(model: Any) -> bool:
 
 
 def _behaviour(step: Any) -> str:
-    if step is None or step == "passthrough":
+    if step is None or (isinstance(step, str) and step == "passthrough"):
         return _PASSES
-    if step == "drop":
+    if isinstance(step, str):  # "drop": the columns are gone
         return _REMOVES
     kind = type(step)
     if kind.__module__.startswith("sklearn.impute") and kind.__name__.endswith("Imputer"):
