@@ -36,15 +36,25 @@ def test_demo_prints_versions_aliases_and_the_trail(run):
     assert "aliases: {'production': 1}" in output
     trail = output.split("audit trail")[1]
     assert [t for t in ("rollback", "promote", "register", "create") if t in trail] == [
-        "rollback", "promote", "register", "create"]
+        "rollback",
+        "promote",
+        "register",
+        "create",
+    ]
     assert "by cli:" in trail
 
 
 def test_register_promote_rollback_and_events(run, tmp_path):
     path = tmp_path / "price.skops"
     skops.io.dump(fit_linear(), path)
-    assert "registered price version 1" in run("register", "price", str(path)).output
-    assert "version 2" in run("register", "price", str(path), "--description", "two").output
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text('{"input_example": [[0.1, 0.2, 0.3]]}')
+    with_example = ("--metadata", str(metadata))
+    assert "registered price version 1" in run("register", "price", str(path), *with_example).output
+    assert (
+        "version 2"
+        in run("register", "price", str(path), "--description", "two", *with_example).output
+    )
     assert "production -> 1 (was None)" in run("promote", "price", "1", "--reason", "r1").output
     conflict = run("promote", "price", "2", "--expected-version", "7", ok=False)
     assert conflict.exit_code == 1 and "409 Conflict" in conflict.output
@@ -58,9 +68,20 @@ def test_register_promote_rollback_and_events(run, tmp_path):
     assert events.index("rollback") < events.index("promote") < events.index("register")
 
 
+def test_the_embedded_default_needs_an_input_example_for_production(run, tmp_path):
+    path = tmp_path / "price.skops"
+    skops.io.dump(fit_linear(), path)
+    run("register", "price", str(path))
+    refused = run("promote", "price", "1", ok=False)
+    assert refused.exit_code == 1 and "422" in refused.output
+    assert "REQUIRE_INPUT_EXAMPLE_FOR" in refused.output and "PATCH" in refused.output
+    assert "staging -> 1" in run("promote", "price", "1", "--alias", "staging").output
+
+
 def test_tokens_and_database_commands(run):
-    created = run("tokens", "create", "--name", "ci", "--role", "publisher",
-                  "--expires-in-days", "30")
+    created = run(
+        "tokens", "create", "--name", "ci", "--role", "publisher", "--expires-in-days", "30"
+    )
     secret = created.output.strip().splitlines()[0]
     assert secret.startswith("mr_") and len(secret) > 40
     listed = run("tokens", "list").output
@@ -86,8 +107,9 @@ def test_cli_drives_a_running_server_with_a_token(tmp_path, monkeypatch):
     from tests.conftest import LiveServer, make_config
 
     app = create_app(make_config(tmp_path, AUTH_DISABLED=False))
-    secret, _ = auth.create_token(app.extensions["modelreg"].uow, name="ops", role="operator",
-                                  actor="test")
+    secret, _ = auth.create_token(
+        app.extensions["modelreg"].uow, name="ops", role="operator", actor="test"
+    )
     server = LiveServer(app)
     try:
         runner = CliRunner()
@@ -97,8 +119,11 @@ def test_cli_drives_a_running_server_with_a_token(tmp_path, monkeypatch):
         assert "production -> 1 (was 2)" in demo.output and "by ops" in demo.output
         listed = runner.invoke(cli, [*base, "models", "list"], catch_exceptions=False)
         assert "houses" in listed.output
-        refused = runner.invoke(cli, ["--url", server.url, "--token", "mr_wrong", "models",
-                                      "list"], catch_exceptions=False)
+        refused = runner.invoke(
+            cli,
+            ["--url", server.url, "--token", "mr_wrong", "models", "list"],
+            catch_exceptions=False,
+        )
         assert refused.exit_code == 1 and "401" in refused.output
     finally:
         server.stop()
