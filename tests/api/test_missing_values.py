@@ -91,10 +91,12 @@ def test_a_model_that_handles_missing_values_gets_them_everywhere(client, make):
     assert record["input_example"] == ROWS
     expected = model.predict(AS_NAN)
 
+    fast = client.application.wsgi_app  # the predict fast path, in front of Flask
     for body in ({"instances": ROWS}, {"inputs": ROWS}, {"dataframe_split": {"data": ROWS}}):
         response = _predict(client, "nan", body)
         assert response.status_code == 200, (body, response.get_json())
         np.testing.assert_allclose(response.get_json()["predictions"], expected, rtol=1e-9)
+    assert fast.answered >= 2  # once loaded, the same rule answers on the fast path
 
     # V2: null in JSON tensor data, and NaN in binary FP64 data.
     v2 = client.post(
