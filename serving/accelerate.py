@@ -1,14 +1,17 @@
 """Acceleration: serve a scikit-learn model faster, once it is proven to answer the same.
 
 Plain linear models are served by numpy (serving.linear: their own arithmetic, no session);
-everything else is converted to ONNX and served by ONNX Runtime.
+tree ensembles by a float64 ONNX graph written from their trees (serving.trees); everything
+else by skl2onnx's conversion, float64 first, else float32. All run in ONNX Runtime but the
+numpy form.
 
 scikit-learn spends most of a small predict on input validation and dispatch; ONNX Runtime
 runs the same model in microseconds. A conversion is only used once it has been checked on
 the version's input example plus a few hundred rows synthesized around it: class labels must
-match exactly, numbers within |onnx - sklearn| <= ATOL + RTOL * |sklearn|. A conversion that
-fails or disagrees is not an error: the version serves with scikit-learn and its record says
-why.
+match exactly, numbers within |onnx - sklearn| <= ATOL + RTOL * |sklearn|; when the signature
+allows missing values, on rows holding NaN too. A conversion that fails or disagrees is not
+an error: the next form is tried, or the version serves with scikit-learn, and its record
+lists each attempt and says what is served.
 """
 
 from __future__ import annotations
@@ -239,7 +242,6 @@ def _try_onnx(
         try:
             onnx_bytes = tree_ensemble_onnx(model, width)
         except Exception as error:  # a fitted structure this release does not know
-            onnx_bytes = None
             attempts.append(_attempt(form, "float64"))
             _failed(attempts[-1], "conversion", error)
             return None
