@@ -14,7 +14,8 @@ which computes in the input's type, so this module writes that operator directly
   by the number of trees; boosting adds its baseline).
 
 Classifier probabilities have one target per class, and a leaf of this operator feeds one
-target, so a forest classifier becomes one copy of each tree per class.
+target, so a forest classifier becomes one copy of each tree per class (one in all for two
+classes, the first class's probability being the complement).
 
 Only exact, known classes are taken; anything else returns None (and skl2onnx is tried).
 Whatever is built here is verified against scikit-learn like any conversion
@@ -150,15 +151,19 @@ def _regression(estimators: list[Any], scale: float, width: int) -> _Ensemble:
 
 
 def _classification(estimators: list[Any], n_classes: int) -> _Ensemble:
-    ensemble = _Ensemble(n_targets=n_classes)
+    """Per-class probability sums; two classes need only the second's (the graph takes the
+    first as its complement, which halves the trees: 1 - p is within an ulp of the mean of
+    the first class's probabilities, and the verification checks labels exactly)."""
+    targets = 1 if n_classes == 2 else n_classes
+    ensemble = _Ensemble(n_targets=targets)
     for tree in estimators:
         left, right, feature, threshold, missing, value = _sklearn_tree(tree)
         proba = value[:, 0, :n_classes]
-        proba = proba / np.where(
-            proba.sum(axis=1, keepdims=True) == 0, 1, proba.sum(axis=1, keepdims=True)
-        )
-        for c in range(n_classes):
-            ensemble.add_tree(left, right, feature, threshold, missing, proba[:, c], c)
+        total = proba.sum(axis=1, keepdims=True)
+        proba = proba / np.where(total == 0, 1, total)
+        for c in range(n_classes - targets, n_classes):
+            target = c - (n_classes - targets)
+            ensemble.add_tree(left, right, feature, threshold, missing, proba[:, c], target)
     return ensemble
 
 
@@ -270,6 +275,13 @@ def _graph(
     else:
         labels = classes.astype(object) if classes.dtype.kind == "U" else classes
         initializers.append(numpy_helper.from_array(np.asarray(labels), "classes"))
+        if ensemble.n_targets == 1:  # two classes: [1 - p, p]
+            initializers.append(numpy_helper.from_array(np.array(1.0), "one"))
+            nodes += [
+                helper.make_node("Sub", ["one", last], ["complement"]),
+                helper.make_node("Concat", ["complement", last], ["proba"], axis=1),
+            ]
+            last = "proba"
         nodes += [
             helper.make_node("ArgMax", [last], ["best"], axis=1, keepdims=0),
             helper.make_node("Gather", ["classes", "best"], ["label"], axis=0),
@@ -283,7 +295,7 @@ def _graph(
         outputs += [
             helper.make_tensor_value_info("label", label_type, [None]),
             helper.make_tensor_value_info(
-                "probabilities", TensorProto.DOUBLE, [None, ensemble.n_targets]
+                "probabilities", TensorProto.DOUBLE, [None, len(classes)]
             ),
         ]
     graph = helper.make_graph(
