@@ -69,13 +69,14 @@ def infer_column_types(example: list[Any], signature: Mapping[str, Any]) -> list
     if signature.get("inputs") or not example:
         return None
     names = signature.get("feature_names")
-    first = example[0]
-    if isinstance(first, dict):
-        if not names:
+    if isinstance(example[0], dict):
+        if not names or not all(isinstance(row, dict) for row in example):
             return None
-        values = [first.get(name) for name in names]
+        rows = [[row.get(name) for name in names] for row in example]
     else:
-        values = list(first)
+        rows = [list(row) for row in example]
+    # Each column's first value that is not missing (a null says nothing of the type).
+    values = [next((v for v in column if v is not None), None) for column in zip(*rows)]
     columns = []
     for index, value in enumerate(values):
         if isinstance(value, bool):

@@ -98,7 +98,7 @@ class ServingRuntime:
         servable: Servable = loaded.extra
         checked: dict[str, Any] = {
             "sha256": record.sha256,
-            "integrity": "verified",
+            "integrity": "sha256 verified at load",
             "runtime": servable.runtime,
             "input_example_rows": len(record.input_example or ()),
             "methods": [],

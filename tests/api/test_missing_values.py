@@ -195,3 +195,37 @@ def test_accelerated_forms_are_checked_on_missing_values(tmp_path):
             assert response.headers["X-Model-Runtime"] == served["runtime"], accel
     finally:
         app.extensions["modelreg"].engine.dispose()
+
+
+def test_missing_strings_reach_an_imputing_pipeline_as_pandas_missing(client):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = pd.DataFrame(
+        {"color": ["red", "blue", None, "red"] * 10, "size": [1.0, np.nan, 3.0, 4.0] * 10}
+    )
+    encode = ColumnTransformer(
+        [
+            (
+                "c",
+                make_pipeline(SimpleImputer(strategy="most_frequent"), OneHotEncoder()),
+                ["color"],
+            ),
+            ("n", SimpleImputer(), ["size"]),
+        ]
+    )
+    model = make_pipeline(encode, LinearRegression()).fit(frame, np.arange(40.0))
+    rows = [{"color": None, "size": 2.0}, {"color": "blue", "size": None}]
+    record = _registered(client, "mixed", model, input_example=rows)
+    assert record["signature"]["allow_missing"] is True
+    # The first row's null says nothing of its column's type: the next row's value does.
+    assert record["signature"]["inputs"] == [
+        {"name": "color", "type": "string"},
+        {"name": "size", "type": "double"},
+    ]
+    response = _predict(client, "mixed", {"instances": rows})
+    assert response.status_code == 200, response.get_json()
+    expected = model.predict(pd.DataFrame({"color": [np.nan, "blue"], "size": [2.0, np.nan]}))
+    np.testing.assert_allclose(response.get_json()["predictions"], expected, rtol=1e-9)
+    assert client.post("/models/mixed/versions/1/promote", json={}).status_code == 200

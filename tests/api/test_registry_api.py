@@ -1562,7 +1562,7 @@ def test_promotion_without_an_example_is_refused_and_says_how_to_add_one(gated_c
     ok(promote(client, "gate", 1, alias="staging"))
     check = events(client, "gate", type="promote")[0]["after"]["check"]
     assert check["performed"] is True and check["input_example_rows"] == 0
-    assert check["methods"] == [] and check["integrity"] == "verified"
+    assert check["methods"] == [] and check["integrity"] == "sha256 verified at load"
 
     # The way out the error names: PATCH an example (validated as at registration), promote.
     bad = client.patch("/models/gate/versions/1", json={"input_example": [[1.0, 2.0]]})
