@@ -75,8 +75,11 @@ def infer_column_types(example: list[Any], signature: Mapping[str, Any]) -> list
         rows = [[row.get(name) for name in names] for row in example]
     else:
         rows = [list(row) for row in example]
+    if len({len(row) for row in rows}) != 1:
+        return None
     # Each column's first value that is not missing (a null says nothing of the type).
-    values = [next((v for v in column if v is not None), None) for column in zip(*rows)]
+    columns_of = zip(*rows, strict=True)
+    values = [next((v for v in column if v is not None), None) for column in columns_of]
     columns = []
     for index, value in enumerate(values):
         if isinstance(value, bool):
