@@ -103,6 +103,9 @@ class Config:
     # lookups, readiness) before answering from what it knows, or 503.
     REGISTRY_LOOKUP_TIMEOUT: float = 2.0
     ALLOW_PICKLE: bool = True
+    # Aliases (comma-separated) a version may only be promoted to with an input example, so
+    # that the promotion gate predicts something before it serves; empty: none.
+    REQUIRE_INPUT_EXAMPLE_FOR: str = "production"
     # Exact class names ("package.module.Class", comma-separated) added to the allowlist of
     # what skops and joblib artifacts may contain: the escape hatch for trusted custom
     # classes. Empty by default; a module prefix or a function is never accepted here.
@@ -221,6 +224,8 @@ class TestConfig(Config):
     AUTH_DISABLED: bool = True
     # Conversion adds a second blob and ~0.1 s per registration; its own tests turn it on.
     ACCELERATE: str = "off"
+    # Most tests promote tiny models without an example; the gate has its own tests.
+    REQUIRE_INPUT_EXAMPLE_FOR: str = ""
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

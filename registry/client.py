@@ -763,9 +763,14 @@ class Client:
         tags: Mapping[str, str | None] | None = None,
         status: str | None = None,
         reason: str = "",
+        input_example: Any = None,
     ) -> dict[str, Any]:
-        """Edit a version's description, merge its tags, or set status ready/archived."""
+        """Edit a version's description, merge its tags, set status ready/archived, or
+        replace its input example (what the promotion gate predicts; a DataFrame, a 2-D
+        array or a list of rows, as for `register`)."""
         body: dict[str, Any] = {"reason": reason}
+        if input_example is not None:
+            body["input_example"] = _example_rows(input_example)
         if description is not None:
             body["description"] = description
         if tags is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +39,7 @@ class AppServices:
     uow: UnitOfWorkFactory
     store: ArtifactStore
     inspect_artifact: Callable[[str, str], Inspection]
-    check_version: Callable[[VersionRecord], None]
+    check_version: Callable[[VersionRecord], Mapping[str, Any] | None]
     authenticator: Authenticator
     lookups: BoundedLookups
     metrics: Metrics

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g, has_request_context, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from registry import errors
@@ -80,7 +80,8 @@ def problem_for(error: BaseException, request_id: str | None = None) -> Problem:
         auth = (("WWW-Authenticate", "Bearer"),) if status == 401 else ()
         return Problem(status, error.title, error.detail, error.errors, auth)
     if isinstance(error, ArtifactTooLarge):
-        return Problem(413, "Payload too large", str(error), {"artifact": str(error)})
+        reason = f"{error} (server setting MAX_ARTIFACT_BYTES)"
+        return Problem(413, "Payload too large", reason, {"artifact": reason})
     if isinstance(error, ArtifactNotFound):
         log.error("artifact missing from the store: %s", error)
         return Problem(404, "Not found", "the artifact is missing from the store")
@@ -88,7 +89,7 @@ def problem_for(error: BaseException, request_id: str | None = None) -> Problem:
         log.error("artifact store error: %s", error)
         return Problem(503, "Service unavailable", "the artifact store is unavailable")
     if isinstance(error, RequestEntityTooLarge):
-        return Problem(413, "Payload too large", "the request body exceeds the size limit")
+        return _body_too_large()
     if isinstance(error, HTTPException):
         status = error.code or 500
         allowed = getattr(error, "valid_methods", None)
@@ -99,6 +100,21 @@ def problem_for(error: BaseException, request_id: str | None = None) -> Problem:
         500,
         "Internal server error",
         "an unexpected error occurred; it has been logged with the request id",
+    )
+
+
+def _body_too_large() -> Problem:
+    """werkzeug's 413 says neither the limit nor how to change it: say both."""
+    limit = request.max_content_length if has_request_context() else None
+    if limit is None:
+        return Problem(413, "Payload too large", "the request body exceeds the size limit")
+    if limit == current_app.config.get("MAX_PREDICT_BODY_BYTES"):
+        setting = "MAX_PREDICT_BODY_BYTES"
+    else:  # registration raises the request's own limit to the artifact's plus metadata
+        setting = "MAX_ARTIFACT_BYTES (plus MAX_METADATA_BYTES)"
+    reason = f"the limit is {limit} bytes (server setting {setting})"
+    return Problem(
+        413, "Payload too large", f"the request body is too large: {reason}", {"body": reason}
     )
 
 

@@ -132,6 +132,7 @@ class SignatureSchema(StrictSchema):
     inputs = fields.List(fields.Nested(ColumnSchema), validate=validate.Length(min=1))
     classes = fields.List(fields.Raw(), validate=validate.Length(min=1))
     methods = fields.List(fields.String(validate=validate.OneOf(["predict", "predict_proba"])))
+    allow_missing = fields.Boolean(truthy={True}, falsy={False})  # JSON booleans only
 
     @validates("feature_names")
     def _unique_names(self, value: list[str], **_: Any) -> None:
@@ -168,6 +169,7 @@ class VersionMetadataSchema(StrictSchema):
 
 class VersionUpdateSchema(StrictSchema):
     description = fields.String(validate=validate.Length(max=MAX_DESCRIPTION))
+    input_example = fields.List(fields.Raw(), validate=validate.Length(min=1, max=MAX_EXAMPLE_ROWS))
     tags = _TagMap(nullable_values=True)
     status = fields.String(validate=validate.OneOf(["ready", "archived"]))
     reason = fields.String(load_default="", validate=validate.Length(max=MAX_REASON))

@@ -2,13 +2,20 @@
 
 A signature is a JSON object with any of these keys:
 `n_features` (int), `feature_names` (list of str), `inputs` (list of {"name", "type"}),
-`classes` (list), `methods` (list of "predict" / "predict_proba").
+`classes` (list), `methods` (list of "predict" / "predict_proba"), `allow_missing` (bool).
 What the publisher declares is merged with what the artifact reveals; a contradiction is
 refused at registration rather than discovered at predict time.
+
+`allow_missing` is the one rule for missing values (null in JSON, NaN in tensors) in numeric
+and string columns: refused everywhere (registration's input example, the promotion gate,
+every predict protocol) unless it is true. It is inferred where scikit-learn tells
+(serving/missing.py) and the publisher's declaration wins either way: inference only ever
+answers "yes", and a publisher may know better (or want missing values refused).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +24,10 @@ from registry.errors import InvalidInput
 SIGNATURE_KEYS = ("n_features", "feature_names", "inputs", "classes", "methods")
 COLUMN_TYPES = frozenset({"double", "long", "boolean", "string"})
 MAX_EXAMPLE_ROWS = 100
+MISSING_REFUSED = (
+    "missing value (null): this model does not accept missing values; "
+    "declare signature.allow_missing=true if it does"
+)
 
 
 def merge_signature(
@@ -33,6 +44,9 @@ def merge_signature(
         value = theirs if theirs is not None else mine
         if value is not None:
             merged[key] = value
+    allow_missing = declared.get("allow_missing", inferred.get("allow_missing"))
+    if allow_missing is not None:
+        merged["allow_missing"] = bool(allow_missing)
     if errors:
         raise InvalidInput("the declared signature contradicts the artifact", errors)
     names = merged.get("feature_names")
@@ -55,13 +69,17 @@ def infer_column_types(example: list[Any], signature: Mapping[str, Any]) -> list
     if signature.get("inputs") or not example:
         return None
     names = signature.get("feature_names")
-    first = example[0]
-    if isinstance(first, dict):
-        if not names:
+    if isinstance(example[0], dict):
+        if not names or not all(isinstance(row, dict) for row in example):
             return None
-        values = [first.get(name) for name in names]
+        rows = [[row.get(name) for name in names] for row in example]
     else:
-        values = list(first)
+        rows = [list(row) for row in example]
+    if len({len(row) for row in rows}) != 1:
+        return None
+    # Each column's first value that is not missing (a null says nothing of the type).
+    columns_of = zip(*rows, strict=True)
+    values = [next((v for v in column if v is not None), None) for column in columns_of]
     columns = []
     for index, value in enumerate(values):
         if isinstance(value, bool):
@@ -111,13 +129,33 @@ def check_input_example(example: list[Any] | None, signature: Mapping[str, Any] 
         elif isinstance(row, list):
             if width is not None and len(row) != width:
                 raise InvalidInput(
-                    "invalid input example", {where: f"expected {width} values, got {len(row)}"}
+                    "invalid input example",
+                    {where: f"expected {width} features{_named(names)}, got {len(row)}"},
                 )
         else:
             raise InvalidInput("invalid input example", {where: "must be a list or an object"})
-        cells = row.values() if isinstance(row, dict) else row
+        cells = list(row.values() if isinstance(row, dict) else row)
         if not all(cell is None or isinstance(cell, str | int | float) for cell in cells):
             raise InvalidInput(
                 "invalid input example",
                 {where: "values must be numbers, strings, booleans or null"},
             )
+        if not allows_missing(signature) and any(
+            cell is None or (isinstance(cell, float) and math.isnan(cell)) for cell in cells
+        ):
+            raise InvalidInput(
+                "invalid input example: it holds a missing value the model does not accept",
+                {where: MISSING_REFUSED},
+            )
+
+
+def allows_missing(signature: Mapping[str, Any] | None) -> bool:
+    """The one rule: missing values are accepted only where the signature says so."""
+    return bool(signature and signature.get("allow_missing"))
+
+
+def _named(names: list[str] | None) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(names[:10]) + (f", ... ({len(names) - 10} more)" if len(names) > 10 else "")
+    return f" ({shown})"

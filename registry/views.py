@@ -236,11 +236,17 @@ def _read_metadata(form: Any, files: Any, limit: int) -> dict[str, Any]:
         part = files["metadata"]
         raw = part.stream.read(limit + 1)
         if len(raw) > limit:
-            raise TooLarge("the metadata part is too large", {"metadata": f"over {limit} bytes"})
+            raise TooLarge(
+                "the metadata part is too large",
+                {"metadata": f"over {limit} bytes (server setting MAX_METADATA_BYTES)"},
+            )
     else:
         raw = form.get("metadata", "")
         if len(raw.encode()) > limit:
-            raise TooLarge("the metadata part is too large", {"metadata": f"over {limit} bytes"})
+            raise TooLarge(
+                "the metadata part is too large",
+                {"metadata": f"over {limit} bytes (server setting MAX_METADATA_BYTES)"},
+            )
     if not raw or not raw.strip():
         return {}
     return schemas.parse_json(raw, field="metadata")
@@ -279,8 +285,8 @@ def register_version(name: str) -> Response:
     request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(
-            f"the upload exceeds {config.MAX_ARTIFACT_BYTES} bytes",
-            {"artifact": f"limit is {config.MAX_ARTIFACT_BYTES} bytes"},
+            f"the upload exceeds {config.MAX_ARTIFACT_BYTES} bytes (MAX_ARTIFACT_BYTES)",
+            {"artifact": f"limit is {config.MAX_ARTIFACT_BYTES} bytes (MAX_ARTIFACT_BYTES)"},
         )
     staged: list[StagedUpload] = []
 
@@ -400,7 +406,7 @@ def get_version(name: str, ref: str) -> Response:
 
 
 @endpoint(
-    summary="Update a version's description, tags or status",
+    summary="Update a version's description, tags, input example or status",
     tag="registry",
     body=request_body(
         schemas.VersionUpdateSchema,
@@ -409,7 +415,8 @@ def get_version(name: str, ref: str) -> Response:
     responses={200: json_answer("The updated version record.", schemas.VersionOut)},
     errors=(*BODY_ERRORS, 404, 409),
     description="Changing `status` (archive or restore) needs the operator role; 409 when "
-    "archiving a version an alias points at.",
+    "archiving a version an alias points at. `input_example` replaces the example, checked "
+    "against the signature exactly as at registration (422 otherwise).",
 )
 @bp.patch("/models/<name>/versions/<ref>")
 @requires("publisher")
@@ -424,6 +431,7 @@ def update_version(name: str, ref: str) -> Response:
         description=data.get("description"),
         tags=data.get("tags"),
         status=data.get("status"),
+        input_example=data.get("input_example"),
         reason=data["reason"],
         actor=current_actor(),
     )
@@ -531,7 +539,10 @@ def _requested_range(size: int) -> tuple[int, int] | None:
     },
     errors=(*BODY_ERRORS, 404, 409),
     description="Before the alias moves, the version is loaded, its sha256 verified and its "
-    "input example (if any) predicted; a failure is 422 and the alias does not move. With "
+    "input example predicted; a failure is 422 and the alias does not move. A version "
+    "without an input example is refused (422) for the aliases the server names in "
+    "`REQUIRE_INPUT_EXAMPLE_FOR` (default `production`): add one with a PATCH of the version. "
+    "The promote event records what was checked. With "
     "`expected_version`, 409 when the alias points elsewhere. An empty body promotes to "
     "`production`.",
 )
@@ -555,6 +566,9 @@ def promote(name: str, ref: str) -> Response:
         reason=data["reason"],
         actor=current_actor(),
         check=deps.check_version,
+        example_required_for=alias_service.example_required_for(
+            deps.config.REQUIRE_INPUT_EXAMPLE_FOR
+        ),
         **options,
     )
     return json_response(_move_out.dump(move))

@@ -1,14 +1,17 @@
 """Acceleration: serve a scikit-learn model faster, once it is proven to answer the same.
 
 Plain linear models are served by numpy (serving.linear: their own arithmetic, no session);
-everything else is converted to ONNX and served by ONNX Runtime.
+tree ensembles by a float64 ONNX graph written from their trees (serving.trees); everything
+else by skl2onnx's conversion, float64 first, else float32. All run in ONNX Runtime but the
+numpy form.
 
 scikit-learn spends most of a small predict on input validation and dispatch; ONNX Runtime
 runs the same model in microseconds. A conversion is only used once it has been checked on
 the version's input example plus a few hundred rows synthesized around it: class labels must
-match exactly, numbers within |onnx - sklearn| <= ATOL + RTOL * |sklearn|. A conversion that
-fails or disagrees is not an error: the version serves with scikit-learn and its record says
-why.
+match exactly, numbers within |onnx - sklearn| <= ATOL + RTOL * |sklearn|; when the signature
+allows missing values, on rows holding NaN too. A conversion that fails or disagrees is not
+an error: the next form is tried, or the version serves with scikit-learn, and its record
+lists each attempt and says what is served.
 """
 
 from __future__ import annotations
@@ -49,23 +52,35 @@ def _converter_version() -> str:
 
 
 def verification_rows(
-    n_features: int, example: list[Any] | None, feature_names: list[str] | None
+    n_features: int,
+    example: list[Any] | None,
+    feature_names: list[str] | None,
+    missing: bool = False,
 ) -> np.ndarray:
-    """The example's rows, then rows spread around them (or around 0..1 without one)."""
+    """The example's rows, then rows spread around them (or around 0..1 without one); with
+    `missing` (the signature allows missing values), a third more with NaN in a quarter of
+    their cells, so that a conversion must treat NaN as scikit-learn does to be used."""
     rng = np.random.default_rng(SEED)
     base = _example_matrix(example, feature_names, n_features)
     if base is None:
-        synthesized = np.vstack(
+        rows = np.vstack(
             [
                 rng.random((CHECK_ROWS // 2, n_features)),
                 rng.normal(0, 3, (CHECK_ROWS // 2, n_features)),
             ]
         )
-        return synthesized
-    scale = np.maximum(np.abs(base).max(axis=0), 1e-3)
-    picks = base[rng.integers(0, len(base), CHECK_ROWS)]
-    noise = rng.normal(0, 0.25, picks.shape) * scale
-    return np.vstack([base, picks * rng.uniform(0.5, 1.5, picks.shape) + noise])
+    else:
+        filled = np.where(np.isnan(base), 0.0, base)  # an example may hold missing values
+        scale = np.maximum(np.abs(filled).max(axis=0), 1e-3)
+        picks = filled[rng.integers(0, len(filled), CHECK_ROWS)]
+        noise = rng.normal(0, 0.25, picks.shape) * scale
+        rows = np.vstack([base, picks * rng.uniform(0.5, 1.5, picks.shape) + noise])
+    if not missing:
+        return rows
+    holed = rows[rng.integers(0, len(rows), CHECK_ROWS // 3)].copy()
+    holed[rng.random(holed.shape) < 0.25] = np.nan
+    holed[np.arange(len(holed)), rng.integers(0, n_features, len(holed))] = np.nan
+    return np.vstack([rows, holed])
 
 
 def _example_matrix(
@@ -80,7 +95,7 @@ def _example_matrix(
             rows = [[row[name] for name in names] for row in example]
         else:
             rows = example
-        matrix = np.asarray(rows, dtype=np.float64)
+        matrix = np.asarray(rows, dtype=np.float64)  # null -> NaN
     except (KeyError, TypeError, ValueError):
         return None
     return matrix if matrix.ndim == 2 and matrix.shape[1] == width else None
@@ -119,9 +134,13 @@ def _compare(
         return same, 0.0 if same else float("inf"), 0.0 if same else float("inf")
     expected = expected.astype(np.float64)
     actual = actual.astype(np.float64)
-    diff = np.abs(actual - expected)
-    rel = diff / np.maximum(np.abs(expected), 1e-12)
-    ok = bool(np.all(diff <= ATOL + RTOL * np.abs(expected)))
+    # NaN answers agree only with NaN answers.
+    both = np.isnan(expected) & np.isnan(actual)
+    diff = np.where(both, 0.0, np.abs(actual - expected))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    scale = np.where(both, 0.0, np.abs(expected))
+    rel = diff / np.maximum(scale, 1e-12)
+    ok = bool(np.all(diff <= ATOL + RTOL * scale))
     return ok, float(diff.max(initial=0.0)), float(rel.max(initial=0.0))
 
 
@@ -159,8 +178,34 @@ def _check_candidate(
     return result
 
 
+def _attempt(form: str, precision: str) -> dict[str, Any]:
+    return {"form": form, "precision": precision}
+
+
+def _verified(attempt: dict[str, Any], checked: dict[str, Any]) -> bool:
+    """Record a comparison on its attempt; True when the form may be served."""
+    matches = checked.pop("matches")
+    attempt.update(checked)
+    if matches:
+        attempt["outcome"] = "matched"
+        return True
+    attempt["outcome"] = "mismatch"
+    attempt["reason"] = (
+        f"{checked.get('failed_method', 'predict')} disagrees with scikit-learn beyond the "
+        "tolerance"
+    )
+    return False
+
+
+def _failed(attempt: dict[str, Any], step: str, error: BaseException) -> None:
+    attempt["outcome"] = "failed"
+    # Converters put whole attribute dumps in their messages: the first line says it.
+    first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    attempt["reason"] = f"{step}: {type(error).__name__}: {first}"[:300]
+
+
 def _try_native(
-    model: Any, X: np.ndarray, names: list[str] | None, detail: dict[str, Any]
+    model: Any, X: np.ndarray, names: list[str] | None, attempts: list[dict[str, Any]]
 ) -> bytes | None:
     """Linear models first: numpy does their arithmetic bit for bit, with no session. The
     stored form is what is checked: the arrays are read back before the comparison."""
@@ -169,28 +214,74 @@ def _try_native(
     native = native_linear(model)
     if native is None:
         return None
+    attempt = _attempt("numpy", "float64")
+    attempts.append(attempt)
     try:
         stored = native.to_bytes()
         checked = _check_candidate(model, NativeLinear.from_bytes(stored), X, names, np.float64)
     except Exception as error:
-        detail.setdefault("errors", {})["numpy"] = f"{type(error).__name__}: {error}"[:300]
+        _failed(attempt, "check", error)
         return None
-    if not checked.pop("matches"):
-        detail["numpy_mismatch"] = checked
+    return stored if _verified(attempt, checked) else None
+
+
+def _try_onnx(
+    model: Any,
+    width: int,
+    X: np.ndarray,
+    names: list[str] | None,
+    dtype: type,
+    attempts: list[dict[str, Any]],
+    form: str = "onnx",
+) -> bytes | None:
+    """skl2onnx's conversion in `dtype` (form "onnx"), or the float64 tree ensemble built by
+    serving/trees.py (form "onnx-tree-ensemble", only for the ensembles it knows)."""
+    if form == "onnx-tree-ensemble":
+        from serving.trees import tree_ensemble_onnx
+
+        try:
+            onnx_bytes = tree_ensemble_onnx(model, width)
+        except Exception as error:  # a fitted structure this release does not know
+            attempts.append(_attempt(form, "float64"))
+            _failed(attempts[-1], "conversion", error)
+            return None
+        if onnx_bytes is None:
+            return None  # not a tree ensemble it knows: nothing was tried
+        attempt = _attempt(form, "float64")
+        attempts.append(attempt)
+    else:
+        attempt = _attempt(form, np.dtype(dtype).name)
+        attempts.append(attempt)
+        try:
+            onnx_bytes = _convert(model, width, dtype)
+        except Exception as error:  # converters raise anything for unsupported models
+            _failed(attempt, "conversion", error)
+            return None
+    try:
+        checked = _check(model, onnx_bytes, X, names, dtype)
+    except Exception as error:  # a runtime that cannot load or run what was emitted
+        _failed(attempt, "check", error)
         return None
-    detail.update(
-        checked,
-        runtime="numpy",
-        precision="float64",
-        converter=f"modelreg native linear (numpy {np.__version__})",
-    )
-    return stored
+    return onnx_bytes if _verified(attempt, checked) else None
+
+
+# What a served form does to inputs and answers, said on the version record.
+PRECISION_NOTES = {
+    "float64": "computed in float64, as scikit-learn does",
+    "float32": (
+        "inputs are rounded to float32 and the model is evaluated in float32: answers agree "
+        "with scikit-learn's within the tolerance, not to the last digit (about 7 significant "
+        "digits)"
+    ),
+}
 
 
 def accelerate(
     model: Any, signature: Mapping[str, Any] | None, input_example: list[Any] | None
 ) -> Acceleration:
-    """Try to convert `model`; never raises."""
+    """Try the numpy form, then ONNX in float64, then in float32, and keep the first that
+    agrees with scikit-learn; never raises. The record lists every attempt (form,
+    precision, outcome, reason) and says what is served."""
     from sklearn.base import BaseEstimator
 
     if not isinstance(model, BaseEstimator):
@@ -204,36 +295,64 @@ def accelerate(
         return Acceleration("unsupported", {"reason": "non-numeric input columns"})
     names = signature.get("feature_names")
     started = time.perf_counter()
-    X = verification_rows(width, input_example, names)
+    missing = bool(signature.get("allow_missing"))
+    X = verification_rows(width, input_example, names, missing=missing)
+    attempts: list[dict[str, Any]] = []
     detail: dict[str, Any] = {
         "converter": _converter_version(),
         "rows_checked": len(X),
+        "rows_with_missing_values": int(np.isnan(X).any(axis=1).sum()),
         "tolerance": {"rtol": RTOL, "atol": ATOL},
+        "attempts": attempts,
     }
-    native = _try_native(model, X, names, detail)
-    if native is not None:
-        detail["seconds"] = round(time.perf_counter() - started, 3)
-        return Acceleration("ready", detail, native)
-    outcome = "failed"
-    for dtype in (np.float64, np.float32):
-        precision = np.dtype(dtype).name
-        try:
-            onnx_bytes = _convert(model, width, dtype)
-            checked = _check(model, onnx_bytes, X, names, dtype)
-        except Exception as error:  # converters raise anything for unsupported models
-            detail.setdefault("errors", {})[precision] = f"{type(error).__name__}: {error}"[:300]
-            continue
-        matches = checked.pop("matches")
-        detail.update(checked, precision=precision, runtime="onnxruntime")
-        if matches:
-            detail["seconds"] = round(time.perf_counter() - started, 3)
-            return Acceleration("ready", detail, onnx_bytes)
-        outcome = "mismatch"
+    served: bytes | None = _try_native(model, X, names, attempts)
+    if served is None:
+        served = _try_onnx(model, width, X, names, np.float64, attempts, "onnx-tree-ensemble")
+    if served is None:
+        for dtype in (np.float64, np.float32):
+            served = _try_onnx(model, width, X, names, dtype, attempts)
+            if served is not None:
+                break
     detail["seconds"] = round(time.perf_counter() - started, 3)
+    if served is not None:
+        chosen = attempts[-1]
+        precision = chosen["precision"]
+        runtime = "numpy" if chosen["form"] == "numpy" else "onnxruntime"
+        if chosen["form"] == "onnx-tree-ensemble":
+            detail["converter"] = (
+                f"modelreg tree ensemble (ai.onnx.ml opset 5), {detail['converter']}"
+            )
+        detail.update(
+            runtime=runtime,
+            precision=precision,
+            served={
+                "form": chosen["form"],
+                "runtime": runtime,
+                "precision": precision,
+                "note": PRECISION_NOTES[precision],
+            },
+            max_abs_diff=chosen["max_abs_diff"],
+            max_rel_diff=chosen["max_rel_diff"],
+        )
+        if runtime == "numpy":
+            detail["converter"] = f"modelreg native linear (numpy {np.__version__})"
+        return Acceleration("ready", detail, served)
+    compared = [a for a in attempts if "max_abs_diff" in a]
+    outcome = "mismatch" if compared else "failed"
+    if compared:
+        detail.update(
+            max_abs_diff=compared[-1]["max_abs_diff"], max_rel_diff=compared[-1]["max_rel_diff"]
+        )
+    detail["served"] = {
+        "form": "original",
+        "runtime": "sklearn",
+        "precision": "float64",
+        "note": PRECISION_NOTES["float64"],
+    }
     detail["reason"] = (
-        "the converted model disagrees with scikit-learn beyond the tolerance"
+        "every converted form disagrees with scikit-learn beyond the tolerance (or failed)"
         if outcome == "mismatch"
         else "the model could not be converted"
     )
-    log.info("acceleration %s: %s", outcome, detail.get("reason"))
+    log.info("acceleration %s: %s", outcome, detail["reason"])
     return Acceleration(outcome, detail)

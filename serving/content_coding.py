@@ -28,7 +28,7 @@ def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
     if len(out) > limit:
         raise TooLarge(
             "the decompressed request body exceeds the size limit",
-            {"body": f"more than {limit} bytes once decompressed"},
+            {"body": f"more than {limit} bytes once decompressed (MAX_PREDICT_BODY_BYTES)"},
         )
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from registry.errors import InvalidInput
 from serving.linear import NativeLinear
+from serving.missing import accepts_missing
 from serving.safeload import TrustPolicy
 from serving.safeload.onnx_files import check_onnx_inline
 from serving.safeload.pickle_files import PickleRefused, UntrustedGlobal, load_pickle
@@ -52,8 +53,7 @@ def deserialize(file: BinaryIO, fmt: str, *, trust: TrustPolicy, onnx_threads: i
                 {"metadata.format": "joblib is not allowed (ALLOW_PICKLE=false)"},
             )
         return _judged(
-            lambda: load_pickle(file, extra_classes=trust.extra_classes,
-                                limits=trust.skops_limits)
+            lambda: load_pickle(file, extra_classes=trust.extra_classes, limits=trust.skops_limits)
         )
     if fmt == "skops":
         data = file.read()
@@ -87,7 +87,8 @@ def _plain(values: Sequence[Any]) -> list[Any]:
 
 
 def infer_signature(model: Any) -> dict[str, Any]:
-    """What the fitted model reveals: feature count and names, classes, methods."""
+    """What the fitted model reveals: feature count and names, classes, methods, and whether
+    it accepts missing values."""
     if isinstance(model, OnnxModel):
         return model.signature()
     _require_fitted(model)
@@ -108,6 +109,8 @@ def infer_signature(model: Any) -> dict[str, Any]:
             {"artifact": f"a {type(model).__name__} has no predict()"},
         )
     signature["methods"] = methods
+    if accepts_missing(model):
+        signature["allow_missing"] = True
     return signature
 
 

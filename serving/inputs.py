@@ -48,6 +48,7 @@ __all__ = [
     "columns_to_matrix",
     "decode_predict_body",
     "decode_predict_document",
+    "feature_count",
     "parse_predict_json",
     "rows_to_matrix",
 ]
@@ -78,6 +79,8 @@ _STR_KIND = frozenset({str})
 _INT64_LIMIT = 2.0**63
 _NONFINITE_WORDS = frozenset({"nan", "inf", "infinity"})
 _Real = (int, float, np.integer, np.floating)
+MISSING_REFUSED = "missing value (null): this model does not accept missing values"
+_NUMBER_OR_NULL_KINDS = frozenset({int, float, type(None)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,9 @@ class InputPlan:
     needs_dataframe: bool  # fitted on a DataFrame: hand it one, columns in feature_names order
     max_rows: int
     methods: frozenset[str]
+    # signature.allow_missing: null (JSON) and NaN (tensors) become NaN in numeric columns
+    # and in string columns (pandas' marker), instead of being refused.
+    allow_missing: bool = False
     # Derived in __post_init__; not constructor arguments and not part of equality.
     _numeric: bool = dc_field(init=False, repr=False, compare=False)
     _types: tuple[str, ...] | None = dc_field(init=False, repr=False, compare=False)
@@ -99,6 +105,7 @@ class InputPlan:
     _columns: pd.Index | None = dc_field(init=False, repr=False, compare=False)
     _long_cols: tuple[int, ...] = dc_field(init=False, repr=False, compare=False)
     _methods_text: str = dc_field(init=False, repr=False, compare=False)
+    _num_kinds: frozenset[type] = dc_field(init=False, repr=False, compare=False)
     # The most a body within max_rows can hold, natively and as V2 tensors (serving.v2_codec):
     # bodies beyond it are refused before they are parsed (serving.body_budget).
     body_budget: Budget = dc_field(init=False, repr=False, compare=False)
@@ -128,6 +135,8 @@ class InputPlan:
         put(self, "_types", types if types is not None else (("double",) * n if n else None))
         put(self, "_long_cols", tuple(j for j, t in enumerate(types or ()) if t == "long"))
         put(self, "_methods_text", ", ".join(sorted(self.methods)))
+        # The exact types the vectorised paths accept in a numeric column (None -> NaN).
+        put(self, "_num_kinds", _NUMBER_OR_NULL_KINDS if self.allow_missing else _NUMBER_KINDS)
         put(self, "body_budget", row_budget(self.max_rows, n))
         put(self, "tensor_budget", tensor_budget(self.max_rows, n))
         if names is not None:
@@ -208,6 +217,9 @@ def build_input_plan(
         n = len(names) if names is not None else (len(types) if types is not None else None)
     if types is not None and all(t == "double" for t in types):
         types = None  # the common case: the plain float64 path
+    allow_missing = sig.get("allow_missing", False)
+    if type(allow_missing) is not bool:
+        raise ValueError(f"signature allow_missing must be a boolean, got {allow_missing!r}")
     return InputPlan(
         n_features=n,
         feature_names=names,
@@ -215,6 +227,7 @@ def build_input_plan(
         needs_dataframe=bool(needs_dataframe),
         max_rows=max_rows,
         methods=frozenset(methods),
+        allow_missing=allow_missing,
     )
 
 
@@ -334,7 +347,10 @@ def _split_to_matrix(split: Any, plan: InputPlan) -> np.ndarray | pd.DataFrame:
         if plan.n_features is None:
             return _rows_to_matrix(data, replace(plan, n_features=len(columns)), dfield, True)
         if len(columns) != plan.n_features:
-            raise _fail(cfield, f"expected {plan.n_features} columns, got {len(columns)}")
+            raise _fail(
+                cfield,
+                f"expected {feature_count(plan.n_features, None)} (columns), got {len(columns)}",
+            )
         return _rows_to_matrix(data, plan, dfield, True)
     if len(columns) == len(names) and tuple(columns) == names:
         return _rows_to_matrix(data, plan, dfield, True)
@@ -419,16 +435,16 @@ def _rows_fast(rows: Any, plan: InputPlan, finite_known: bool) -> np.ndarray | p
     elif n == 1:  # a flat list of scalars is one value per row
         if not plan._numeric:
             return _columns_fast([rows], plan, finite_known)
-        if not kinds <= _NUMBER_KINDS:
+        if not kinds <= plan._num_kinds:
             return None
-        X = _as_float_matrix(rows, finite_known)
+        X = _as_float_matrix(rows, finite_known, plan.allow_missing)
         return None if X is None else _finish_array(X.reshape(-1, 1), plan)
     else:
         return None
     if plan._numeric:
-        if not _NUMBER_KINDS.issuperset(map(type, chain.from_iterable(seqs))):
+        if not plan._num_kinds.issuperset(map(type, chain.from_iterable(seqs))):
             return None
-        X = _as_float_matrix(seqs, finite_known)
+        X = _as_float_matrix(seqs, finite_known, plan.allow_missing)
         if X is None or X.ndim != 2 or (X.shape[1] != n if n is not None else X.shape[1] == 0):
             return None
         return _finish_array(X, plan)
@@ -437,14 +453,20 @@ def _rows_fast(rows: Any, plan: InputPlan, finite_known: bool) -> np.ndarray | p
     return _columns_fast(list(zip(*seqs, strict=True)), plan, finite_known)
 
 
-def _as_float_matrix(seqs: Any, finite_known: bool) -> np.ndarray | None:
+def _as_float_matrix(seqs: Any, finite_known: bool, missing_ok: bool) -> np.ndarray | None:
+    # np.asarray makes None NaN: callers let None through only when missing values are allowed.
     try:
         X = np.asarray(seqs, dtype=np.float64)
     except (ValueError, TypeError, OverflowError):  # ragged rows, ints beyond float range
         return None
-    if not finite_known and not np.isfinite(X).all():
+    if not finite_known and not _acceptable(X, missing_ok):
         return None
     return X
+
+
+def _acceptable(X: np.ndarray, missing_ok: bool) -> bool:
+    """Finite numbers, and NaN where missing values are allowed (infinity never is)."""
+    return not np.isinf(X).any() if missing_ok else bool(np.isfinite(X).all())
 
 
 def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFrame:
@@ -462,6 +484,7 @@ def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFr
     types = plan._types or ("double",) * width
     labels = plan._labels or tuple(f"[{j}]" for j in range(width))
     names, index = plan.feature_names, plan._index
+    missing_ok = plan.allow_missing
     errs = _Errors()
     out: list[list[Any]] = []
     try:
@@ -469,11 +492,11 @@ def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFr
             path = f"{field}[{i}]"
             if isinstance(row, (list, tuple)):
                 if len(row) != width or not width:
-                    errs.add(path, _width_reason(n, width, len(row)))
+                    errs.add(path, _width_reason(n, width, len(row), names))
                     continue
                 vals = []
                 for j, v in enumerate(row):
-                    val, reason = _check_value(v, types[j])
+                    val, reason = _check_value(v, types[j], missing_ok)
                     if reason is not None:
                         errs.add(path + labels[j], reason)
                     vals.append(val)
@@ -490,7 +513,7 @@ def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFr
                 for j, name in enumerate(names):
                     if name in row:
                         found += 1
-                        val, reason = _check_value(row[name], types[j])
+                        val, reason = _check_value(row[name], types[j], missing_ok)
                         if reason is not None:
                             errs.add(path + labels[j], reason)
                         vals.append(val)
@@ -502,7 +525,7 @@ def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFr
                             errs.add(f"{path}.{_clip(k)}", "unknown feature")
                 out.append(vals)
             elif n == 1:
-                val, reason = _check_value(row, types[0])
+                val, reason = _check_value(row, types[0], missing_ok)
                 if reason is not None:
                     errs.add(path, reason)
                 out.append([val])
@@ -519,12 +542,23 @@ def _rows_slow(rows: Any, plan: InputPlan, field: str) -> np.ndarray | pd.DataFr
     return _assemble_columns(list(zip(*out, strict=True)), plan)
 
 
-def _width_reason(n: int | None, width: int, got: int) -> str:
+def _width_reason(n: int | None, width: int, got: int, names: tuple[str, ...] | None) -> str:
     if n is not None:
-        return f"expected {n} values, got {got}"
+        return f"expected {feature_count(n, names)}, got {got}"
     if not width:
         return "expected at least 1 value, got 0"
     return f"expected {width} values like the other rows, got {got}"
+
+
+def feature_count(n: int, names: tuple[str, ...] | None) -> str:
+    """ "3 features (sqft, age, rooms)": the width a model expects, with its columns when
+    known (at most MAX_REPORTED_ERRORS of them, so that the message stays short)."""
+    text = f"{n} feature" + ("" if n == 1 else "s")
+    if names:
+        shown = ", ".join(_clip(x) for x in names[:MAX_REPORTED_ERRORS])
+        more = f", ... ({n - MAX_REPORTED_ERRORS} more)" if n > MAX_REPORTED_ERRORS else ""
+        text += f" ({shown}{more})"
+    return text
 
 
 # --------------------------------------------------------------------------- columns
@@ -586,8 +620,8 @@ def _columns_to_matrix(
     if reason is not None:
         raise _fail(field, reason)
     if plan._numeric:
-        if _NUMBER_KINDS.issuperset(map(type, chain.from_iterable(cols))):
-            X = _as_float_matrix(cols, finite_known)
+        if plan._num_kinds.issuperset(map(type, chain.from_iterable(cols))):
+            X = _as_float_matrix(cols, finite_known, plan.allow_missing)
             if X is not None:
                 return _finish_array(np.ascontiguousarray(X.T), plan)
     else:
@@ -601,7 +635,7 @@ def _columns_to_matrix(
         for x, ctype, col in zip(names, types, cols, strict=True):
             vals = []
             for i, v in enumerate(col):
-                val, reason = _check_value(v, ctype)
+                val, reason = _check_value(v, ctype, plan.allow_missing)
                 if reason is not None:
                     errs.add(f"{field}.{x}[{i}]", reason)
                 vals.append(val)
@@ -625,7 +659,7 @@ def _columns_fast(cols: list[Any], plan: InputPlan, finite_known: bool) -> pd.Da
         elif ctype == "string":
             if kinds != _STR_KIND:
                 return None
-        elif not kinds <= _NUMBER_KINDS:
+        elif not kinds <= plan._num_kinds:
             return None
     try:
         return _assemble_columns(cols, plan, check_finite=not finite_known)
@@ -647,7 +681,7 @@ def _assemble_columns(cols: list[Any], plan: InputPlan, check_finite: bool = Fal
             data[label] = pd.Series(np.asarray(col, dtype=object), dtype=object, copy=False)
         else:
             arr = np.asarray(col, dtype=np.float64)
-            if check_finite and not np.isfinite(arr).all():
+            if check_finite and not _acceptable(arr, plan.allow_missing):
                 raise ValueError("non-finite value")
             data[label] = _maybe_int64(arr) if ctype == "long" else arr
     return pd.DataFrame(data, columns=labels, copy=False)
@@ -679,10 +713,16 @@ def _maybe_int64(arr: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- values and errors
 
 
-def _check_value(v: Any, ctype: str) -> tuple[Any, str | None]:
-    """One value against its column type: (converted value, None) or (None, reason)."""
-    if v is None:
-        return None, "missing value (null)"
+def _check_value(v: Any, ctype: str, missing_ok: bool = False) -> tuple[Any, str | None]:
+    """One value against its column type: (converted value, None) or (None, reason).
+    With `missing_ok` (signature.allow_missing), null and NaN are NaN, except in boolean
+    columns, which cannot hold it."""
+    if v is None or (missing_ok and isinstance(v, _Real) and v != v):
+        if not missing_ok:
+            return None, MISSING_REFUSED
+        if ctype == "boolean":
+            return None, "missing value (null): a boolean column cannot hold one"
+        return math.nan, None
     if ctype == "double" or ctype == "long":
         if isinstance(v, (bool, np.bool_)):
             return None, "expected a number, got a boolean"

@@ -76,8 +76,9 @@ class ServingRuntime:
             raise NotFound(f"version {key.version} of '{key.name}' is no longer the one requested")
         return spec
 
-    def check_version(self, record: VersionRecord) -> None:
-        """The pre-promotion gate: load (sha256 verified) and predict the input example."""
+    def check_version(self, record: VersionRecord) -> dict[str, Any]:
+        """The pre-promotion gate: load (sha256 verified) and predict the input example.
+        Returns what was checked, for the promote event."""
         spec = spec_from_record(record)
         self.resolver.remember(record)
         try:
@@ -94,19 +95,28 @@ class ServingRuntime:
                 f"({error.detail})",
                 {"version": error.detail},
             ) from None
-        if not record.input_example:
-            return
         servable: Servable = loaded.extra
+        checked: dict[str, Any] = {
+            "sha256": record.sha256,
+            "integrity": "sha256 verified at load",
+            "runtime": servable.runtime,
+            "input_example_rows": len(record.input_example or ()),
+            "methods": [],
+        }
+        if not record.input_example:
+            return checked
         try:
             X = rows_to_matrix(record.input_example, servable.plan, "input_example")
             for method in servable.methods:
                 call_model(servable, method, X)
+                checked["methods"].append(method)
         except ModelregError as error:
             raise PromotionRefused(
                 f"version {record.version} was not promoted: its input example failed "
                 f"({error.detail})",
                 error.errors,
             ) from None
+        return checked
 
     def alias_moved(self, name: str, alias: str) -> None:
         self.resolver.forget_alias(name, alias)

@@ -17,6 +17,7 @@ from registry.errors import InvalidInput
 from serving.inputs import (
     InputPlan,
     columns_to_matrix,
+    feature_count,
     is_numeric,
     row_count_problem,
     rows_to_matrix,
@@ -32,9 +33,18 @@ def _fail(message: str, field: str = FIELD) -> InvalidInput:
     return InvalidInput(message, {field: message})
 
 
-def _check_finite(X: np.ndarray, tensors: Iterable[Tensor]) -> None:
-    if any(t.datatype in FLOAT_DATATYPES for t in tensors) and not np.isfinite(X).all():
-        raise _fail("inputs must be finite numbers (no NaN or infinity)")
+def _check_finite(X: np.ndarray, tensors: Iterable[Tensor], plan: InputPlan) -> None:
+    """Infinity is never an input; NaN (a missing value) only where the signature allows it."""
+    if not any(t.datatype in FLOAT_DATATYPES for t in tensors):
+        return
+    if plan.allow_missing:
+        if np.isinf(X).any():
+            raise _fail("inputs must be numbers or NaN (missing), not infinity")
+    elif not np.isfinite(X).all():
+        raise _fail(
+            "inputs must be finite numbers (no NaN or infinity): this model does not accept "
+            "missing values"
+        )
 
 
 def to_matrix(decoded: InferRequest, plan: InputPlan) -> Any:
@@ -60,12 +70,13 @@ def _from_rows(tensor: Tensor, plan: InputPlan) -> Any:
     if reason is not None:
         raise _fail(f"{where}: {reason}")
     if width is not None and columns != width:
-        raise _fail(f"{where}: expected {width} features per row, got {columns}")
+        expected = feature_count(width, plan.feature_names)
+        raise _fail(f"{where}: expected {expected} per row, got {columns}")
     if columns == 0:
         raise _fail(f"{where}: rows must have at least 1 value")
     if is_numeric(plan) and tensor.datatype not in _NOT_NUMERIC:
         X = np.ascontiguousarray(array, dtype=np.float64)
-        _check_finite(X, (tensor,))
+        _check_finite(X, (tensor,), plan)
         if not X.flags.writeable:  # FP64 binary data is a view of the request body
             X = X.copy()
         if not plan.needs_dataframe:
@@ -124,6 +135,6 @@ def _from_columns(tensors: list[Tensor], plan: InputPlan) -> Any:
         X = np.empty((rows, len(names)), dtype=np.float64)
         for j, name in enumerate(names):
             X[:, j] = columns[name]
-        _check_finite(X, tensors)
+        _check_finite(X, tensors, plan)
         return X
     return columns_to_matrix({x: columns[x].tolist() for x in names}, plan, FIELD)

@@ -68,7 +68,9 @@ _DATATYPE_LIST = ", ".join(DATATYPES)
 
 # Exact JSON value types accepted per datatype family (bool is a subclass of int: exact types
 # keep `true` out of numeric tensors and `1` out of BOOL tensors).
-_FLOAT_KINDS = frozenset({int, float})
+# null in floating-point data is a missing value (NaN); the model's input plan decides
+# whether it is accepted (serving.tensor_inputs).
+_FLOAT_KINDS = frozenset({int, float, type(None)})
 _INT_KINDS = frozenset({int})
 _BOOL_KINDS = frozenset({bool})
 _STR_KINDS = frozenset({str})
@@ -289,7 +291,7 @@ def _from_json(
             array = np.asarray(flat, dtype=dtype)
     except OverflowError:
         raise _bad(f"{where}: a value is out of range for {datatype}", f"{field}.data") from None
-    if datatype in FLOAT_DATATYPES and datatype != "FP64" and not np.isfinite(array).all():
+    if datatype in FLOAT_DATATYPES and datatype != "FP64" and np.isinf(array).any():
         raise _bad(f"{where}: a value is out of range for {datatype}", f"{field}.data")
     return array
 

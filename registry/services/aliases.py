@@ -7,12 +7,12 @@ a consistent stack that rollback pops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 from registry.changes import AliasMoved
 from registry.db import utcnow
-from registry.errors import Conflict, NotFound
+from registry.errors import Conflict, NotFound, PromotionRefused
 from registry.models import ModelVersion, RegisteredModel
 from registry.names import Reference, validate_alias
 from registry.pagination import Page
@@ -29,8 +29,9 @@ class _NotGiven:
 NOT_GIVEN: Final = _NotGiven()
 
 # Loads the version, verifies its integrity and predicts its input example; raises
-# PromotionRefused (or ArtifactIntegrityError) when the version must not be served.
-VersionCheck = Callable[[VersionRecord], None]
+# PromotionRefused (or ArtifactIntegrityError) when the version must not be served, else
+# returns what it checked, which the promote (or rollback) event records.
+VersionCheck = Callable[[VersionRecord], Mapping[str, Any] | None]
 
 DEFAULT_ALIAS = "production"
 
@@ -46,6 +47,32 @@ def _ready_version(repo: Repository, model: RegisteredModel, number: int) -> Mod
     return row
 
 
+def example_required_for(setting: str) -> frozenset[str]:
+    """Parse REQUIRE_INPUT_EXAMPLE_FOR: a comma-separated list of aliases (empty: none)."""
+    return frozenset(a.strip() for a in setting.split(",") if a.strip())
+
+
+def _require_example(record: VersionRecord, alias: str, required_for: Iterable[str]) -> None:
+    """Without an input example the gate would predict nothing: refuse, and say how to add one."""
+    if record.input_example or alias not in required_for:
+        return
+    where = f"/models/{record.name}/versions/{record.version}"
+    raise PromotionRefused(
+        f"version {record.version} of '{record.name}' has no input example, and a promotion "
+        f"to '{alias}' needs one so that the version is predicted before it serves "
+        f"(server setting REQUIRE_INPUT_EXAMPLE_FOR): add one with PATCH {where} "
+        '{"input_example": [[...], ...]} (rows like the model\'s input), then promote again',
+        {"input_example": f"required to promote to '{alias}'; PATCH {where} to add one"},
+    )
+
+
+def _checked(check: VersionCheck | None, record: VersionRecord) -> dict[str, Any]:
+    """Run the gate; what it checked, for the audit trail."""
+    if check is None:
+        return {"performed": False}
+    return {"performed": True, **(check(record) or {})}
+
+
 def promote_version(
     uow: UnitOfWorkProvider,
     name: str,
@@ -56,11 +83,13 @@ def promote_version(
     expected_version: int | _NotGiven | None = NOT_GIVEN,
     actor: str,
     check: VersionCheck | None = None,
+    example_required_for: Iterable[str] = (),
 ) -> AliasMove:
     """Move `alias` to `version` once the version passed `check`.
 
     `expected_version` makes it a compare-and-set: an int means "the alias must point
     there now", None means "the alias must not exist yet"; otherwise 409 and no change.
+    A version without an input example is refused for the aliases in `example_required_for`.
     The check runs outside any transaction (loading may take seconds); the alias moves in a
     short write transaction that re-reads everything under the model's row lock.
     """
@@ -68,8 +97,8 @@ def promote_version(
     with uow() as work:
         model = work.repo.get_model(name)
         record = VersionRecord.from_row(name, _ready_version(work.repo, model, version))
-    if check is not None:
-        check(record)
+    _require_example(record, alias, example_required_for)
+    checked = _checked(check, record)
     with uow(write=True) as work:
         repo = work.repo
         model = repo.get_model(name, lock=True)
@@ -101,7 +130,7 @@ def promote_version(
             version=version,
             alias=alias,
             before={"version": current},
-            after={"version": version},
+            after={"version": version, "check": checked},
         )
         work.commit()
     return AliasMove(name, alias, version, current)
@@ -138,8 +167,9 @@ def rollback_alias(
                 f"{target_number}, which has been deleted"
             ) from None
         record = VersionRecord.from_row(name, target)
-    if check is not None:
-        check(record)
+    # A rollback returns to a version this alias already served: it is checked (loaded, its
+    # example predicted when it has one) but not held to REQUIRE_INPUT_EXAMPLE_FOR.
+    checked = _checked(check, record)
     with uow(write=True) as work:
         repo = work.repo
         model = repo.get_model(name, lock=True)
@@ -159,7 +189,7 @@ def rollback_alias(
             version=target_number,
             alias=alias,
             before={"version": current},
-            after={"version": target_number},
+            after={"version": target_number, "check": checked},
         )
         work.announce(AliasMoved(name, alias))
         work.commit()

@@ -254,15 +254,22 @@ def update_version(
     description: str | None = None,
     tags: Mapping[str, str | None] | None = None,
     status: str | None = None,
+    input_example: list[Any] | None = None,
     reason: str = "",
     actor: str,
 ) -> VersionRecord:
+    """Edit a version's metadata; `input_example` replaces the example (for the promotion
+    gate), checked against the signature as at registration."""
     with uow(write=True) as work:
         repo = work.repo
         model = repo.get_model(name, lock=True)
         row = repo.find_version(model, ref)
         aliases = repo.aliases_of_version(row)
         before, after = apply_edits(row, description, tags)
+        if input_example is not None and input_example != row.input_example:
+            check_input_example(input_example, row.signature)
+            before["input_example"], after["input_example"] = row.input_example, input_example
+            row.input_example = input_example
         if after:
             repo.record_event(
                 model,

@@ -84,9 +84,7 @@ def _check_call(target: Any, args: Any) -> None:
 
 def _refused_call(target: Any, reason: str) -> InvalidInput:
     name = getattr(target, "__qualname__", type(target).__name__)
-    return InvalidInput(
-        f"the pickle calls {name} {reason}", {"artifact": f"refused call: {name}"}
-    )
+    return InvalidInput(f"the pickle calls {name} {reason}", {"artifact": f"refused call: {name}"})
 
 
 class _BoundedReader:
@@ -96,8 +94,9 @@ class _BoundedReader:
         self._raw, self._read = raw, 0
         self._cap = limits.max_uncompressed_bytes
         if stored:
-            self._cap = min(self._cap, max(limits.ratio_floor_bytes,
-                                           int(limits.max_ratio * stored)))
+            self._cap = min(
+                self._cap, max(limits.ratio_floor_bytes, int(limits.max_ratio * stored))
+            )
 
     def _count(self, size: int) -> None:
         self._read += size
@@ -177,7 +176,17 @@ def _restricted_unpickler(allowed: frozenset[str]) -> type:
                     "trust) add it to TRUSTED_MODEL_CLASSES",
                     {"artifact": f"untrusted global: {dotted}"},
                 )
-            return super().find_class(module, name)
+            try:
+                return super().find_class(module, name)
+            except (ImportError, AttributeError) as error:
+                # Allowed (or trusted) but absent here: a module this server lacks, or a
+                # class another release of the library renamed. Name it, like skops does.
+                raise InvalidInput(
+                    f"the pickle needs {dotted}, which cannot be imported on this server "
+                    f"({type(error).__name__}: {str(error)[:200]}); install the package that "
+                    "provides it or register the model as skops or onnx",
+                    {"artifact": f"cannot import {dotted}"},
+                ) from None
 
     return RestrictedUnpickler
 

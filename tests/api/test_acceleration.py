@@ -21,6 +21,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeRegressor
 
 import serving.accelerate as accelerate_module
+import serving.trees as trees_module
 from registry.services.storage_gc import collect_garbage
 from tests.conftest import make_config, skops_bytes
 from tests.helpers import assert_linear_agreement, register
@@ -54,16 +55,21 @@ def client(tmp_path):
 
 
 def _register(client, name, model, **metadata):
-    response = register(client, name, skops_bytes(model),
-                        {"format": "skops", "input_example": X[:3].tolist(), **metadata},
-                        filename="m.skops")
+    response = register(
+        client,
+        name,
+        skops_bytes(model),
+        {"format": "skops", "input_example": X[:3].tolist(), **metadata},
+        filename="m.skops",
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
 
 def _predict(client, name, rows, method="predict"):
-    response = client.post(f"/models/{name}/1/predict",
-                           json={"instances": rows.tolist(), "method": method})
+    response = client.post(
+        f"/models/{name}/1/predict", json={"instances": rows.tolist(), "method": method}
+    )
     assert response.status_code == 200, response.get_json()
     return response
 
@@ -84,6 +90,43 @@ def test_regressors_are_accelerated_and_agree(client, name):
     assert np.allclose(response.get_json()["predictions"], expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["tree", "forest"])
+def test_tree_ensembles_are_served_in_float64(client, name):
+    """Issue 14: a forest answered 2.4375587 (a float32 conversion) where scikit-learn says
+    2.437557988975885; the float64 tree ensemble answers scikit-learn's numbers."""
+    model = REGRESSORS[name].fit(X, Y_REG)
+    accel = _register(client, name, model)["acceleration"]
+    assert accel["status"] == "ready" and accel["precision"] == "float64", accel
+    assert accel["served"] == {
+        "form": "onnx-tree-ensemble",
+        "runtime": "onnxruntime",
+        "precision": "float64",
+        "note": accelerate_module.PRECISION_NOTES["float64"],
+    }
+    assert [a["outcome"] for a in accel["attempts"]] == ["matched"]
+    # Trees fitted without NaN still route it as scikit-learn does (to the larger child).
+    assert accel["rows_with_missing_values"] > 0
+    response = _predict(client, name, PROBE)
+    assert response.headers["X-Model-Runtime"] == "onnxruntime"
+    np.testing.assert_allclose(
+        response.get_json()["predictions"], model.predict(PROBE), rtol=1e-12, atol=0
+    )
+
+
+def test_a_float32_conversion_is_labelled_as_such(client):
+    # skl2onnx's float64 Imputer has no ONNX Runtime kernel: float32 is served, and said.
+    from sklearn.impute import SimpleImputer
+
+    model = make_pipeline(SimpleImputer(), LinearRegression()).fit(X, Y_REG)
+    accel = _register(client, "imputed", model)["acceleration"]
+    assert accel["status"] == "ready" and accel["precision"] == "float32", accel
+    first, served = accel["attempts"]
+    assert (first["form"], first["precision"], first["outcome"]) == ("onnx", "float64", "failed")
+    assert "Imputer" in first["reason"] and "\n" not in first["reason"]
+    assert (served["precision"], served["outcome"]) == ("float32", "matched")
+    assert "float32" in accel["served"]["note"]
+
+
 @pytest.mark.parametrize("name", list(CLASSIFIERS))
 def test_classifiers_are_accelerated_with_exact_labels_and_close_probabilities(client, name):
     model = CLASSIFIERS[name].fit(X, Y_CLS)
@@ -101,14 +144,29 @@ def test_a_mismatching_conversion_is_rejected_and_sklearn_serves(client, monkeyp
     # A different model's conversion.
     wrong = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, Y_REG + 50.0)
     real_convert = accelerate_module._convert
-    monkeypatch.setattr(accelerate_module, "_convert",
-                        lambda model, width, dtype: real_convert(wrong, width, dtype))
+    monkeypatch.setattr(
+        accelerate_module, "_convert", lambda model, width, dtype: real_convert(wrong, width, dtype)
+    )
+    real_build = trees_module.tree_ensemble_onnx
+    monkeypatch.setattr(
+        trees_module, "tree_ensemble_onnx", lambda model, width: real_build(wrong, width)
+    )
     model = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, Y_REG)
     record = _register(client, "mismatch", model)
     accel = record["acceleration"]
     assert accel["status"] == "mismatch"
     assert "sha256" not in accel and accel["max_abs_diff"] > 1
     assert "disagrees" in accel["reason"]
+    # Every form tried, each with its precision and why it was not served; then what is.
+    assert [(a["form"], a["precision"], a["outcome"]) for a in accel["attempts"]] == [
+        ("onnx-tree-ensemble", "float64", "mismatch"),
+        # skl2onnx's float64 trees declare a double output ONNX Runtime does not produce.
+        ("onnx", "float64", "failed"),
+        ("onnx", "float32", "mismatch"),
+    ]
+    assert "disagrees" in accel["attempts"][0]["reason"]
+    assert "does not match expected type" in accel["attempts"][1]["reason"]
+    assert accel["served"]["runtime"] == "sklearn" and "errors" not in accel
     response = _predict(client, "mismatch", PROBE)
     assert response.headers["X-Model-Runtime"] == "sklearn"
     assert np.allclose(response.get_json()["predictions"], model.predict(PROBE))
@@ -116,16 +174,22 @@ def test_a_mismatching_conversion_is_rejected_and_sklearn_serves(client, monkeyp
 
 def test_a_model_with_string_inputs_is_unsupported_and_sklearn_serves(client):
     frame = pd.DataFrame({"color": ["red", "blue", "green"] * 10, "size": np.arange(30.0)})
-    encode = ColumnTransformer([("c", OneHotEncoder(handle_unknown="ignore"), ["color"])],
-                               remainder="passthrough")
+    encode = ColumnTransformer(
+        [("c", OneHotEncoder(handle_unknown="ignore"), ["color"])], remainder="passthrough"
+    )
     model = make_pipeline(encode, LinearRegression()).fit(frame, frame["size"] * 2)
-    response = register(client, "strings", skops_bytes(model),
-                        {"format": "skops", "input_example": [{"color": "red", "size": 1.0}]},
-                        filename="m.skops")
+    response = register(
+        client,
+        "strings",
+        skops_bytes(model),
+        {"format": "skops", "input_example": [{"color": "red", "size": 1.0}]},
+        filename="m.skops",
+    )
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["acceleration"]["status"] == "unsupported"
-    predicted = client.post("/models/strings/1/predict",
-                            json={"instances": [{"color": "blue", "size": 4.0}]})
+    predicted = client.post(
+        "/models/strings/1/predict", json={"instances": [{"color": "blue", "size": 4.0}]}
+    )
     assert predicted.headers["X-Model-Runtime"] == "sklearn"
     assert np.isclose(predicted.get_json()["predictions"][0], 8.0)
 
@@ -187,7 +251,8 @@ def test_gc_keeps_the_conversion_of_a_live_version(tmp_path):
     assert client.delete("/models/kept/versions/1").status_code == 204
     report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
     assert sorted(report.deleted) == sorted(
-        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], record["acceleration"]["sha256"]))
+        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], record["acceleration"]["sha256"])
+    )
 
 
 def test_boolean_labels_come_back_as_booleans(client):
@@ -237,14 +302,20 @@ def test_a_linear_model_fitted_on_a_dataframe_is_served_by_numpy(client):
     names = [f"f{i}" for i in range(6)]
     model = LinearRegression().fit(pd.DataFrame(X, columns=names), Y_REG)
     example = [dict(zip(names, row, strict=True)) for row in X[:3].tolist()]
-    response = register(client, "named", skops_bytes(model),
-                        {"format": "skops", "input_example": example}, filename="m.skops")
+    response = register(
+        client,
+        "named",
+        skops_bytes(model),
+        {"format": "skops", "input_example": example},
+        filename="m.skops",
+    )
     assert response.get_json()["acceleration"]["runtime"] == "numpy", response.get_json()
     rows = [dict(zip(names, row, strict=True)) for row in PROBE.tolist()]
     predicted = client.post("/models/named/1/predict", json={"instances": rows})
     assert predicted.headers["X-Model-Runtime"] == "numpy"
-    assert_linear_agreement(model, pd.DataFrame(PROBE, columns=names),
-                            predicted.get_json()["predictions"])
+    assert_linear_agreement(
+        model, pd.DataFrame(PROBE, columns=names), predicted.get_json()["predictions"]
+    )
 
 
 def test_a_numpy_form_that_disagrees_falls_back_to_onnx(client, monkeypatch):
@@ -255,7 +326,10 @@ def test_a_numpy_form_that_disagrees_falls_back_to_onnx(client, monkeypatch):
     model = LinearRegression().fit(X, Y_REG)
     accel = _register(client, "off-by-one", model)["acceleration"]
     assert accel["runtime"] == "onnxruntime" and len(accel["sha256"]) == 64
-    assert accel["numpy_mismatch"]["failed_method"] == "predict"
+    numpy_attempt = accel["attempts"][0]
+    assert numpy_attempt["form"] == "numpy" and numpy_attempt["outcome"] == "mismatch"
+    assert numpy_attempt["failed_method"] == "predict"
+    assert accel["served"]["form"] == "onnx" and accel["attempts"][-1]["outcome"] == "matched"
     assert _predict(client, "off-by-one", PROBE).headers["X-Model-Runtime"] == "onnxruntime"
 
 
@@ -301,7 +375,8 @@ def test_gc_keeps_the_numpy_form_of_a_live_version(tmp_path):
     report = collect_garbage(deps.uow, deps.store, grace=timedelta(0))
     numpy_sha = record["acceleration"]["numpy"]["sha256"]
     assert sorted(report.deleted) == sorted(
-        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], numpy_sha))
+        f"sha256/{s[:2]}/{s}" for s in (record["sha256"], numpy_sha)
+    )
 
 
 @pytest.mark.parametrize(
@@ -309,10 +384,16 @@ def test_gc_keeps_the_numpy_form_of_a_live_version(tmp_path):
     [
         # Recorded before there were two runtimes: an ONNX file, no "runtime" key.
         ({"status": "ready", "sha256": "a" * 64, "size": 10}, "onnxruntime", "a" * 64),
-        ({"status": "ready", "runtime": "onnxruntime", "sha256": "b" * 64},
-         "onnxruntime", "b" * 64),
-        ({"status": "ready", "runtime": "numpy", "numpy": {"sha256": "c" * 64, "size": 9}},
-         "numpy", "c" * 64),
+        (
+            {"status": "ready", "runtime": "onnxruntime", "sha256": "b" * 64},
+            "onnxruntime",
+            "b" * 64,
+        ),
+        (
+            {"status": "ready", "runtime": "numpy", "numpy": {"sha256": "c" * 64, "size": 9}},
+            "numpy",
+            "c" * 64,
+        ),
         ({"status": "mismatch", "sha256": "d" * 64}, None, None),
         ({"status": "off"}, None, None),
         (None, None, None),
@@ -325,9 +406,23 @@ def test_version_records_say_which_runtime_loads_which_blob(acceleration, runtim
 
     now = datetime.now(UTC)
     record = VersionRecord(
-        name="m", version=1, status="ready", format="skops", sha256="e" * 64, size=1,
-        artifact_key="k", description="", tags={}, metrics={}, params={}, source={},
-        input_example=None, signature=None, created_at=now, created_by="t", updated_at=now,
+        name="m",
+        version=1,
+        status="ready",
+        format="skops",
+        sha256="e" * 64,
+        size=1,
+        artifact_key="k",
+        description="",
+        tags={},
+        metrics={},
+        params={},
+        source={},
+        input_example=None,
+        signature=None,
+        created_at=now,
+        created_by="t",
+        updated_at=now,
         acceleration=acceleration,
     )
     assert record.accel_runtime == runtime

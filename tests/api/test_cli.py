@@ -49,8 +49,14 @@ def test_demo_prints_versions_aliases_and_the_trail(run):
 def test_register_promote_rollback_and_events(run, tmp_path):
     path = tmp_path / "price.skops"
     skops.io.dump(fit_linear(), path)
-    assert "registered price version 1" in run("register", "price", str(path)).output
-    assert "version 2" in run("register", "price", str(path), "--description", "two").output
+    metadata = tmp_path / "metadata.json"
+    metadata.write_text('{"input_example": [[0.1, 0.2, 0.3]]}')
+    with_example = ("--metadata", str(metadata))
+    assert "registered price version 1" in run("register", "price", str(path), *with_example).output
+    assert (
+        "version 2"
+        in run("register", "price", str(path), "--description", "two", *with_example).output
+    )
     assert "production -> 1 (was None)" in run("promote", "price", "1", "--reason", "r1").output
     conflict = run("promote", "price", "2", "--expected-version", "7", ok=False)
     assert conflict.exit_code == 1 and "409 Conflict" in conflict.output
@@ -62,6 +68,16 @@ def test_register_promote_rollback_and_events(run, tmp_path):
     assert "price" in run("models", "list").output
     events = run("events", "price").stdout
     assert events.index("rollback") < events.index("promote") < events.index("register")
+
+
+def test_the_embedded_default_needs_an_input_example_for_production(run, tmp_path):
+    path = tmp_path / "price.skops"
+    skops.io.dump(fit_linear(), path)
+    run("register", "price", str(path))
+    refused = run("promote", "price", "1", ok=False)
+    assert refused.exit_code == 1 and "422" in refused.output
+    assert "REQUIRE_INPUT_EXAMPLE_FOR" in refused.output and "PATCH" in refused.output
+    assert "staging -> 1" in run("promote", "price", "1", "--alias", "staging").output
 
 
 def test_tokens_and_database_commands(run):

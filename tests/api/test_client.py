@@ -283,7 +283,7 @@ def test_promote_rollback_aliases_events_round_trip(api: Client) -> None:
         (1, "production", "launch"),
     ]
     rollbacks = api.events("rt", type="rollback")
-    assert [(e["before"], e["after"], e["reason"]) for e in rollbacks] == [
+    assert [(e["before"], {"version": e["after"]["version"]}, e["reason"]) for e in rollbacks] == [
         ({"version": 2}, {"version": 1}, "v2 too"),
         ({"version": 3}, {"version": 2}, "v3 regressed"),
     ]
@@ -690,3 +690,21 @@ def test_token_methods_against_a_server(tmp_path) -> None:
     finally:
         server.stop()
         app.extensions["modelreg"].engine.dispose()
+
+
+def test_missing_values_travel_as_null_and_an_example_can_be_added_later(api: Client) -> None:
+    """NaN in the client's arrays is null on the wire: accepted by a model that takes missing
+    values; an example added with update_version satisfies the promotion gate."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 3))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    model = HistGradientBoostingRegressor(max_iter=10).fit(X, np.nan_to_num(X).sum(axis=1))
+    record = api.register("holes", model)
+    assert record["signature"]["allow_missing"] is True
+    answer = api.predict("holes", record["version"], X[:5])
+    np.testing.assert_allclose(answer["predictions"], model.predict(X[:5]), rtol=1e-9)
+    updated = api.update_version("holes", record["version"], input_example=X[:2])
+    assert updated["input_example"][0].count(None) == int(np.isnan(X[0]).sum())
+    assert api.promote("holes", record["version"])["version"] == record["version"]

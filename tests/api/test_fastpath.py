@@ -441,7 +441,10 @@ def test_a_body_over_the_limit_is_413_from_flask(make_app):
     fast_predict(app, client, "m", 1, small)
     response = flask_predict(app, client, "m", 1, {"instances": [[1.123456, 2.1, 3.1]] * 30})
     assert response.status_code == 413
-    problem(response)
+    body = problem(response)
+    # The limit and the setting that raises it, not just "too large".
+    assert "300 bytes" in body["detail"] and "MAX_PREDICT_BODY_BYTES" in body["detail"]
+    assert "MAX_PREDICT_BODY_BYTES" in body["errors"]["body"]
 
 
 # ---- authentication ------------------------------------------------------------------------------

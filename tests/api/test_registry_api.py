@@ -80,6 +80,11 @@ def events(client, name: str, **query: Any) -> list[dict[str, Any]]:
     return ok(client.get(f"/models/{name}/events", query_string=query))["events"]
 
 
+def moved_to(event: dict[str, Any]) -> dict[str, Any]:
+    """A promote or rollback event's `after` without the record of the check that ran."""
+    return {k: v for k, v in event["after"].items() if k != "check"}
+
+
 def event_types(client, name: str) -> list[str]:
     return [e["type"] for e in events(client, name, limit=500)]
 
@@ -802,8 +807,10 @@ def test_register_above_the_size_limit_is_413_and_stores_nothing(tmp_path, datab
         # Streams past the artifact limit while parsing.
         body = fails(register(client, "big", rng.bytes(5000)), 413, "artifact")
         assert body["title"] == "Payload too large"
+        assert "1000" in body["detail"] and "MAX_ARTIFACT_BYTES" in body["detail"]
         # Refused on Content-Length alone (limit + metadata allowance), before reading.
-        fails(register(client, "big", rng.bytes(1_200_000)), 413, "artifact")
+        body = fails(register(client, "big", rng.bytes(1_200_000)), 413, "artifact")
+        assert "MAX_ARTIFACT_BYTES" in body["detail"]
         fails(client.get("/models/big"), 404)
         assert stored_blobs(app) == []
         assert staged_files(app) == []
@@ -1090,7 +1097,7 @@ def test_promote_defaults_to_production(client):
     assert ok(client.get("/models/pr/versions/2"))["aliases"] == ["production"]
     assert ok(client.get("/models/pr/versions/production"))["version"] == 2
     promotions = [e for e in reversed(events(client, "pr")) if e["type"] == "promote"]
-    assert [(e["before"], e["after"], e["alias"]) for e in promotions] == [
+    assert [(e["before"], moved_to(e), e["alias"]) for e in promotions] == [
         ({"version": None}, {"version": 1}, "production"),
         ({"version": 1}, {"version": 2}, "production"),
     ]
@@ -1268,7 +1275,7 @@ def test_rollback_walks_back_through_history(client):
     fails(rollback(client, "rb"), 409)
 
     moves = [
-        (e["type"], e["before"], e["after"])
+        (e["type"], e["before"], moved_to(e))
         for e in reversed(events(client, "rb"))
         if e["type"] in ("promote", "rollback")
     ]
@@ -1521,3 +1528,59 @@ def test_tag_filter_with_quote_in_the_key(client):
         assert [m["name"] for m in listed] == ["quoted"], tag
     listed = ok(client.get("/models", query_string={"tag": 'a"b:x'}))["models"]
     assert [m["name"] for m in listed] == ["quoted"]
+
+
+# ---- the input-example gate (REQUIRE_INPUT_EXAMPLE_FOR) ------------------------------------
+
+
+@pytest.fixture
+def gated_client(tmp_path, database_url):
+    from manage import create_app
+
+    app = create_app(
+        make_config(tmp_path, database_url, REQUIRE_INPUT_EXAMPLE_FOR="production, live")
+    )
+    yield app.test_client()
+    app.extensions["modelreg"].engine.dispose()
+
+
+def test_default_config_requires_an_example_for_production():
+    from config import Config
+
+    assert Config().REQUIRE_INPUT_EXAMPLE_FOR == "production"
+
+
+def test_promotion_without_an_example_is_refused_and_says_how_to_add_one(gated_client):
+    client = gated_client
+    reg(client, "gate")
+    body = fails(promote(client, "gate", 1), 422, "input_example")
+    assert "REQUIRE_INPUT_EXAMPLE_FOR" in body["detail"]
+    assert "PATCH /models/gate/versions/1" in body["detail"]
+    fails(promote(client, "gate", 1, alias="live"), 422, "input_example")
+    assert alias_target(client, "gate") is None
+    # Aliases outside the setting are not gated; their promote event says what was checked.
+    ok(promote(client, "gate", 1, alias="staging"))
+    check = events(client, "gate", type="promote")[0]["after"]["check"]
+    assert check["performed"] is True and check["input_example_rows"] == 0
+    assert check["methods"] == [] and check["integrity"] == "sha256 verified at load"
+
+    # The way out the error names: PATCH an example (validated as at registration), promote.
+    bad = client.patch("/models/gate/versions/1", json={"input_example": [[1.0, 2.0]]})
+    assert "input_example[0]" in str(fails(bad, 422)["errors"])
+    patched = ok(client.patch("/models/gate/versions/1", json={"input_example": [[1, 2, 3]]}))
+    assert patched["input_example"] == [[1, 2, 3]]
+    update = events(client, "gate", type="update_version")[0]
+    assert update["before"] == {"input_example": None}
+    assert update["after"] == {"input_example": [[1, 2, 3]]}
+    assert ok(promote(client, "gate", 1, reason="with an example"))["version"] == 1
+    check = events(client, "gate", type="promote")[0]["after"]["check"]
+    assert check["input_example_rows"] == 1 and check["methods"] == ["predict"]
+
+
+def test_a_patched_example_the_model_cannot_predict_refuses_the_promotion(gated_client):
+    client = gated_client
+    reg(client, "gate2")
+    ok(client.patch("/models/gate2/versions/1", json={"input_example": [["a", "b", "c"]]}))
+    body = fails(promote(client, "gate2", 1), 422)
+    assert "input example failed" in body["detail"]
+    assert alias_target(client, "gate2") is None

@@ -486,7 +486,7 @@ def test_output_errors(shared):
         ({"inputs": [tensor([[1e39, 2, 3]], [1, 3], "FP32")]}, "out of range"),
         ({"inputs": [tensor([[True, False, True]], [1, 3], "BOOL")]}, "boolean"),
         ({"inputs": [tensor([[1, [2], 3]], [1, 3])]}, "mixes lists and values"),
-        ({"inputs": [tensor([[1, None, 3]], [1, 3])]}, "nulls"),
+        ({"inputs": [tensor([[1, None, 3]], [1, 3])]}, "missing values"),
         ({"inputs": [tensor([], [0, 3])]}, "no rows"),
         ({"inputs": [tensor([[1, 2, 3]], [1, -3])]}, "shape"),
         ({"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64"}]}, "'data'"),

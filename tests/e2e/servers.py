@@ -64,7 +64,8 @@ class ServerProcess:
         ]
         if workers:
             command += ["--workers", str(workers), "--threads", str(threads)]
-        full_env = {**os.environ, "LOG_LEVEL": "WARNING", **env}
+        # Like TestConfig: these tests promote tiny models without input examples.
+        full_env = {**os.environ, "LOG_LEVEL": "WARNING", "REQUIRE_INPUT_EXAMPLE_FOR": "", **env}
         if workers:
             # gunicorn workers share metrics through files; keep them in the test's folder
             # rather than a fresh /tmp/modelreg-metrics-* left behind by every server.
@@ -388,9 +389,9 @@ class ThrowawayPostgres:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_servers(env: dict[str, str], log_dir: Path, specs: list[dict[str, Any]]) -> list[
-    ServerProcess
-]:
+def start_servers(
+    env: dict[str, str], log_dir: Path, specs: list[dict[str, Any]]
+) -> list[ServerProcess]:
     """Start several servers at once (most of start-up is importing the ML stack); if one
     fails, stop the others and raise its error. Each spec is ServerProcess's keywords."""
     from concurrent.futures import ThreadPoolExecutor, wait

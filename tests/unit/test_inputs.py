@@ -206,9 +206,17 @@ def test_wrong_width_names_the_first_offending_row() -> None:
     p = plan({"n_features": 8})
     rows: list[list[float]] = [[1.0] * 8] * 3 + [[1.0] * 7, [1.0] * 9]
     err = invalid({"instances": rows}, p)
-    assert next(iter(err.errors.items())) == ("instances[3]", "expected 8 values, got 7")
-    assert err.errors["instances[4]"] == "expected 8 values, got 9"
-    assert err.detail.startswith("instances[3]: expected 8 values, got 7")
+    assert next(iter(err.errors.items())) == ("instances[3]", "expected 8 features, got 7")
+    assert err.errors["instances[4]"] == "expected 8 features, got 9"
+    assert err.detail.startswith("instances[3]: expected 8 features, got 7")
+
+
+def test_wrong_width_says_features_and_names_the_expected_columns() -> None:
+    err = invalid({"instances": [[1.0, 2.0]]})
+    assert err.errors == {"instances[0]": "expected 3 features (sqft, age, rooms), got 2"}
+    wide = plan({"feature_names": [f"f{j}" for j in range(12)]})
+    reason = invalid({"instances": [[1.0]]}, wide).errors["instances[0]"]
+    assert reason.startswith("expected 12 features (f0, f1,") and "(2 more)" in reason
 
 
 def test_unknown_width_must_be_consistent_and_non_empty() -> None:
@@ -267,7 +275,7 @@ def test_bad_value_is_named_by_row_and_feature(value: Any) -> None:
 def test_reasons_are_specific() -> None:
     err = invalid({"instances": [[None, "NaN", True]]})
     assert err.errors == {
-        "instances[0].sqft": "missing value (null)",
+        "instances[0].sqft": inputs_mod.MISSING_REFUSED,
         "instances[0].age": "expected a finite number, got the string 'NaN'",
         "instances[0].rooms": "expected a number, got a boolean",
     }
@@ -307,7 +315,7 @@ def test_dataframe_split_errors() -> None:
     err = invalid({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2]]}}, UNNAMED)
     assert "dataframe_split.columns" in err.errors
     err = invalid({"dataframe_split": {"columns": ["a", "b"], "data": [[1, 2, 3]]}}, UNKNOWN)
-    assert err.errors == {"dataframe_split.data[0]": "expected 2 values, got 3"}
+    assert err.errors == {"dataframe_split.data[0]": "expected 2 features, got 3"}
 
 
 def test_error_count_is_capped_on_huge_bad_requests() -> None:
@@ -547,3 +555,62 @@ def test_fuzz_only_domain_errors_escape() -> None:
                 assert out.X.dtype == np.float64 and out.X.ndim == 2 and out.X.flags.c_contiguous
                 assert np.isfinite(out.X).all()
     assert outcomes["ok"] and outcomes["invalid"] and outcomes["malformed"], outcomes
+
+
+# ---- missing values (signature.allow_missing) ------------------------------------------------
+
+MISSING_OK = plan({"feature_names": NAMES, "allow_missing": True})
+
+
+def test_missing_values_are_refused_unless_the_signature_allows_them() -> None:
+    err = invalid({"instances": [[1.0, None, 3.0]]})
+    assert err.errors == {"instances[0].age": inputs_mod.MISSING_REFUSED}
+    with pytest.raises(InvalidInput):
+        rows_to_matrix([[1.0, np.nan, 3.0]], NAMED, "inputs")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": [[1.0, None, 3.0]]},
+        {"instances": [{"sqft": 1, "age": None, "rooms": 3}]},
+        {"inputs": {"sqft": [1.0], "age": [None], "rooms": [3]}},
+        {"dataframe_split": {"columns": ["rooms", "sqft", "age"], "data": [[3, 1, None]]}},
+    ],
+)
+def test_missing_values_become_nan_where_allowed(body: dict[str, Any]) -> None:
+    X = decode(body, MISSING_OK).X
+    assert X.shape == (1, 3) and X[0, 0] == 1.0 and np.isnan(X[0, 1]) and X[0, 2] == 3.0
+
+
+def test_nan_from_another_protocol_is_missing_but_infinity_never_is() -> None:
+    X = rows_to_matrix([[np.nan, 1.0, 2.0]], MISSING_OK, "inputs")
+    assert np.isnan(X[0, 0])
+    with pytest.raises(InvalidInput) as info:
+        rows_to_matrix([[np.inf, 1.0, 2.0]], MISSING_OK, "inputs")
+    assert info.value.errors == {"inputs[0].sqft": "expected a finite number"}
+
+
+def test_missing_values_in_typed_columns() -> None:
+    typed = plan(
+        {
+            "inputs": [
+                {"name": "n", "type": "double"},
+                {"name": "s", "type": "string"},
+                {"name": "b", "type": "boolean"},
+            ],
+            "allow_missing": True,
+        }
+    )
+    frame = decode({"instances": [[None, None, True], [1.5, "x", False]]}, typed).X
+    assert np.isnan(frame["n"][0]) and frame["n"][1] == 1.5
+    assert pd.isna(frame["s"][0]) and frame["s"][1] == "x"
+    err = invalid({"instances": [[1.0, "x", None]]}, typed)
+    assert err.errors == {
+        "instances[0].b": "missing value (null): a boolean column cannot hold one"
+    }
+
+
+def test_allow_missing_must_be_a_boolean() -> None:
+    with pytest.raises(ValueError, match="allow_missing"):
+        plan({"n_features": 1, "allow_missing": "yes"})

@@ -147,7 +147,10 @@ def test_rollback_returns_to_the_previous_version_and_is_audited(uow, register):
     assert (move.version, move.previous_version) == (2, 3)
     event = _events(uow, "a")[0]
     assert (event.type, event.alias, event.reason) == ("rollback", "production", "bad")
-    assert (event.before, event.after) == ({"version": 3}, {"version": 2})
+    assert (event.before, event.after) == (
+        {"version": 3},
+        {"version": 2, "check": {"performed": False}},
+    )
     # Successive rollbacks walk back through history, then stop at the first promotion.
     assert aliases.rollback_alias(uow, "a", "production", actor=ACTOR).version == 1
     with pytest.raises(Conflict, match="no earlier version"):

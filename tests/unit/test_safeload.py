@@ -16,6 +16,7 @@ import pytest
 import skops.io
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
+from registry.errors import InvalidInput
 from serving.safeload import TrustPolicy, trusted_class_names
 from serving.safeload.pickle_files import UntrustedGlobal, load_pickle
 from serving.safeload.skops_files import (
@@ -65,22 +66,41 @@ def test_each_skops_gadget_is_refused_by_name_without_running(tmp_path, name, ne
 @pytest.mark.parametrize(
     "node",
     [
-        {"__class__": "Path", "__module__": "pathlib", "__loader__": "MethodNode",
-         "content": {"func": "touch", "obj": {}}},
-        {"__class__": "partial", "__module__": "os", "__loader__": "PartialNode",
-         "content": {}},
-        {"__class__": "methodcaller", "__module__": "operator", "__loader__": "OperatorFuncNode",
-         "content": {}},
-        {"__class__": "LinearRegression", "__module__": "sklearn.linear_model._base",
-         "__loader__": "SomeFutureNode"},
+        {
+            "__class__": "Path",
+            "__module__": "pathlib",
+            "__loader__": "MethodNode",
+            "content": {"func": "touch", "obj": {}},
+        },
+        {"__class__": "partial", "__module__": "os", "__loader__": "PartialNode", "content": {}},
+        {
+            "__class__": "methodcaller",
+            "__module__": "operator",
+            "__loader__": "OperatorFuncNode",
+            "content": {},
+        },
+        {
+            "__class__": "LinearRegression",
+            "__module__": "sklearn.linear_model._base",
+            "__loader__": "SomeFutureNode",
+        },
         {"__class__": "system", "__module__": "os", "__loader__": "TypeNode"},
         {"__class__": "system", "__module__": "os", "__loader__": "FunctionNode"},
         {"__class__": "ndarray", "__module__": "os", "__loader__": "NdArrayNode"},
         {"__loader__": "ObjectNode", "__class__": ["not", "a", "name"], "__module__": "os"},
         {"__class__": "str", "__module__": "os", "__loader__": "JsonNode", "content": "1"},
     ],
-    ids=["method", "partial", "operator", "unknown-loader", "type-of-function",
-         "function-outside-list", "array-named-elsewhere", "nameless", "json-elsewhere"],
+    ids=[
+        "method",
+        "partial",
+        "operator",
+        "unknown-loader",
+        "type-of-function",
+        "function-outside-list",
+        "array-named-elsewhere",
+        "nameless",
+        "json-elsewhere",
+    ],
 )
 def test_loaders_that_reach_for_callables_or_unknown_names_are_refused(node):
     data = gadgets.skops_with_gadget(node)
@@ -113,8 +133,9 @@ def test_a_custom_class_loads_only_when_named_exactly(tmp_path):
     )
 
 
-@pytest.mark.parametrize("setting", ["tests", "tests.unit", "os.system", "numpy.testing",
-                                     f"{__name__}.missing"])
+@pytest.mark.parametrize(
+    "setting", ["tests", "tests.unit", "os.system", "numpy.testing", f"{__name__}.missing"]
+)
 def test_the_escape_hatch_takes_classes_never_modules_or_functions(setting):
     with pytest.raises(ValueError, match="not an importable class"):
         trusted_class_names(setting)
@@ -213,8 +234,11 @@ def test_a_compressed_joblib_file_loads_through_the_same_checks(tmp_path):
         model = load_pickle(io.BytesIO(buffer.getvalue()))
         assert model.predict(gadgets.X_TRAIN[:2]).shape == (2,)
         evil = io.BytesIO()
-        joblib.dump(gadgets.pipeline_hiding(gadgets.PICKLE_GADGETS["os.system"](marker)), evil,
-                    compress=compress)
+        joblib.dump(
+            gadgets.pipeline_hiding(gadgets.PICKLE_GADGETS["os.system"](marker)),
+            evil,
+            compress=compress,
+        )
         with pytest.raises(UntrustedGlobal, match="system"):
             load_pickle(io.BytesIO(evil.getvalue()))
     assert not marker.exists()
@@ -241,6 +265,39 @@ def load(_):
 with ThreadPoolExecutor(16) as pool:
     print(sorted(set(pool.map(load, range(32)))))
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(__import__("pathlib").Path(__file__).parents[2]),
+    )
     assert done.stdout.strip() == "['LinearRegression']", done.stderr[-3000:]
+
+
+def test_a_trusted_class_this_server_cannot_import_is_named(tmp_path, monkeypatch):
+    """A pickle of a class from a package this server lacks (trusted on the publisher's side,
+    or by an older TRUSTED_MODEL_CLASSES): the refusal names the class, as skops does."""
+    import importlib
+    import sys
+
+    module = tmp_path / "vanishing_models.py"
+    module.write_text(
+        "from sklearn.preprocessing import StandardScaler\n"
+        "class Scaler(StandardScaler):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import vanishing_models
+
+    buffer = io.BytesIO()
+    joblib.dump(vanishing_models.Scaler().fit(np.ones((3, 2))), buffer)
+    monkeypatch.delitem(sys.modules, "vanishing_models")
+    module.unlink()
+    importlib.invalidate_caches()
+    with pytest.raises(InvalidInput) as refused:
+        load_pickle(
+            io.BytesIO(buffer.getvalue()), extra_classes=frozenset({"vanishing_models.Scaler"})
+        )
+    assert refused.value.errors == {"artifact": "cannot import vanishing_models.Scaler"}
+    assert "vanishing_models.Scaler" in refused.value.detail
+    assert "ModuleNotFoundError" in refused.value.detail
