@@ -620,7 +620,8 @@ INVOCATIONS_REQUEST = JsonSchema(
 INVOCATIONS_RESPONSE = JsonSchema(
     "InvocationsResponse",
     _object(
-        {"predictions": {"type": "array", "description": "One entry per row."}}, ["predictions"]
+        {"predictions": {"type": "array", "items": _ANY, "description": "One entry per row."}},
+        ["predictions"],
     ),
 )
 INVOCATIONS_ERRORS = (400, 401, 403, 404, 413, 415, 503)
@@ -634,7 +635,11 @@ V1_PREDICT_REQUEST = JsonSchema(
     "V1PredictRequest",
     _object(
         {
-            "instances": {"type": "array", "description": "Rows (lists, or objects by name)."},
+            "instances": {
+                "type": "array",
+                "items": _ROW,
+                "description": "Rows (lists, or objects by name).",
+            },
             "inputs": {"description": "TF Serving's columnar form: {feature: [values]}."},
             "signature_name": _STRING,
         }
@@ -644,8 +649,12 @@ V1_PREDICT_RESPONSE = JsonSchema(
     "V1PredictResponse",
     _object(
         {
-            "predictions": {"type": "array", "description": "For `instances`."},
-            "outputs": {"type": "array", "description": "For `inputs` (TF Serving)."},
+            "predictions": {"type": "array", "items": _ANY, "description": "For `instances`."},
+            "outputs": {
+                "type": "array",
+                "items": _ANY,
+                "description": "For `inputs` (TF Serving).",
+            },
         }
     ),
 )

@@ -201,18 +201,20 @@ def invocations() -> Response:
     return _answer(*default_model(app_services().config.INVOCATIONS_MODEL))
 
 
-_PING = {200: json_answer("The process is up.", PING_RESPONSE)}
+# MLflow answers "\n" labelled application/json, which is not JSON: the same newline, labelled
+# for what it is (health checks look at the status only).
+_PING = {200: json_answer("The process is up.", PING_RESPONSE, media="text/plain")}
 
 
 @mlflow_endpoint(summary="MLflow liveness", responses=_PING)
 @bp.get("/ping")
 @public
 def ping() -> Response:
-    return Response("\n", 200, mimetype=JSON)
+    return Response("\n", 200, mimetype="text/plain")
 
 
 @mlflow_endpoint(summary="MLflow liveness (alias of /ping)", responses=_PING)
 @bp.get("/health")
 @public
 def health() -> Response:
-    return Response("\n", 200, mimetype=JSON)
+    return Response("\n", 200, mimetype="text/plain")

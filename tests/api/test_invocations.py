@@ -124,7 +124,9 @@ def test_ping_and_health_answer_without_a_token(tmp_path):
     application = create_app(make_config(tmp_path, AUTH_DISABLED=False))
     client = application.test_client()
     for path in ("/ping", "/health"):
-        assert client.get(path).status_code == 200
+        answer = client.get(path)
+        assert answer.status_code == 200 and answer.data == b"\n"
+        assert answer.mimetype == "text/plain"
     body = mlflow_error(client.post("/invocations", json={"instances": [[1.0]]}), 401)
     assert body["error_code"] == "UNAUTHENTICATED"
     application.extensions["modelreg"].engine.dispose()
