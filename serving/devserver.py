@@ -23,7 +23,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from serving.inline_http import MAX_FIELD, MAX_HEADERS, MAX_REQUEST_LINE, error_response
+from serving.transport.responses import MAX_FIELD, MAX_HEADERS, MAX_REQUEST_LINE, error_response
 
 LINGER_SECONDS = 2.0  # after the answer starts, how long werkzeug may drain an unread body
 

@@ -25,6 +25,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 BODYLESS_STATUSES = frozenset({204, 304})
+# gunicorn's default limits, enforced by both servers (the development server imports them).
+MAX_REQUEST_LINE = 4094
+MAX_HEADERS = 100
+MAX_FIELD = 8190
 
 
 class _DateHeader:
@@ -100,3 +104,10 @@ def problem_response(
     ]
     head, _, _ = render_head(f"{status.value} {status.phrase}", headers, False)
     return head + body
+
+
+def error_response(
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR, detail: str = ""
+) -> bytes:
+    """A problem+json answer that closes the connection, for errors outside the app."""
+    return problem_response(status, detail or status.description)

@@ -32,11 +32,11 @@ from gunicorn.workers.base import Worker
 
 from serving.transport.board import RESUMED_WINDOW, ConnectionBoard, accept_pause
 from serving.transport.protocol import HttpProtocol, Settings
+from serving.transport.responses import MAX_FIELD, MAX_HEADERS, MAX_REQUEST_LINE
 
 TICK = 0.5  # seconds between two heartbeats and checks of every connection's deadlines
 STOP_KEEPALIVE_LINGER = 2.0  # a stopping worker keeps idle connections this long at most
-# Beyond gunicorn's default limits (4094-byte request line, 100 fields of 8190 bytes).
-DEFAULT_LIMITS = (4094, 100, 8190)
+DEFAULT_LIMITS = (MAX_REQUEST_LINE, MAX_HEADERS, MAX_FIELD)  # gunicorn's, when its are 0
 
 
 class _Response:
