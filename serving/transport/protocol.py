@@ -155,6 +155,7 @@ class HttpProtocol(asyncio.Protocol):
         self.refusal: bytes | None = None  # a parse error, answered after what came before
         self.busy = False  # a thread answers the first request
         self.sink: ResponseSink | None = None
+        self._busy_environ: dict[str, Any] = {}
         self.closing = False  # the last answer is given: close once it is sent
         self.closed = False
         self.eof = False
@@ -394,6 +395,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _hand_off(self, request: Request, environ: dict[str, Any], app: WsgiApp) -> None:
         self.busy = True
+        self._busy_environ = environ
         self.waiting_for = NONE if self.parsing is None else self.waiting_for
         sink = ResponseSink(self.host.loop, self._deliver, self.settings.response_buffer)
         if self.writing_paused:
@@ -439,6 +441,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.busy = False
         self.sink = None
+        environ, self._busy_environ = self._busy_environ, {}
+        self.host.request_answered(
+            environ, sink.status, sink.sent, self.requests[0].started, sink.headers
+        )
         self._finished(bool(end))
         self._advance()
 

@@ -138,8 +138,8 @@ class TransportWorker(Worker):
         started: float,
         headers: list[tuple[str, str]],
     ) -> None:
-        """An answer given on the loop (the app's threads count their own in gunicorn's
-        terms below)."""
+        """An answer given, on the loop or by a thread: it counts toward max_requests, and
+        goes to gunicorn's access log when that is on (the app logs its own either way)."""
         self._count_request()
         if self.log.access_log_enabled:
             seconds = time.perf_counter() - started

@@ -216,6 +216,10 @@ class ResponseSink:
         self._ahead = 0  # handed to the loop, not yet accepted by its transport
         self._writable = True
         self.failed = False
+        # For the access log, read by the loop once the last piece is delivered.
+        self.status = "500 Internal Server Error"
+        self.headers: list[tuple[str, str]] = []
+        self.sent = 0
 
     # -- the loop's side -------------------------------------------------------------------
 
@@ -243,6 +247,7 @@ class ResponseSink:
             if self.failed:
                 raise Closed("the connection is closed")
             self._ahead += len(data)
+            self.sent += len(data)
         self._loop.call_soon_threadsafe(self._deliver, data, keep_alive)
 
 
@@ -263,6 +268,7 @@ def run_app(
         if exc_info is not None and sent_head:
             raise exc_info[1].with_traceback(exc_info[2])
         started[:] = [status, headers]
+        sink.status, sink.headers = status, headers
         return _no_write
 
     sent_head = False

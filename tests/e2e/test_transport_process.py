@@ -1,12 +1,16 @@
 """The serve worker's process model against a real server: streamed answers under flow
-control, and a graceful reload (HUP) while clients keep predicting."""
+control, a graceful reload (HUP) while clients keep predicting, and max_requests restarts
+with gunicorn's access log covering both paths."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import fit_linear, joblib_bytes
-from tests.e2e.servers import ServerProcess, wait_until
+from tests.e2e.servers import ServerProcess, env_strings, free_port, modelreg_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -138,3 +142,81 @@ def test_a_reload_drops_no_request(server):
     failures = [o for o in outcomes if o != 200]
     assert not failures, failures[:5]
     assert len(outcomes) > 50
+
+
+RUN_GUNICORN = """
+import sys
+from manage import create_app
+from serving.gunicorn_app import run_gunicorn
+run_gunicorn(create_app, host="127.0.0.1", port=int(sys.argv[1]), workers=1, threads=2,
+             extra={"max_requests": 20, "accesslog": "-"})
+"""
+
+
+def test_max_requests_restarts_the_worker_without_dropping_requests_and_logs_access(tmp_path):
+    env = env_strings(
+        {
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+            "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "AUTH_DISABLED": True,
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        }
+    )
+    modelreg_cli("db", "upgrade", env=env)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUN_GUNICORN, str(port)],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+            start_new_session=True,
+        )
+    try:
+
+        def up() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(up, timeout=60, what="the server to start")
+        answer = requests.post(
+            f"{url}/models/lin/versions",
+            files={
+                "artifact": ("m.joblib", joblib_bytes(SMALL)),
+                "metadata": (None, json.dumps({"format": "joblib"})),
+            },
+            timeout=60,
+        )
+        assert answer.status_code == 201, answer.text
+        pids = set()
+        statuses = []
+        with requests.Session() as session:
+            for i in range(70):
+                if i % 3:
+                    answer = session.post(
+                        f"{url}/models/lin/1/predict", json={"instances": [[1, 2, 3]]}, timeout=30
+                    )
+                else:
+                    answer = session.get(f"{url}/healthz", timeout=30)
+                statuses.append(answer.status_code)
+                pids.update(
+                    int(p)
+                    for p in Path(f"/proc/{process.pid}/task/{process.pid}/children")
+                    .read_text()
+                    .split()
+                )
+        assert set(statuses) == {200}, statuses
+        assert len(pids) >= 3, pids  # restarted after every 20 requests, on both paths
+        text = log_path.read_text(errors="replace")
+        assert "Autorestarting worker after current request." in text
+        assert '"POST /models/lin/1/predict HTTP/1.1" 200' in text  # answered on the loop
+        assert '"GET /healthz HTTP/1.1" 200' in text  # answered by a thread
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
