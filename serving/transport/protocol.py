@@ -31,7 +31,15 @@ import httptools
 
 from registry.answers import Answer, status_line
 from serving.transport.responses import CONTINUE, problem_response, render_head
-from serving.transport.wsgi import ABORT, BodyStream, ResponseSink, WsgiApp, build_environ, run_app
+from serving.transport.wsgi import (
+    ABORT,
+    BodyStream,
+    ResponseSink,
+    WsgiApp,
+    build_environ,
+    connection_environ,
+    run_app,
+)
 
 LINGER_SECONDS = 2.0  # after the last answer, how long a closing connection is drained
 LINGER_BYTES = 64 * 1024
@@ -146,6 +154,9 @@ class HttpProtocol(asyncio.Protocol):
         self.client = client
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
+        self._base_environ = connection_environ(
+            client=client, server=server, multiprocess=self.settings.multiprocess
+        )
         self.transport: asyncio.Transport | None = None
         self.requests: deque[Request] = deque()  # heads parsed, answers not yet given
         self.parsing: Request | None = None  # the request the parser is in
@@ -469,15 +480,9 @@ class HttpProtocol(asyncio.Protocol):
 
     def _environ(self, request: Request, body: Any) -> dict[str, Any]:
         return build_environ(
-            request.method,
-            request.target,
-            request.headers,
-            body,
-            client=self.client,
-            server=self.server,
-            http_version=request.version,
-            multiprocess=self.settings.multiprocess,
-        )
+            self._base_environ, request.method, request.target, request.headers, body,
+            request.version,
+        )  # fmt: skip
 
     # -- closing ---------------------------------------------------------------------------
 

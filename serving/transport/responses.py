@@ -59,7 +59,7 @@ def render_head(
 ) -> tuple[bytes, bool, bool]:
     """The head for the app's status and headers, framed by this server: (bytes, keep-alive,
     whether the app gave a Content-Length). `length` adds one when the app gave none."""
-    lines = [b"HTTP/1.1 ", status.encode("latin-1"), b"\r\n", date_line()]
+    lines = [f"HTTP/1.1 {status}\r\n"]
     has_length = False
     for name, value in headers:
         lower = name.lower()
@@ -69,16 +69,19 @@ def render_head(
             continue
         if lower == "content-length":
             has_length = True
-        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+        lines.append(f"{name}: {value}\r\n")
     if not has_length:
         if length is not None:
-            lines.append(b"Content-Length: %d\r\n" % length)
+            lines.append(f"Content-Length: {length}\r\n")
         elif chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            lines.append("Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # the end of the body is the end of the connection
-    lines.append(b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n")
-    return b"".join(lines), keep_alive, has_length
+    lines.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    head = "".join(lines).encode("latin-1")
+    # The Date line goes after the status line, as every server sends it.
+    cut = head.index(b"\n") + 1
+    return head[:cut] + date_line() + head[cut:], keep_alive, has_length
 
 
 def problem_response(

@@ -33,24 +33,10 @@ class Closed(BrokenPipeError):
     """The client is gone (or was dropped): nothing more can be sent or read."""
 
 
-def build_environ(
-    method: str,
-    target: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: Any,
-    *,
-    client: Any,
-    server: Any,
-    http_version: str,
-    multiprocess: bool,
-    url_scheme: str = "http",
+def connection_environ(
+    *, client: Any, server: Any, multiprocess: bool, url_scheme: str = "http"
 ) -> dict[str, Any]:
-    """The WSGI environ gunicorn would build (header names with `_` are dropped, as
-    gunicorn does: X_Forwarded_For must not pass for X-Forwarded-For)."""
-    raw_path, _, query = target.partition(b"?")
-    raw_path = raw_path.partition(b"#")[0]
-    if raw_path.startswith((b"http://", b"https://")):  # absolute-form: the path only
-        raw_path = b"/" + raw_path.split(b"/", 3)[3] if raw_path.count(b"/") >= 3 else b"/"
+    """The environ keys every request of one connection shares (copied per request)."""
     if isinstance(server, tuple):
         host, port = server[0], str(server[1])
     else:
@@ -58,7 +44,6 @@ def build_environ(
     environ: dict[str, Any] = {
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": url_scheme,
-        "wsgi.input": body,
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": True,
         "wsgi.multiprocess": multiprocess,
@@ -66,28 +51,62 @@ def build_environ(
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
         "SERVER_SOFTWARE": "modelreg",
-        "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_to_bytes(raw_path).decode("latin-1"),
-        "QUERY_STRING": query.decode("latin-1"),
-        "RAW_URI": target.decode("latin-1"),
-        "SERVER_PROTOCOL": f"HTTP/{http_version}",
         "SERVER_NAME": host,
         "SERVER_PORT": port,
     }
     if isinstance(client, tuple):
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    return environ
+
+
+_HEADER_KEYS: dict[bytes, str] = {}  # b"x-request-id" -> "HTTP_X_REQUEST_ID", for names seen
+_MAX_HEADER_KEYS = 1024
+
+
+def build_environ(
+    base: dict[str, Any],
+    method: str,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: Any,
+    http_version: str,
+) -> dict[str, Any]:
+    """The WSGI environ gunicorn would build (header names with `_` are dropped, as
+    gunicorn does: X_Forwarded_For must not pass for X-Forwarded-For)."""
+    raw_path, _, query = target.partition(b"?")
+    if b"#" in raw_path:
+        raw_path = raw_path.partition(b"#")[0]
+    if raw_path[:1] != b"/" and raw_path.startswith((b"http://", b"https://")):
+        raw_path = b"/" + raw_path.split(b"/", 3)[3] if raw_path.count(b"/") >= 3 else b"/"
+    environ = base.copy()
+    environ["wsgi.input"] = body
+    environ["REQUEST_METHOD"] = method
+    environ["PATH_INFO"] = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode(
+        "latin-1"
+    )
+    environ["QUERY_STRING"] = query.decode("latin-1")
+    environ["RAW_URI"] = target.decode("latin-1")
+    environ["SERVER_PROTOCOL"] = "HTTP/1.1" if http_version == "1.1" else f"HTTP/{http_version}"
+    keys = _HEADER_KEYS
     for name, value in headers:
-        if b"_" in name:
-            continue
+        key = keys.get(name)
+        if key is None:
+            if b"_" in name:
+                continue
+            if name == b"content-type":
+                key = "CONTENT_TYPE"
+            elif name == b"content-length":
+                key = "CONTENT_LENGTH"
+            else:
+                key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+            if len(keys) < _MAX_HEADER_KEYS:
+                keys[name] = key
         text = value.decode("latin-1")
-        if name == b"content-type":
-            environ["CONTENT_TYPE"] = text
-        elif name == b"content-length":
-            environ["CONTENT_LENGTH"] = text
+        if key in environ and key.startswith("HTTP_"):
+            environ[key] = f"{environ[key]},{text}"
         else:
-            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
-            environ[key] = f"{environ[key]},{text}" if key in environ else text
+            environ[key] = text
     return environ
 
 
