@@ -132,7 +132,7 @@ class Config:
     # when it accepts nothing of its answer for RESPONSE_WRITE_TIMEOUT. The gunicorn worker
     # buffers a body of up to REQUEST_BUFFER_BYTES before a thread sees the request, and
     # reads no further pipelined request from a connection with more than
-    # RESPONSE_BUFFER_BYTES of answers waiting (serving/worker.py).
+    # RESPONSE_BUFFER_BYTES of answers waiting (serving/transport/).
     REQUEST_HEADER_TIMEOUT: float = 10.0
     REQUEST_BODY_TIMEOUT: float = 30.0
     RESPONSE_WRITE_TIMEOUT: float = 30.0

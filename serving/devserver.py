@@ -25,7 +25,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from serving.inline_http import (
+from serving.transport.responses import (
     MAX_DETAIL,
     MAX_FIELD,
     MAX_HEADERS,

@@ -19,13 +19,13 @@ AppFactory = Callable[[Any], Any]  # manage.create_app: a config -> a WSGI app
 
 class ModelregServer(BaseApplication):
     def __init__(self, options: dict[str, Any], app_factory: AppFactory) -> None:
-        from serving.worker import ConnectionBoard
+        from serving.transport.board import ConnectionBoard
 
         self.options = options
         # Passed in, not imported: the command line (manage.py) runs this server, so importing
         # it back would be a cycle. Workers are forked, so the factory needs no pickling.
         self.app_factory = app_factory
-        # Made before gunicorn forks the workers, which share it (serving/worker.py).
+        # Made before gunicorn forks the workers, which share it (serving/transport/board.py).
         self.connection_board = ConnectionBoard()
         super().__init__()
 
@@ -118,13 +118,13 @@ def run_gunicorn(
         "bind": f"{host}:{port}",
         "workers": workers,
         "threads": threads,
-        "worker_class": "serving.worker.ModelregWorker",
+        "worker_class": "serving.transport.worker.TransportWorker",
         "timeout": 120,
         "graceful_timeout": 30,
         "keepalive": 5,
         "accesslog": None,
         "errorlog": "-",
-        # The worker's threads never touch the socket: answers go through its buffer.
+        # The worker's threads never touch the socket: the event loop writes every answer.
         "sendfile": False,
     }
     if config.CONTROL_SOCKET:

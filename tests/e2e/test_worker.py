@@ -1,9 +1,10 @@
-"""The gunicorn worker of `modelreg serve` (serving/worker.py) over real sockets.
+"""The gunicorn worker of `modelreg serve` (serving/transport/) over real sockets.
 
-Small predictions are answered on the worker's event loop thread with modelreg's own strict
-HTTP/1.1 handling; everything else goes through gunicorn. These tests hold both paths to
-the same answers under concurrency, pipelining, partial requests and odd framing, and check
-that keep-alive connections opened together are spread over the workers.
+Predictions of cached models are answered on the worker's event loop; everything else runs
+the Flask app in a pool thread. These tests hold both paths to the same answers under
+concurrency, pipelining, partial requests and odd framing, and check that keep-alive
+connections opened together are spread over the workers. The framing cases in detail are in
+test_transport_conformance.py.
 """
 
 from __future__ import annotations
