@@ -117,11 +117,11 @@ def test_process_metrics_of_every_worker_carry_its_pid(tmp_path):
     server = ServerProcess(env, tmp_path, workers=2, threads=2, name="process-metrics")
     try:
         # /healthz answers once one worker is up; the arbiter forks the other meanwhile.
-        workers = wait_until(
-            lambda: (pids := _worker_pids(server)) if len(pids) == 2 else None,
-            timeout=30,
-            what="both workers",
-        )
+        def both() -> set[int] | None:
+            pids = _worker_pids(server)
+            return pids if len(pids) == 2 else None
+
+        workers = wait_until(both, timeout=30, what="both workers")
 
         def scraped() -> tuple[str, set[int]]:
             text = requests.get(
