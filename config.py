@@ -26,9 +26,29 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
+def user_data_path() -> Path:
+    """The per-user data folder (e.g. ~/.local/share/modelreg; XDG_DATA_HOME moves it)."""
+    import platformdirs
+
+    return platformdirs.user_data_path("modelreg", appauthor=False)
+
+
 def default_instance_path() -> Path:
-    """Where the embedded default keeps its SQLite file and artifacts."""
-    return Path(os.environ.get("MODELREG_HOME", Path.cwd() / "instance")).resolve()
+    """Where the embedded default keeps its SQLite file and artifacts when INSTANCE_PATH is
+    not set: MODELREG_HOME, else the per-user data folder. Never the current directory, so
+    every command finds the same database wherever it is run from."""
+    home = os.environ.get("MODELREG_HOME", "").strip()
+    return (Path(home).expanduser() if home else user_data_path()).resolve()
+
+
+def instance_source(environ: Mapping[str, str] | None = None) -> str:
+    """Which setting chose the embedded default's folder, for `modelreg info`."""
+    env = os.environ if environ is None else environ
+    if env.get("INSTANCE_PATH", "").strip():
+        return "INSTANCE_PATH"
+    if env.get("MODELREG_HOME", "").strip():
+        return "MODELREG_HOME"
+    return "the per-user data folder"
 
 
 @dataclass
@@ -115,6 +135,13 @@ class Config:
     RESPONSE_WRITE_TIMEOUT: float = 30.0
     REQUEST_BUFFER_BYTES: int = 1024**2
     RESPONSE_BUFFER_BYTES: int = 1024**2
+    # gzip answers of at least this many bytes to clients that accept gzip; 0: never.
+    COMPRESS_MIN_BYTES: int = 1024
+    # Origins (comma-separated, or "*") whose browser pages may call the API; empty: none.
+    CORS_ALLOWED_ORIGINS: str = ""
+    # The model MLflow's bare `POST /invocations` serves, as "name" or "name:ref" (a version
+    # number or an alias; the default alias rule without one); empty: that route is a 404.
+    INVOCATIONS_MODEL: str = ""
     # gunicorn's control socket (for `gunicornc`) of a `serve --workers` server; empty: none.
     # gunicorn's own default is one path per user, which two servers on a host would share.
     CONTROL_SOCKET: str = ""
@@ -183,7 +210,9 @@ class Config:
 
     def resolved(self) -> Config:
         """Fill the embedded-default locations from INSTANCE_PATH."""
-        instance = Path(self.INSTANCE_PATH) if self.INSTANCE_PATH else default_instance_path()
+        instance = (
+            Path(self.INSTANCE_PATH).expanduser() if self.INSTANCE_PATH else default_instance_path()
+        )
         return dataclasses.replace(
             self,
             INSTANCE_PATH=str(instance),

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from registry.compression import GZIP_HEADERS, gzipped
+from registry.cors import CorsPolicy
+
 access_log = logging.getLogger("modelreg.access")
 
 # Sent on every response.
@@ -75,8 +78,12 @@ class AnswerFinisher:
         knows_model: Callable[[str], bool],
         auth_disabled: bool,
         access_log: bool,
+        compress_min_bytes: int = 0,
+        cors: CorsPolicy | None = None,
     ) -> None:
         self._metrics = metrics
+        self._compress_min_bytes = compress_min_bytes
+        self.cors = cors or CorsPolicy(frozenset())
         self._knows_model = knows_model
         self._access_log = access_log
         self._trailer: tuple[tuple[str, str], ...] = (
@@ -84,12 +91,28 @@ class AnswerFinisher:
             *((AUTH_DISABLED_HEADER,) if auth_disabled else ()),
         )
 
-    def trailer(self, request_id: str, *, has_cache_control: bool) -> list[tuple[str, str]]:
+    def trailer(
+        self, request_id: str, *, has_cache_control: bool, origin: str = ""
+    ) -> list[tuple[str, str]]:
         """Appended to every answer. No answer sets these itself, except Cache-Control
-        (file downloads): nothing else may be cached."""
-        if has_cache_control:
-            return [*self._trailer, ("X-Request-ID", request_id)]
-        return [*self._trailer, ("Cache-Control", "no-store"), ("X-Request-ID", request_id)]
+        (file downloads): nothing else may be cached. `origin` is the request's Origin."""
+        headers = [*self._trailer]
+        if not has_cache_control:
+            headers.append(("Cache-Control", "no-store"))
+        headers.append(("X-Request-ID", request_id))
+        if origin and self.cors.enabled:
+            headers.extend(self.cors.answer_headers(origin))
+        return headers
+
+    def compress(
+        self, body: bytes, accept_encoding: str
+    ) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+        """The body to send and the headers that describe its coding: gzipped for a client
+        that accepts it when the body reaches COMPRESS_MIN_BYTES, else as it is."""
+        squeezed = gzipped(body, accept_encoding, self._compress_min_bytes)
+        if squeezed is None:
+            return body, ()
+        return squeezed, GZIP_HEADERS
 
     def model_label(self, name: str | None, status: int, exists: bool) -> str:
         """The model a metric may name: one that exists, for a caller that passed auth."""

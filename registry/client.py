@@ -441,7 +441,13 @@ class WSGIAdapter(BaseAdapter):
             query_string=url.query,
             base_url=f"{url.scheme}://{url.netloc}",
             method=request.method or "GET",
-            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _BODY_HEADERS],
+            # No Accept-Encoding: `raw` here is the app's iterable, which requests would not
+            # inflate; compressing for a caller in the same process saves nothing anyway.
+            headers=[
+                (k, v)
+                for k, v in request.headers.items()
+                if k.lower() not in _BODY_HEADERS and k.lower() != "accept-encoding"
+            ],
         )
         try:
             environ = builder.get_environ()
@@ -522,14 +528,23 @@ def _tag_params(tag: str | Iterable[str] | Mapping[str, str | None] | None) -> l
 class Client:
     """The registry and serving API as Python methods returning the server's JSON.
 
-    `Client(url, token)` for a running server; `Client.for_app(app)` in-process. Methods
+    `Client(url, token)` for a running server (by default `MODELREG_URL`, else
+    http://127.0.0.1:8080, and `MODELREG_TOKEN`); `Client.for_app(app)` in-process. Methods
     raise `ApiError` on any non-2xx answer and `ConnectionFailed` when no answer arrives.
     Usable as a context manager (closes the HTTP session).
     """
 
     def __init__(
-        self, url: str = DEFAULT_URL, token: str | None = None, *, timeout: float = 30.0
+        self,
+        url: str | None = None,
+        token: str | _NotGiven | None = NOT_GIVEN,
+        *,
+        timeout: float = 30.0,
     ) -> None:
+        # The same variables the CLI reads, so a shell that set them up serves both.
+        url = url or os.environ.get("MODELREG_URL") or DEFAULT_URL
+        if isinstance(token, _NotGiven):
+            token = os.environ.get("MODELREG_TOKEN") or None
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
@@ -894,6 +909,73 @@ class Client:
             data=_predict_body(X, method),
             content_type="application/json",
         )
+
+    def load_model(
+        self,
+        name: str,
+        ref: str | int = "latest",
+        *,
+        trusted_classes: Iterable[str] = (),
+        allow_pickle: bool = True,
+    ) -> Any:
+        """Download a version, verify its sha256 and load it with the server's safe loader.
+
+        skops and joblib files are judged against the same allowlist of model classes the
+        server uses (plus `trusted_classes`, exact class names, like TRUSTED_MODEL_CLASSES):
+        nothing outside it is imported or run, and joblib is never handed to plain pickle
+        (`allow_pickle=False` refuses it outright). ONNX comes back as the server's adapter
+        with predict/predict_proba. Raises IntegrityError if the bytes do not match, and
+        `registry.errors.InvalidInput` if the artifact is refused.
+        """
+        # The serving stack is imported only here: the rest of the client stays light.
+        from registry.errors import InvalidInput
+        from serving.formats import deserialize
+        from serving.safeload import TrustPolicy
+
+        record = self.get_version(name, ref)
+        if record["format"] == "joblib" and not allow_pickle:
+            raise InvalidInput(
+                f"version {record['version']} of {name!r} is a pickle (joblib), and "
+                "allow_pickle=False",
+                {"format": "joblib is refused (allow_pickle=False)"},
+            )
+        data = self.download(name, record["version"])
+        actual = hashlib.sha256(data).hexdigest()
+        if not hmac.compare_digest(actual, str(record["sha256"]).lower()):
+            raise IntegrityError(
+                0,
+                "Artifact integrity check failed",
+                f"the artifact hashes to {actual}, the version record says {record['sha256']}",
+                {"sha256": f"expected {record['sha256']}, got {actual}"},
+            )
+        trust = TrustPolicy(allow_pickle=allow_pickle, extra_classes=frozenset(trusted_classes))
+        return deserialize(io.BytesIO(data), record["format"], trust=trust)
+
+    # ---- tokens (admin) ------------------------------------------------------------------
+
+    def create_token(
+        self,
+        name: str,
+        role: str,
+        models: Iterable[str] | None = None,
+        expires_in_days: float | None = None,
+    ) -> dict[str, Any]:
+        """A new token; the answer's `token` is its secret, shown only this once."""
+        body = {
+            "name": name,
+            "role": role,
+            "models": list(models) if models else None,
+            "expires_in_days": expires_in_days,
+        }
+        return self._json("POST", "/tokens", json=body)
+
+    def list_tokens(self) -> list[dict[str, Any]]:
+        """Every token within this token's reach (never their secrets)."""
+        return self._collect("/tokens", "tokens", {}, page_size=None)
+
+    def revoke_token(self, name: str) -> dict[str, Any]:
+        """Revoke a token: every server refuses it within ALIAS_REFRESH_SECONDS."""
+        return self._json("DELETE", f"/tokens/{_q(name)}")
 
     def health(self) -> dict[str, Any]:
         """Liveness: the process answers."""

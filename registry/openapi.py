@@ -73,6 +73,16 @@ TAGS = [
         "description": "Open Inference Protocol (KServe V2 / Triton HTTP). "
         'Errors on these routes are `{"error": "..."}`.',
     },
+    {
+        "name": "v1",
+        "description": "KServe V1 / TF Serving REST prediction. "
+        'Errors on these routes are `{"error": "..."}`.',
+    },
+    {
+        "name": "mlflow",
+        "description": "MLflow's scoring protocol (`mlflow models serve`). Errors on these "
+        'routes are `{"error_code": "...", "message": "..."}`.',
+    },
     {"name": "tokens", "description": "API token administration (admin role)."},
     {
         "name": "webhooks",
@@ -123,7 +133,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 
 QUERY_DETAILS: dict[str, dict[str, Any]] = {
     "limit": {"description": "Page size."},
-    "cursor": {"description": "`next_cursor` from the previous page."},
+    "cursor": {
+        "description": "`next_cursor` from the previous page, as it was given: an opaque "
+        "token. Anything else is refused with 422 (`errors.cursor`).",
+    },
     "q": {"description": "A substring of the model name."},
     "tag": {"description": "`key` (has the tag) or `key:value`; repeat for all of several."},
     "status": {"description": "Only versions in this status."},
@@ -161,7 +174,11 @@ RESPONSE_DETAILS: dict[str, dict[str, dict[str, Any]]] = {
             "type": "object",
             "properties": {k: {"type": ["string", "null"]} for k in schemas.SourceSchema().fields},
         },
-        "input_example": {"type": ["array", "null"], "description": "A list of rows."},
+        "input_example": {
+            "type": ["array", "null"],
+            "items": {"description": "A row: a list of values, or an object of them."},
+            "description": "A list of rows.",
+        },
         "signature": {"anyOf": [{"$ref": "#/components/schemas/Signature"}, {"type": "null"}]},
         "aliases": {
             "type": "array",
@@ -200,8 +217,8 @@ def openapi_path(rule: str) -> str:
 def operation_id(endpoint: str) -> str:
     blueprint, _, function = endpoint.rpartition(".")
     words = function.split("_")
-    if blueprint == "v2":
-        return "v2" + "".join(w.capitalize() for w in words)
+    if blueprint in ("v1", "v2"):  # their view names repeat the native ones (predict, ...)
+        return blueprint + "".join(w.capitalize() for w in words)
     return words[0] + "".join(w.capitalize() for w in words[1:])
 
 
@@ -239,6 +256,7 @@ class _Builder:
             },
             tags=TAGS,
         )
+        self.plugin.converter.add_attribute_function(_self_described)
         self.json_schemas: dict[str, JsonSchema] = {}
         self.error_formats: dict[str, ErrorFormat] = {}
 
@@ -358,6 +376,8 @@ class _Builder:
                     maximum=config.get("MAX_PAGE_SIZE", 500),
                     default=config.get("DEFAULT_PAGE_SIZE", 50),
                 )
+            elif name == "cursor":  # registry.pagination.encode_cursor: unpadded base64url
+                parameter["schema"]["pattern"] = "^[A-Za-z0-9_-]*$"
         order = list(query.only) if query.only else list(by_name)  # as the declaration lists them
         return [by_name[name] for name in order]
 
@@ -366,6 +386,13 @@ def schema_name(schema: Schema | type[Schema]) -> str:
     """The component name of a marshmallow schema: its class name without `Schema`, as
     apispec's default resolver names nested schemas."""
     return resolve_schema_cls(schema).__name__.removesuffix("Schema")
+
+
+def _self_described(converter: Any, field: Any, **_: Any) -> dict[str, Any]:
+    """A field's own account of limits its validators cannot show (tag maps' count and key
+    grammar): apispec calls this for every field it converts."""
+    describe = getattr(field, "json_schema_extra", None)
+    return describe() if callable(describe) else {}
 
 
 def _ref(name: str) -> dict[str, str]:

@@ -32,6 +32,18 @@ class _TagMap(fields.Dict):
         )
         super().__init__(keys=TAG_KEY, values=values, **kwargs)
 
+    def json_schema_extra(self) -> dict[str, Any]:
+        """What `_deserialize` enforces beyond the key and value fields, for the document."""
+        return {
+            "maxProperties": MAX_TAGS,
+            "propertyNames": {
+                "minLength": 1,
+                "maxLength": MAX_TAG_KEY,
+                "pattern": r"^[^\x00-\x1f]*$",
+                "description": "No control characters.",
+            },
+        }
+
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         if isinstance(value, Mapping) and len(value) > MAX_TAGS:
             raise ValidationError(f"at most {MAX_TAGS} tags")
@@ -50,6 +62,37 @@ class _FiniteFloat(fields.Float):
         if number is None or not math.isfinite(number):
             raise ValidationError("must be a finite number")
         return number
+
+
+class WholeNumber(fields.Integer):
+    """An integer that may be written `6.0`: JSON Schema counts that as an integer and some
+    encoders write every number as a float. `6.5` (or "6.5" in a query) is refused, never
+    truncated, and so are booleans; text only with `from_text` (query parameters)."""
+
+    default_error_messages = {"not_whole": "must be a whole number, not {input}"}
+
+    def __init__(self, *, from_text: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.from_text = from_text
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        if isinstance(value, str) and self.from_text:
+            try:
+                value = int(value)
+            except ValueError:
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise self.make_error("invalid", input=value) from None
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise self.make_error("not_whole", input=value)
+            return int(value)
+        if not isinstance(value, int):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 class StrictSchema(Schema):
@@ -81,7 +124,7 @@ class ColumnSchema(StrictSchema):
 
 
 class SignatureSchema(StrictSchema):
-    n_features = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000))
+    n_features = WholeNumber(validate=validate.Range(min=1, max=100_000))
     feature_names = fields.List(
         fields.String(validate=validate.Length(min=1, max=256)),
         validate=validate.Length(min=1, max=100_000),
@@ -133,7 +176,7 @@ class VersionUpdateSchema(StrictSchema):
 class PromoteSchema(StrictSchema):
     alias = fields.String(load_default="production")
     reason = fields.String(load_default="", validate=validate.Length(max=MAX_REASON))
-    expected_version = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    expected_version = WholeNumber(allow_none=True, validate=validate.Range(min=1))
 
 
 class ReasonSchema(StrictSchema):
@@ -144,7 +187,7 @@ class ListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    limit = fields.Integer(strict=False)
+    limit = WholeNumber(from_text=True)
     cursor = fields.String(validate=validate.Length(max=512))
     q = fields.String(validate=validate.Length(max=128))
     tag = fields.List(
@@ -209,7 +252,7 @@ class EventOut(Schema):
     type = fields.String()
     at = fields.DateTime()
     actor = fields.String()
-    reason = fields.String()
+    reason = fields.String(metadata={"maxLength": MAX_REASON})  # as every request bounds it
     version = fields.Integer(allow_none=True)
     alias = fields.String(allow_none=True)
     before = fields.Raw(allow_none=True)

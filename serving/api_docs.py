@@ -15,13 +15,11 @@ from registry.api_docs import EXAMPLE_MODEL, VERSION_HEADERS
 from registry.endpoints import (
     ErrorFormat,
     JsonSchema,
-    ProblemSchema,
     binary,
     endpoint,
     error_responses,
     header,
 )
-from registry.problems import PROBLEM_JSON
 from serving.inputs import DEFAULT_METHOD, PAYLOAD_KEYS, PREDICT_METHODS, SPLIT_KEYS
 from serving.v2_codec import DATATYPES, HEADER_LENGTH
 
@@ -41,13 +39,20 @@ _STRING = {"type": "string"}
 _INTEGER = {"type": "integer"}
 _NUMBER = {"type": "number"}
 _TIME = {"type": "string", "format": "date-time"}
+# Any JSON value. Every array states its items: client generators drop arrays that do not.
+_ANY: dict[str, Any] = {}
+_VALUE = {"description": "A feature value: a number, string, boolean or null."}
 
 
 # ---- native predict --------------------------------------------------------------------------
 
 _ROW = {
     "oneOf": [
-        {"type": "array", "description": "Feature values in the model's feature order."},
+        {
+            "type": "array",
+            "items": _VALUE,
+            "description": "Feature values in the model's feature order.",
+        },
         {"type": "object", "description": "Feature name -> value."},
     ]
 }
@@ -59,8 +64,8 @@ _METHOD = {
 }
 _SPLIT_FIELDS = {
     "columns": {"type": "array", "items": _STRING, "minItems": 1},
-    "data": {"type": "array", "items": {"type": "array"}, "minItems": 1},
-    "index": {"type": "array", "description": "Ignored."},
+    "data": {"type": "array", "items": {"type": "array", "items": _VALUE}, "minItems": 1},
+    "index": {"type": "array", "items": _ANY, "description": "Ignored."},
 }
 # What each payload key holds; keyed by serving.inputs.PAYLOAD_KEYS, so a new key fails here.
 _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
@@ -74,7 +79,7 @@ _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
                 {
                     "type": "object",
                     "minProperties": 1,
-                    "additionalProperties": {"type": "array"},
+                    "additionalProperties": {"type": "array", "items": _VALUE},
                     "description": "Columns: feature name -> values.",
                 },
                 {
@@ -101,22 +106,28 @@ _PAYLOADS: dict[str, tuple[dict[str, Any], str]] = {
         "MLflow's pandas records orientation.",
     ),
 }
+# One named component per body shape, so generated clients get a class for each
+# (`PredictInstances`, ...) rather than numbered union members.
+PREDICT_VARIANTS = {
+    key: JsonSchema(
+        "Predict" + "".join(word.capitalize() for word in key.split("_")),
+        {
+            "type": "object",
+            "description": _PAYLOADS[key][1],
+            "required": [key],
+            "properties": {key: _PAYLOADS[key][0], "method": _METHOD},
+            "additionalProperties": False,
+        },
+    )
+    for key in PAYLOAD_KEYS
+}
 PREDICT_REQUEST = JsonSchema(
     "PredictRequest",
     {
         "description": "Exactly one of "
         + ", ".join(f"`{key}`" for key in PAYLOAD_KEYS[:-1])
         + f" or `{PAYLOAD_KEYS[-1]}`, plus an optional `method`.",
-        "oneOf": [
-            {
-                "type": "object",
-                "description": _PAYLOADS[key][1],
-                "required": [key],
-                "properties": {key: _PAYLOADS[key][0], "method": _METHOD},
-                "additionalProperties": False,
-            }
-            for key in PAYLOAD_KEYS
-        ],
+        "oneOf": [PREDICT_VARIANTS[key] for key in PAYLOAD_KEYS],
     },
 )
 PREDICT_RESPONSE = JsonSchema(
@@ -125,9 +136,14 @@ PREDICT_RESPONSE = JsonSchema(
         {
             "model": _STRING,
             "version": {"type": "integer", "description": "The version that answered."},
-            "predictions": {"type": "array", "description": "One entry per input row."},
+            "predictions": {
+                "type": "array",
+                "items": _ANY,
+                "description": "One entry per input row: a value, or a list of probabilities.",
+            },
             "classes": {
                 "type": "array",
+                "items": _ANY,
                 "description": "With predict_proba: the class of each probability column.",
             },
         },
@@ -288,11 +304,6 @@ _V2_ERROR_RESPONSES = error_responses(
     },
     {"application/json": {"schema": V2_ERROR}},
 )
-# A path that matches no V2 route at all is answered by the app, not the blueprint.
-_V2_ERROR_RESPONSES[404]["description"] += (
-    " A path that matches no route at all is answered with problem+json."
-)
-_V2_ERROR_RESPONSES[404]["content"][PROBLEM_JSON] = {"schema": ProblemSchema}
 V2_ERRORS = ErrorFormat("V2Error", _V2_ERROR_RESPONSES)
 
 # Every V2 operation: tagged v2, errors as {"error": ...}.
@@ -404,7 +415,7 @@ V2_INFER_RESPONSE = JsonSchema(
                         "name": _STRING,
                         "datatype": _STRING,
                         "shape": _SHAPE,
-                        "data": {"type": "array"},
+                        "data": {"type": "array", "items": _ANY},
                         "parameters": {"type": "object"},
                     },
                     ["name", "datatype", "shape"],
@@ -488,7 +499,7 @@ V2_MODEL_STATS = JsonSchema(
                         "inference_count": _INTEGER,
                         "execution_count": _INTEGER,
                         "inference_stats": {"type": "object", "additionalProperties": _DURATION},
-                        "batch_stats": {"type": "array"},
+                        "batch_stats": {"type": "array", "items": {"type": "object"}},
                     }
                 ),
             }
@@ -565,3 +576,87 @@ INFER_OK = {
     },
 }
 INFER_ERRORS = (400, 401, 403, 404, 413, 503)
+
+
+# ---- MLflow scoring protocol (serving/invocations.py) ----------------------------------------
+
+MLFLOW_ERROR = JsonSchema(
+    "MlflowError",
+    _object(
+        {
+            "error_code": _STRING,
+            "message": _STRING,
+            "errors": {"type": "object", "description": "Each invalid field and why."},
+        },
+        ["error_code", "message"],
+    ),
+)
+MLFLOW_ERRORS = ErrorFormat(
+    "MlflowError",
+    error_responses(
+        {
+            400: "Bad request, including input validation (`INVALID_PARAMETER_VALUE`).",
+            401: "No token, or an invalid, expired or revoked token.",
+            403: "The token's role is too low, or the token is restricted to other models.",
+            404: "Unknown model or version, or no INVOCATIONS_MODEL for `/invocations`.",
+            413: "The request body is too large.",
+            415: "Send application/json or text/csv.",
+            503: "A dependency is unavailable, or the artifact failed its integrity check.",
+        },
+        {"application/json": {"schema": MLFLOW_ERROR}},
+    ),
+)
+mlflow_endpoint = functools.partial(endpoint, tag="mlflow", error_format=MLFLOW_ERRORS)
+INVOCATIONS_REQUEST = JsonSchema(
+    "InvocationsRequest",
+    {
+        "type": "object",
+        "description": "MLflow's scoring payload: exactly one of `dataframe_split`, "
+        "`dataframe_records`, `instances`, `inputs`, and an optional `params` object (accepted "
+        "and ignored: scikit-learn's predict takes no parameters). A `text/csv` body (header "
+        "row first) is accepted too.",
+    },
+)
+INVOCATIONS_RESPONSE = JsonSchema(
+    "InvocationsResponse",
+    _object(
+        {"predictions": {"type": "array", "description": "One entry per row."}}, ["predictions"]
+    ),
+)
+INVOCATIONS_ERRORS = (400, 401, 403, 404, 413, 415, 503)
+PING_RESPONSE = JsonSchema("MlflowPing", {"type": "string", "description": "A newline."})
+
+
+# ---- KServe V1 / TF Serving REST (serving/v1.py) ---------------------------------------------
+
+v1_endpoint = functools.partial(endpoint, tag="v1", error_format=V2_ERRORS)
+V1_PREDICT_REQUEST = JsonSchema(
+    "V1PredictRequest",
+    _object(
+        {
+            "instances": {"type": "array", "description": "Rows (lists, or objects by name)."},
+            "inputs": {"description": "TF Serving's columnar form: {feature: [values]}."},
+            "signature_name": _STRING,
+        }
+    ),
+)
+V1_PREDICT_RESPONSE = JsonSchema(
+    "V1PredictResponse",
+    _object(
+        {
+            "predictions": {"type": "array", "description": "For `instances`."},
+            "outputs": {"type": "array", "description": "For `inputs` (TF Serving)."},
+        }
+    ),
+)
+V1_MODEL_STATUS = JsonSchema(
+    "V1ModelStatus",
+    _object(
+        {
+            "name": _STRING,
+            "ready": {"type": "boolean"},
+            "model_version_status": {"type": "array", "items": {"type": "object"}},
+        },
+        ["name", "ready", "model_version_status"],
+    ),
+)

@@ -128,6 +128,8 @@ class DataPlane:
         self._ready_versions = ready_versions
         self._alias_refresh = alias_refresh_seconds
         self._missing_default = _MissingDefaultAlias()
+        # Versions unloaded on request (V2 repository unload): not ready until loaded again.
+        self._unloaded: set[tuple[str, int]] = set()
         self._references: dict[str, Reference] = {}
         self._clock = clock
         self.stats = stats or InferenceStats()
@@ -195,6 +197,8 @@ class DataPlane:
                 raise NotInMemory
             self._cache.touch(key)
             return loaded
+        if self._unloaded:
+            self._unloaded.discard((key.name, key.version))
         return self._cache.get_or_load(key)
 
     def infer(
@@ -259,7 +263,22 @@ class DataPlane:
 
     def warm(self, name: str, ref: str | None) -> tuple[Resolution, LoadedModel]:
         resolution = self.resolve(name, ref)
-        return resolution, self._cache.get_or_load(resolution.spec.key)
+        return resolution, self.load(resolution)
+
+    def unload(self, name: str, ref: str | None) -> tuple[Resolution, int]:
+        """Evict the version `ref` resolves to and keep it not ready (`is_unloaded`) until
+        something loads it again: a warm, a V2 load or an inference."""
+        resolution = self.resolve(name, ref)
+        version = resolution.spec.version
+        evicted = self.evict(name, str(version))
+        if len(self._unloaded) >= _MAX_PARSED_REFERENCES:
+            self._unloaded.clear()  # bounded; forgetting only makes a version ready again
+        self._unloaded.add((name, version))
+        return resolution, evicted
+
+    def is_unloaded(self, resolution: Resolution) -> bool:
+        key = resolution.spec.key
+        return (key.name, key.version) in self._unloaded and self._cache.peek(key) is None
 
     def evict(self, name: str, ref: str | None) -> int:
         """Drop a version from this process's cache: every cached copy of a pinned version,

@@ -7,8 +7,9 @@ it accepts request lines and header lines of 64 KiB. Here each connection gets t
 as under the gunicorn worker: REQUEST_HEADER_TIMEOUT for the request line and headers,
 REQUEST_BODY_TIMEOUT between two pieces of the body, RESPONSE_WRITE_TIMEOUT for each write of
 the answer, gunicorn's request-line and header-field limits (414 and 431), and a 408 for a
-request that did not arrive in time. Body limits and security headers are the app's own, the
-same under both servers. Production still belongs on `--workers` (docs/deployment.md).
+request that did not arrive in time; these and http.server's own refusals (a bad request
+line) are problem+json, as under gunicorn. Body limits and security headers are the app's
+own, the same under both servers. Production still belongs on `--workers` (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import socket
 import time
 from http import HTTPStatus
@@ -23,7 +25,13 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, run_simple
 
-from serving.inline_http import MAX_FIELD, MAX_HEADERS, MAX_REQUEST_LINE, error_response
+from serving.inline_http import (
+    MAX_DETAIL,
+    MAX_FIELD,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    error_response,
+)
 
 LINGER_SECONDS = 2.0  # after the answer starts, how long werkzeug may drain an unread body
 
@@ -70,6 +78,12 @@ class GuardedRequestHandler(WSGIRequestHandler):
     header_timeout = 10.0
     body_timeout = 30.0
     write_timeout = 30.0
+    # With modelreg's access log on, werkzeug's own line per request only repeats it.
+    quiet_requests = True
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if not self.quiet_requests:
+            super().log_request(code, size)
 
     def setup(self) -> None:
         super().setup()
@@ -107,6 +121,7 @@ class GuardedRequestHandler(WSGIRequestHandler):
                         error_response(
                             HTTPStatus.REQUEST_TIMEOUT,
                             "The request was not received completely in time.",
+                            server=self.version_string(),
                         )
                     )
 
@@ -128,8 +143,34 @@ class GuardedRequestHandler(WSGIRequestHandler):
         self._deadline = None  # the head is in: from now on, the body's idle timeout
         return True
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's errors (a bad request line, 414, 431, ...) as problem+json, like the
+        app's own, instead of its HTML page."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        status = HTTPStatus(code)
+        detail = (message or explain or status.description)[:MAX_DETAIL]
+        answer = error_response(status, detail, server=self.version_string())
+        if self.command == "HEAD":
+            answer = answer[: answer.index(b"\r\n\r\n") + 4]
+        self.log_request(code)
+        with contextlib.suppress(OSError):
+            self.wfile.write(answer)
+
     def handle_expect_100(self) -> bool:
         return True  # werkzeug sends the 100 Continue itself (run_wsgi); one is enough
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainText(logging.Filter):
+    """werkzeug colours its lines for a terminal; in our log lines (JSON) that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = _ANSI.sub("", record.getMessage())
+        record.args = None
+        return True
 
 
 def run_development_server(app: Any, *, host: str, port: int, config: Any) -> None:
@@ -140,8 +181,12 @@ def run_development_server(app: Any, *, host: str, port: int, config: Any) -> No
             "header_timeout": config.REQUEST_HEADER_TIMEOUT,
             "body_timeout": config.REQUEST_BODY_TIMEOUT,
             "write_timeout": config.RESPONSE_WRITE_TIMEOUT,
+            "quiet_requests": config.ACCESS_LOG,
         },
     )
     # werkzeug logs each request (and its start-up warning) at INFO unless told otherwise.
-    logging.getLogger("werkzeug").setLevel(config.LOG_LEVEL.upper())
+    werkzeug_log = logging.getLogger("werkzeug")
+    werkzeug_log.setLevel(config.LOG_LEVEL.upper())
+    if not any(isinstance(f, _PlainText) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(_PlainText())
     run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=handler)

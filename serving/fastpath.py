@@ -80,14 +80,28 @@ class PredictFastPath:
             return None
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
         try:
-            answer = predict_answer(self.dataplane, name, ref, body, memory_only=True)
+            answer = predict_answer(
+                self.dataplane,
+                name,
+                ref,
+                body,
+                memory_only=True,
+                content_encoding=environ.get("HTTP_CONTENT_ENCODING"),
+                max_body_bytes=self.max_body_bytes,
+            )
         except NotInMemory:
             return None
         except Exception as error:  # answered as Flask's error handlers answer it
             answer = render_problem(problem_for(error, request_id), request_id)
         headers = answer.headers
+        origin = environ.get("HTTP_ORIGIN", "")
+        trailer = self.finisher.trailer(request_id, has_cache_control=False, origin=origin)
+        accept = environ.get("HTTP_ACCEPT_ENCODING")
+        if accept:  # after the trailer, as Flask's hook does it
+            answer.body, coding = self.finisher.compress(answer.body, accept)
+            trailer.extend(coding)
         headers.append(("Content-Length", str(len(answer.body))))
-        headers.extend(self.finisher.trailer(request_id, has_cache_control=False))
+        headers.extend(trailer)
         path = environ.get("PATH_INFO", "")
         self.finisher.record(
             Finished(

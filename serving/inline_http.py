@@ -223,9 +223,13 @@ def render_response(
 
 
 def error_response(
-    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR, detail: str = ""
+    status: HTTPStatus | int = HTTPStatus.INTERNAL_SERVER_ERROR,
+    detail: str = "",
+    *,
+    server: str = "gunicorn",
 ) -> bytes:
     """A problem+json answer that closes the connection, for errors outside the app."""
+    status = HTTPStatus(status)
     problem: dict[str, Any] = {
         "type": "about:blank",
         "title": status.phrase,
@@ -236,8 +240,33 @@ def error_response(
     body = json.dumps(problem).encode()
     fixed = "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
     return (
-        f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: gunicorn\r\n"
+        f"HTTP/1.1 {status.value} {status.phrase}\r\nServer: {server}\r\n"
         f"Date: {http_date().decode()}\r\nConnection: close\r\n"
         f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n"
         f"{fixed}Cache-Control: no-store\r\n\r\n"
     ).encode() + body
+
+
+MAX_DETAIL = 300  # a refused request line is echoed in gunicorn's message: keep it short
+
+
+class ErrorSink:
+    """A socket stand-in that keeps what gunicorn writes as an error answer (an HTML page), so
+    the worker can send the same status as problem+json instead."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+    def status(self) -> int | None:
+        """The status of the captured answer, or None when nothing (or no HTTP) was written."""
+        match = re.match(rb"HTTP/1\.[01] (\d{3}) ", self.data)
+        return int(match.group(1)) if match else None

@@ -47,6 +47,8 @@ __all__ = [
     "build_input_plan",
     "columns_to_matrix",
     "decode_predict_body",
+    "decode_predict_document",
+    "parse_predict_json",
     "rows_to_matrix",
 ]
 
@@ -235,6 +237,12 @@ def decode_predict_body(body: bytes, plan: InputPlan) -> DecodedRequest:
         X = parse_instances(body, plan.n_features, plan.max_rows)
         if X is not None:
             return DecodedRequest(_finish_array(X, plan), X.shape[0], "predict")
+    return decode_predict_document(parse_predict_json(body, plan), plan)
+
+
+def parse_predict_json(body: bytes, plan: InputPlan) -> dict[str, Any]:
+    """A predict body's JSON object, refused (413/422) before parsing when it is far beyond
+    what the plan's row limit allows."""
     # orjson builds an object per value: count first what a large body would build.
     if len(body) > plan.body_budget.scan_above:
         enforce(body, plan.body_budget)
@@ -244,6 +252,12 @@ def decode_predict_body(body: bytes, plan: InputPlan) -> DecodedRequest:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
     if type(doc) is not dict:
         raise MalformedRequest(f"request body must be a JSON object, got {_describe(doc)}")
+    return doc
+
+
+def decode_predict_document(doc: dict[str, Any], plan: InputPlan) -> DecodedRequest:
+    """A parsed predict body (`instances`, `inputs`, `dataframe_split`, `dataframe_records`,
+    optional `method`), validated against the plan."""
     # Fast path for the most common body: {"instances": [...]}.
     if len(doc) == 1:
         rows = doc.get("instances")

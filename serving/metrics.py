@@ -12,6 +12,9 @@ methods the standard ones (else "OTHER"), statuses the HTTP codes; a model is na
 it exists and the request passed authentication (the caller decides; otherwise
 `UNKNOWN_MODEL`), and at most `max_model_labels` (model, version) pairs are named per process,
 `OTHER_LABEL` beyond.
+
+The standard process_*, python_gc_* and python_info metrics are there too, per worker under
+gunicorn (serving/process_metrics.py), and a scrape that asks for OpenMetrics gets it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 from http import HTTPStatus
 from typing import Any
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,10 +34,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from registry.access import public
-from registry.endpoints import endpoint, json_answer
+from registry.endpoints import endpoint
 from serving.cache import VersionKey
+from serving.process_metrics import ProcessMetrics
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -52,6 +58,7 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+OPENMETRICS_TYPE = OPENMETRICS.split(";")[0]  # application/openmetrics-text
 LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 # Placeholders; model names cannot begin with "_", so neither is ever a real model.
@@ -75,6 +82,7 @@ class Metrics:
         self._model_labels_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.process = ProcessMetrics(r, multiprocess_dir())
         self.requests = Counter(
             "modelreg_http_requests",
             "HTTP requests answered",
@@ -187,30 +195,53 @@ class Metrics:
             method = "OTHER"
         code = _STATUS_LABELS.get(status, "other")
         model, version = self.model_labels(model, version)
+        self.process.flush()
         self.requests.labels(route, method, model, version, code).inc()
         self.latency.labels(route, model, version, code).observe(seconds)
 
-    def exposition(self) -> bytes:
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The scrape's body and content type: OpenMetrics when `accept` asks for it (as
+        Prometheus does), else the classic text format."""
+        encoder, content_type = choose_encoder(accept or "")
+        if not content_type.startswith(OPENMETRICS_TYPE):
+            encoder, content_type = generate_latest, CONTENT_TYPE_LATEST  # the classic text
+        self.process.flush()
         directory = multiprocess_dir()
         if directory is None:
-            return generate_latest(self.registry)
+            return encoder(self.registry), content_type
         aggregate = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(aggregate, path=directory)
-        return generate_latest(aggregate)
+        ProcessMetrics.aggregate_collectors(aggregate, directory)
+        return encoder(aggregate), content_type
+
+
+_EXPOSITION = {"type": "string"}
 
 
 @endpoint(
     summary="Prometheus metrics",
     tag="ops",
+    description="The Prometheus text format, or OpenMetrics 1.0 when `Accept` asks for "
+    f"`{OPENMETRICS_TYPE}` (Prometheus does). Under gunicorn, counters are the "
+    "totals of every worker and `process_*` samples carry each worker's `pid`.",
     responses={
-        200: json_answer("Prometheus text exposition.", {"type": "string"}, media="text/plain")
+        200: {
+            "description": "The exposition.",
+            "content": {
+                "text/plain": {"schema": _EXPOSITION},
+                OPENMETRICS_TYPE: {"schema": _EXPOSITION},
+            },
+        }
     },
 )
 @bp.get("/metrics")
 @public
 def metrics() -> Response:
-    body = current_app.extensions["modelreg"].metrics.exposition()
-    return Response(body, content_type=CONTENT_TYPE_LATEST)
+    collected = current_app.extensions["modelreg"].metrics
+    body, content_type = collected.exposition(request.headers.get("Accept"))
+    response = Response(body, content_type=content_type)
+    response.vary.add("Accept")
+    return response
 
 
 def mark_worker_dead(pid: int) -> None:

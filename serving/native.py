@@ -12,6 +12,7 @@ import orjson
 
 from registry.answers import Answer
 from registry.errors import UnsupportedMediaType
+from serving.content_coding import decode_content
 from serving.dataplane import Batch, DataPlane, Decoder, Inference
 from serving.inputs import decode_predict_body
 from serving.loader import Servable, to_jsonable
@@ -33,9 +34,12 @@ def check_media_type(mimetype: str) -> None:
         )
 
 
-def decoder(body: bytes) -> Decoder:
+def decoder(body: bytes, content_encoding: str | None = None, limit: int = 0) -> Decoder:
+    """`body` as sent; with a `Content-Encoding`, inflated to at most `limit` bytes."""
+
     def decode(servable: Servable) -> Batch:
-        decoded = decode_predict_body(body, servable.plan)
+        raw = decode_content(body, content_encoding, limit) if content_encoding else body
+        decoded = decode_predict_body(raw, servable.plan)
         return Batch(decoded.X, (decoded.method,), decoded.n_rows)
 
     return decode
@@ -70,11 +74,19 @@ def model_headers(inference: Inference) -> list[tuple[str, str]]:
 
 
 def predict_answer(
-    dataplane: DataPlane, name: str, ref: str, body: bytes, *, memory_only: bool = False
+    dataplane: DataPlane,
+    name: str,
+    ref: str,
+    body: bytes,
+    *,
+    memory_only: bool = False,
+    content_encoding: str | None = None,
+    max_body_bytes: int = 0,
 ) -> Answer:
     """The 200 answer; a failure raises its domain error (NotInMemory when memory_only and
-    the answer needs a lookup or a load)."""
-    served = dataplane.infer(name, ref, decoder(body), encode, memory_only=memory_only)
+    the answer needs a lookup or a load). A compressed body inflates to `max_body_bytes`."""
+    decode = decoder(body, content_encoding, max_body_bytes)
+    served = dataplane.infer(name, ref, decode, encode, memory_only=memory_only)
     inference = served.inference
     headers = [("Content-Type", JSON), *model_headers(inference)]
     return Answer(200, headers, served.payload, str(inference.version))

@@ -38,8 +38,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from registry.access import public, requires
 from registry.answers import Answer
 from registry.api_docs import VERSION_HEADERS
-from registry.endpoints import json_answer, request_body
-from registry.errors import MalformedRequest, ModelregError
+from registry.endpoints import json_answer, request_body, undocumented
+from registry.errors import MalformedRequest, ModelregError, NotFound
 from registry.http import app_services, json_response
 from registry.problems import problem_for, to_response
 from serving import native
@@ -263,13 +263,7 @@ def _metadata(name: str, version: str | None) -> Response:
         "name": name,
         "versions": [str(n) for n in dataplane.ready_versions(name, number)],
         "platform": _platform(servable),
-        "inputs": [
-            {
-                "name": INPUT_NAME,
-                "datatype": _input_datatype(servable),
-                "shape": [-1, plan.n_features or -1],
-            }
-        ],
+        "inputs": _input_metadata(servable),
         "outputs": _output_metadata(servable),
     }
     parameters: dict[str, Any] = {"version": str(number)}
@@ -282,6 +276,22 @@ def _metadata(name: str, version: str | None) -> Response:
 
 def _platform(servable: Servable) -> str:
     return "onnxruntime_onnx" if servable.format == "onnx" else f"sklearn_{servable.format}"
+
+
+_COLUMN_DATATYPES = {"double": "FP64", "long": "INT64", "boolean": "BOOL", "string": "BYTES"}
+
+
+def _input_metadata(servable: Servable) -> list[dict[str, Any]]:
+    """One [N, F] input for numeric models; for typed (string or mixed) columns, which no
+    single tensor can carry, one [N, 1] input per feature with its own datatype."""
+    plan = servable.plan
+    if plan.column_types is not None and plan.feature_names is not None:
+        return [
+            {"name": name, "datatype": _COLUMN_DATATYPES[kind], "shape": [-1, 1]}
+            for name, kind in zip(plan.feature_names, plan.column_types, strict=True)
+        ]
+    datatype = _input_datatype(servable)
+    return [{"name": INPUT_NAME, "datatype": datatype, "shape": [-1, plan.n_features or -1]}]
 
 
 def _input_datatype(servable: Servable) -> str:
@@ -312,6 +322,10 @@ def _ready(name: str, version: str | None) -> Response:
     resolution = dataplane.resolve(name, version)  # unknown model/version: 404
     number = str(resolution.spec.version)
     headers = dict(native.resolution_headers(resolution))
+    if dataplane.is_unloaded(resolution):
+        message = f"unloaded; load it with POST /v2/repository/models/{name}/load"
+        body = {"name": name, "version": number, "ready": False, "error": message}
+        return json_response(body, 503, headers)
     try:
         dataplane.load(resolution)
     except ModelregError as error:
@@ -515,9 +529,7 @@ def repository_load(name: str) -> Response:
 @bp.post("/v2/repository/models/<name>/unload")
 @requires("operator")
 def repository_unload(name: str) -> Response:
-    dataplane = _dataplane()
-    resolution = dataplane.resolve(name, None)
-    evicted = dataplane.evict(name, str(resolution.spec.version))
+    resolution, evicted = _dataplane().unload(name, None)
     return json_response(
         {"name": name, "version": str(resolution.spec.version), "evicted": evicted},
         headers=dict(native.resolution_headers(resolution)),
@@ -573,3 +585,17 @@ def model_version_stats(name: str, version: str) -> Response:
         lambda model, v: model == name and v == number, [(name, number)]
     )
     return json_response({"model_stats": stats})
+
+
+# --------------------------------------------------------------------------- unknown routes
+
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@undocumented("not an operation: any other /v2 path is a V2 404")
+@bp.route("/v2/<path:rest>", methods=_ALL_METHODS)
+@public
+def unknown_route(rest: str) -> Response:
+    # V2 clients (tritonclient's get_model_config, say) decode every error as {"error": ...};
+    # a path no V2 route matches is answered in that shape too, not as problem+json.
+    raise NotFound(f"no V2 endpoint at /v2/{rest[:128]}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import struct
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -27,8 +26,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from registry.errors import MalformedRequest, TooLarge
+from registry.errors import MalformedRequest
 from serving.body_budget import Budget, enforce
+from serving.content_coding import decode_content
 
 __all__ = [
     "DATATYPES",
@@ -108,32 +108,20 @@ def _bad(message: str, field: str = "body") -> MalformedRequest:
     return MalformedRequest(message, {field: message})
 
 
+def _whole(value: Any) -> Any:
+    """`3.0` as 3 (an integer to JSON Schema; some encoders write every number as a float);
+    anything else as it is, for the caller to refuse."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _clip(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= _MAX_REPORTED_NAME else text[:_MAX_REPORTED_NAME] + "..."
 
 
 # --------------------------------------------------------------------------- request
-
-
-def decode_content(body: bytes, encoding: str | None, limit: int) -> bytes:
-    """Undo a request `Content-Encoding` (gzip or deflate), never expanding beyond `limit`."""
-    if not encoding or encoding.strip().lower() == "identity":
-        return body
-    kind = encoding.strip().lower()
-    if kind not in ("gzip", "deflate"):
-        raise _bad(f"unsupported Content-Encoding {_clip(encoding)}: use gzip or deflate")
-    inflater = zlib.decompressobj(wbits=31 if kind == "gzip" else 15)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as error:
-        raise _bad(f"the body is not valid {kind} data: {error}") from None
-    if len(out) > limit:
-        raise TooLarge(
-            "the decompressed request body exceeds the size limit",
-            {"body": f"more than {limit} bytes once decompressed"},
-        )
-    return out
 
 
 def decode_request(
@@ -220,6 +208,8 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[Te
             f"{field}.datatype",
         )
     shape = raw.get("shape")
+    if type(shape) is list and not all(type(d) is int for d in shape):
+        shape = [_whole(d) for d in shape]
     if type(shape) is not list or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise _bad(
             f"{where}: shape must be a non-empty list of non-negative integers",
@@ -231,6 +221,7 @@ def _decode_input(raw: Any, i: int, binary: memoryview, offset: int) -> tuple[Te
         raise _bad(f"{where}: shared memory is not supported", f"{field}.parameters")
     size = parameters.get("binary_data_size")
     if size is not None:
+        size = _whole(size)
         if type(size) is not int or size < 0:
             raise _bad(
                 f"{where}: binary_data_size must be a non-negative integer",

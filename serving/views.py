@@ -51,7 +51,15 @@ def _dataplane() -> DataPlane:
 def predict(name: str, ref: str) -> Response:
     check_media_type(request.mimetype)
     body = request.get_data(cache=False)
-    return to_response(predict_answer(_dataplane(), name, ref, body))
+    answer = predict_answer(
+        _dataplane(),
+        name,
+        ref,
+        body,
+        content_encoding=request.headers.get("Content-Encoding"),
+        max_body_bytes=app_services().config.MAX_PREDICT_BODY_BYTES,
+    )
+    return to_response(answer)
 
 
 @endpoint(

@@ -58,6 +58,8 @@ from gunicorn.workers.gthread import ThreadWorker
 from registry.answers import status_line
 from serving.http_framing import ChunkedBody, Head, Malformed, scan_head
 from serving.inline_http import (
+    MAX_DETAIL,
+    ErrorSink,
     InlineRequest,
     build_environ,
     error_response,
@@ -803,6 +805,19 @@ class ModelregWorker(BalancedThreadWorker):
         except Exception as error:
             self.handle_error(req, conn.out, conn.client, error)
         return False, b""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's answer to a request it could not parse (414, 431, a bad request line)
+        or an app crash, as problem+json: gunicorn decides the status and logs as usual,
+        but its HTML page goes to a sink and the client gets the same error as JSON."""
+        sink = ErrorSink()
+        super().handle_error(req, sink, addr, exc)
+        status = sink.status()
+        if status is None:
+            return
+        detail = str(exc)[:MAX_DETAIL] if status < 500 else ""
+        with contextlib.suppress(OSError):
+            client.sendall(error_response(status, detail))
 
     def _answer(self, conn: Connection, request: InlineRequest) -> bool | None:
         """Answer a parsed predict request on the loop thread when the fast path can from

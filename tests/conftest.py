@@ -63,6 +63,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+@pytest.fixture(autouse=True)
+def _private_modelreg_home(tmp_path_factory, monkeypatch) -> None:
+    """No test reads or writes the real per-user data folder: the embedded default of every
+    test (and of every process it starts) lives in a temporary folder."""
+    base = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("MODELREG_HOME", str(base / "modelreg-home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(base / "xdg-data"))
+    for name in ("MODELREG_URL", "MODELREG_TOKEN", "INSTANCE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+
+
 def make_config(tmp_path, database_url: str | None = None, **overrides) -> TestConfig:
     return TestConfig(
         INSTANCE_PATH=str(tmp_path / "instance"),

@@ -600,3 +600,93 @@ def test_against_a_real_http_server(http_url: str, tmp_path) -> None:
             client.get_version("remote", 9)
         assert caught.value.status == 404
         assert caught.value.title == "Not found"
+
+
+# ---- defaults from the environment, loading a model back ------------------------------------
+
+
+def test_client_defaults_to_modelreg_url_and_token(http_url: str, monkeypatch) -> None:
+    monkeypatch.setenv("MODELREG_URL", http_url + "/")
+    monkeypatch.setenv("MODELREG_TOKEN", "mr_from_the_environment")
+    seen: list[str] = []
+    with Client() as client:
+        client.session.hooks["response"].append(
+            lambda response, **_: seen.append(response.request.headers["Authorization"])
+        )
+        assert client.url == http_url
+        assert client.health() == {"status": "ok"}
+    assert seen == ["Bearer mr_from_the_environment"]
+    # An explicit argument wins, and token=None means no token at all.
+    assert Client("http://elsewhere:1", token=None).session.auth is None
+    monkeypatch.delenv("MODELREG_URL")
+    assert Client().url == "http://127.0.0.1:8080"
+
+
+def test_load_model_gives_back_a_working_estimator(sqlite_api: Client) -> None:
+    model = fit_linear()
+    sqlite_api.register("loaded", model)
+    sqlite_api.register("loaded", joblib_bytes(fit_linear(offset=5.0)), format="joblib")
+    X = np.random.default_rng(4).random((5, 3))
+
+    skops_model = sqlite_api.load_model("loaded", 1)
+    assert type(skops_model) is type(model)
+    np.testing.assert_allclose(skops_model.predict(X), model.predict(X), rtol=1e-9)
+    # joblib goes through the server's restricted unpickler, never plain pickle
+    pickled = sqlite_api.load_model("loaded", "latest")
+    np.testing.assert_allclose(pickled.predict(X), fit_linear(offset=5.0).predict(X), rtol=1e-9)
+    from registry.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="pickle"):
+        sqlite_api.load_model("loaded", 2, allow_pickle=False)
+
+
+def test_load_model_refuses_bytes_that_do_not_match_the_record(sqlite_app) -> None:
+    api = Client.for_app(sqlite_app)
+    data = joblib_bytes(fit_linear())
+    sha = api.register("tampered", data, format="joblib")["sha256"]
+    blob = Path(sqlite_app.extensions["modelreg"].store.root) / key_for(sha)
+    blob.chmod(0o600)
+    blob.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    with pytest.raises(IntegrityError):
+        api.load_model("tampered", 1)
+
+
+def test_load_model_refuses_a_pickle_naming_an_untrusted_function(sqlite_app) -> None:
+    """A pickle that would run code when loaded is judged by the same allowlist as on the
+    server: the function it names is never imported or called."""
+    import os as os_module
+
+    class Exploit:
+        def __reduce__(self):
+            return (os_module.system, ("echo owned",))
+
+    api = Client.for_app(sqlite_app)
+    evil = pickle.dumps(Exploit())
+    with pytest.raises(ApiError):  # the server refuses it at registration already
+        api.register("evil", evil, format="joblib")
+    from registry.errors import InvalidInput
+    from serving.formats import deserialize
+    from serving.safeload import TrustPolicy
+
+    with pytest.raises(InvalidInput):  # and so does the loader load_model uses
+        deserialize(io.BytesIO(evil), "joblib", trust=TrustPolicy(allow_pickle=True))
+
+
+def test_token_methods_against_a_server(tmp_path) -> None:
+    from manage import create_app
+    from registry import auth
+    from tests.conftest import LiveServer, make_config
+
+    app = create_app(make_config(tmp_path, AUTH_DISABLED=False))
+    secret, _ = auth.create_token(app.extensions["modelreg"].uow, name="root", role="admin",
+                                  actor="test")  # fmt: skip
+    server = LiveServer(app)
+    try:
+        with Client(server.url, token=secret) as client:
+            made = client.create_token("svc", "reader", models=["price"], expires_in_days=1)
+            assert made["token"].startswith("mr_") and made["models"] == ["price"]
+            assert {t["name"] for t in client.list_tokens()} == {"root", "svc"}
+            assert client.revoke_token("svc")["revoked_at"]
+    finally:
+        server.stop()
+        app.extensions["modelreg"].engine.dispose()

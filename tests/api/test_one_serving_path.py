@@ -1,4 +1,5 @@
-"""Native predict (Flask and the fast path) and V2 infer run through one data plane.
+"""Native predict (Flask and the fast path), V2 infer, MLflow's invocations and V1 predict
+run through one data plane.
 
 These tests change one shared piece at a time (the data plane's inference, the model
 headers every protocol sends, the finisher every answer goes through, the one error mapping)
@@ -25,7 +26,17 @@ from tests.helpers import register
 ROWS = np.random.default_rng(3).random((2, 3)).round(6)
 NATIVE = {"instances": ROWS.tolist()}
 V2 = {"inputs": [{"name": "input", "shape": [2, 3], "datatype": "FP64", "data": ROWS.tolist()}]}
+ORIGIN = "https://dash.example"
 TRANSPORT_HEADERS = {"Date", "Server"}  # the HTTP server's, not the app's
+# Protocols that take the native body shapes: MLflow's scoring route and KServe V1.
+OTHER_ROUTES = {"mlflow": "/models/m/1/invocations", "v1": "/v1/models/m/versions/1:predict"}
+EVERY_FRONT_END = (
+    ("native", "flask"),
+    ("native", "fast"),
+    ("v2", "flask"),
+    ("mlflow", "flask"),
+    ("v1", "flask"),
+)
 
 
 @cache
@@ -38,7 +49,14 @@ def app(tmp_path, database_url):
     from manage import create_app
 
     application = create_app(
-        make_config(tmp_path, database_url, ALIAS_REFRESH_SECONDS=60.0, AUTH_CACHE_SECONDS=60.0)
+        make_config(
+            tmp_path,
+            database_url,
+            ALIAS_REFRESH_SECONDS=60.0,
+            AUTH_CACHE_SECONDS=60.0,
+            CORS_ALLOWED_ORIGINS=ORIGIN,
+            COMPRESS_MIN_BYTES=16,
+        )
     )
     client = application.test_client()
     assert register(client, "m", artifact()).status_code == 201
@@ -59,6 +77,8 @@ def send(app, kind: str, body: Any = None, request_id: str = "one-path"):
     before = fastpath(app).answered
     if kind == "v2":
         response = client.post("/v2/models/m/versions/1/infer", json=body or V2, headers=headers)
+    elif kind in OTHER_ROUTES:
+        response = client.post(OTHER_ROUTES[kind], json=body or NATIVE, headers=headers)
     else:
         response = client.post("/models/m/1/predict", json=body or NATIVE, headers=headers)
     layer = "fast" if fastpath(app).answered > before else "flask"
@@ -70,12 +90,13 @@ def header_names(response) -> list[str]:
 
 
 def three_answers(app, native_body: Any = None, v2_body: Any = None):
-    """Native through Flask (first request: it loads), native from the fast path, V2."""
-    first = send(app, "native", native_body)
-    second = send(app, "native", native_body)
-    third = send(app, "v2", v2_body)
-    assert [first[0], second[0], third[0]] == ["flask", "fast", "flask"]
-    return first[1], second[1], third[1]
+    """Native through Flask (first request: it loads), native from the fast path, V2, then
+    MLflow's invocations and V1."""
+    answers = [
+        send(app, kind, v2_body if kind == "v2" else native_body) for kind, _ in EVERY_FRONT_END
+    ]
+    assert [layer for layer, _ in answers] == [layer for _, layer in EVERY_FRONT_END]
+    return [response for _, response in answers]
 
 
 def count_calls(monkeypatch, owner: Any, name: str) -> list[int]:
@@ -92,13 +113,13 @@ def count_calls(monkeypatch, owner: Any, name: str) -> list[int]:
 
 def test_every_front_end_calls_the_model_once_through_the_data_plane(app, monkeypatch):
     model_calls = count_calls(monkeypatch, dataplane, "call_model")
-    for kind, layer in (("native", "flask"), ("native", "fast"), ("v2", "flask")):
+    for kind, layer in EVERY_FRONT_END:
         before = model_calls[0]
         answered, response = send(app, kind)
         assert (answered, response.status_code) == (layer, 200)
         assert model_calls[0] == before + 1, kind
     stats = app.test_client().get("/v2/models/m/versions/1/stats").get_json()
-    assert stats["model_stats"][0]["execution_count"] == 3  # all three, one statistics
+    assert stats["model_stats"][0]["execution_count"] == 5  # all five, one statistics
 
 
 def test_a_failing_request_is_decoded_once_and_never_rerun(app, monkeypatch):
@@ -161,7 +182,8 @@ def test_the_one_error_mapping_decides_every_front_end_status(app, monkeypatch):
             return found
         return problems.Problem(418, "Teapot", found.detail, found.errors, (("X-Probe", "e"),))
 
-    for module in ("registry.problems", "serving.fastpath", "serving.v2"):
+    modules = ("registry.problems", "serving.fastpath", "serving.v2")
+    for module in (*modules, "serving.invocations", "serving.v1"):
         monkeypatch.setattr(f"{module}.problem_for", teapot)
     bad_native = {"instances": [[1.0]]}
     bad_v2 = {"inputs": [{"name": "input", "shape": [1, 1], "datatype": "FP64", "data": [1.0]}]}
@@ -169,6 +191,8 @@ def test_the_one_error_mapping_decides_every_front_end_status(app, monkeypatch):
     for (layer, response), expected in (
         (send(app, "native", bad_native), "fast"),
         (send(app, "v2", bad_v2), "flask"),
+        (send(app, "mlflow", bad_native), "flask"),
+        (send(app, "v1", bad_native), "flask"),
     ):
         assert (layer, response.status_code) == (expected, 418)
         assert response.headers.getlist("X-Probe") == ["e"]
@@ -179,18 +203,23 @@ def test_the_one_error_mapping_decides_every_front_end_status(app, monkeypatch):
     [NATIVE, {"instances": [[1.0, 2.0]]}, {"instances": ROWS.tolist(), "method": "transform"}],
     ids=["success", "too few features", "unknown method"],
 )
-def test_flask_and_the_fast_path_send_the_same_header_set(app, body: dict[str, Any]):
+@pytest.mark.parametrize(
+    "extra", [{}, {"Origin": ORIGIN, "Accept-Encoding": "gzip"}], ids=["plain", "cors+gzip"]
+)
+def test_flask_and_the_fast_path_send_the_same_header_set(
+    app, body: dict[str, Any], extra: dict[str, str]
+):
     """Every header name, not a list of compared ones: a header added to one path only
-    fails here."""
+    fails here (CORS and gzip included)."""
     send(app, "native")  # loaded
-    layer, fast = send(app, "native", body, "same")
-    assert layer == "fast"
+    headers = {"X-Request-ID": "same", **extra}
+    before = fastpath(app).answered
+    fast = app.test_client().post("/models/m/1/predict", json=body, headers=headers)
+    assert fastpath(app).answered == before + 1
     front = fastpath(app)
     app.wsgi_app = front.app  # Flask alone
     try:
-        flask = app.test_client().post(
-            "/models/m/1/predict", json=body, headers={"X-Request-ID": "same"}
-        )
+        flask = app.test_client().post("/models/m/1/predict", json=body, headers=headers)
     finally:
         app.wsgi_app = front
     assert (fast.status_code, fast.data) == (flask.status_code, flask.data)
@@ -208,11 +237,11 @@ def test_observers_see_every_front_ends_inference_and_cannot_fail_it(app):
 
     data_plane.observers.extend([broken, lambda i: seen.append((i.name, i.version, i.batch.rows))])
     try:
-        for kind, layer in (("native", "flask"), ("native", "fast"), ("v2", "flask")):
+        for kind, layer in EVERY_FRONT_END:
             answered, response = send(app, kind)
             assert (answered, response.status_code) == (layer, 200)
         _, refused = send(app, "native", {"instances": [[1.0]]})
         assert refused.status_code == 422
     finally:
         data_plane.observers.clear()
-    assert seen == [("m", 1, 2)] * 3  # successes only, each once, the failing one never
+    assert seen == [("m", 1, 2)] * 5  # successes only, each once, the failing one never

@@ -22,19 +22,21 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from registry import auth, names, openapi
+from registry import schemas as schemas_module
 from registry.endpoints import endpoint, no_body
 from registry.openapi_views import DOCS_ASSETS, DOCS_DIR
 from tests.conftest import fit_linear, joblib_bytes, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-TAGS = {"registry", "serving", "v2", "ops", "tokens", "webhooks"}
+TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens", "webhooks"}
 MODEL = openapi.EXAMPLE_MODEL
 
 
 def _not_api_route(rule: Any) -> bool:
-    """Flask's static files and the reference page's assets are not API operations."""
-    return rule.endpoint == "static" or rule.rule.startswith("/docs/")
+    """Flask's static files, the reference page's assets and V2's catch-all for unknown paths
+    are not API operations."""
+    return rule.endpoint in ("static", "v2.unknown_route") or rule.rule.startswith("/docs/")
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +93,68 @@ def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 def test_document_is_valid_openapi_3_1(document):
     assert document["openapi"] == "3.1.0"
     OpenAPIV31SpecValidator(document).validate()
+
+
+def _arrays_without_items(node: Any, where: str = "#") -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        types = node.get("type")
+        if (types == "array" or (isinstance(types, list) and "array" in types)) and (
+            "items" not in node and "prefixItems" not in node
+        ):
+            found.append(where)
+        for key, value in node.items():
+            found += _arrays_without_items(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _arrays_without_items(value, f"{where}/{index}")
+    return found
+
+
+def test_every_array_says_what_it_holds(document):
+    """Client generators (openapi-python-client) drop an array schema without `items`, and
+    with it the operation or model that uses it."""
+    assert _arrays_without_items(document) == []
+
+
+def test_tag_maps_state_their_limits(document):
+    """The limits the tag field enforces, so that generated requests respect them."""
+    tags = document["components"]["schemas"]["ModelCreate"]["properties"]["tags"]
+    assert tags["maxProperties"] == schemas_module.MAX_TAGS
+    assert tags["propertyNames"]["maxLength"] == schemas_module.MAX_TAG_KEY
+    assert tags["propertyNames"]["minLength"] == 1
+    assert tags["additionalProperties"]["maxLength"] == schemas_module.MAX_TAG_VALUE
+    patch = document["components"]["schemas"]["VersionUpdate"]["properties"]["tags"]
+    assert patch["maxProperties"] == schemas_module.MAX_TAGS
+
+
+def test_every_reason_has_a_max_length(document):
+    reasons = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "reason" and isinstance(value, dict) and "type" in value:
+                    reasons.append(value)
+                if key == "name" and value == "reason" and "schema" in node:
+                    reasons.append(node["schema"])
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    # Not the V2 schemas: a V2 model's `reason` is why it is unavailable.
+    components = document["components"]["schemas"]
+    walk([document["paths"], {k: v for k, v in components.items() if not k.startswith("V2")}])
+    assert reasons and all(r.get("maxLength") == schemas_module.MAX_REASON for r in reasons)
+
+
+def test_cursor_is_described_with_its_refusal(document):
+    for path in ("/models", "/models/{name}/versions", "/models/{name}/events"):
+        operation = document["paths"][path]["get"]
+        cursor = next(p for p in operation["parameters"] if p["name"] == "cursor")
+        assert "422" in cursor["description"] and "422" in operation["responses"]
+        assert cursor["schema"]["pattern"] == "^[A-Za-z0-9_-]*$"
 
 
 def _documentation_gaps(app: Any, document: dict[str, Any]) -> list[str]:
@@ -206,9 +270,11 @@ def test_auth_matches_what_the_views_enforce(app, document, client):
         assert response.status_code == 401, (method, path, response.status_code)
     assert sorted(public) == [
         "/docs",
+        "/health",
         "/healthz",
         "/metrics",
         "/openapi.json",
+        "/ping",
         "/readyz",
         "/v2",
         "/v2/health/live",
@@ -232,7 +298,9 @@ def test_error_responses_have_their_bodies(document):
                     ref("V2Ready"),
                     ref("V2ModelReady"),
                 ), path
-            elif operation["tags"] != ["v2"]:
+            elif operation["tags"] == ["mlflow"]:
+                assert content == {"application/json": {"schema": ref("MlflowError")}}, path
+            elif operation["tags"] not in (["v2"], ["v1"]):
                 assert content == {"application/problem+json": {"schema": ref("Problem")}}, (
                     method,
                     path,
@@ -292,11 +360,11 @@ def test_request_bodies(document):
             "schema"
         ],
     )
-    keys = [alt["required"] for alt in predict["oneOf"]]
+    alternatives = [_resolve(document, alt) for alt in predict["oneOf"]]
+    keys = [alt["required"] for alt in alternatives]
     assert keys == [["instances"], ["inputs"], ["dataframe_split"], ["dataframe_records"]]
     assert all(
-        alt["properties"]["method"]["enum"] == ["predict", "predict_proba"]
-        for alt in predict["oneOf"]
+        alt["properties"]["method"]["enum"] == ["predict", "predict_proba"] for alt in alternatives
     )
     infer = paths["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]
     assert infer["application/json"]["schema"] == {"$ref": "#/components/schemas/V2InferRequest"}
