@@ -68,12 +68,12 @@ def versions_list(ctx: click.Context, name: str, status: str | None, as_json: bo
 
 @click.command()
 @click.argument("name")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(exists=True))
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["joblib", "skops", "onnx"]),
-    help="Default: from the file extension.",
+    type=click.Choice(["joblib", "skops", "onnx", "mlflow"]),
+    help="Default: from the file extension. A directory is an MLflow model (MLmodel file).",
 )
 @click.option("--description", default=None)
 @click.option(
@@ -96,7 +96,8 @@ def register(
     input_example: str | None,
     metadata: Any,
 ) -> None:
-    """Register FILE as the next version of NAME."""
+    """Register FILE (a model file, or an MLflow model directory or archive) as the next
+    version of NAME."""
     extra = _metadata(metadata.read()) if metadata else {}
     if not isinstance(extra, dict):
         raise click.BadParameter("must hold a JSON object", param_hint="--metadata")

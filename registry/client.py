@@ -62,6 +62,7 @@ EXTENSION_FORMATS: Final = {
     ".onnx": "onnx",
 }
 FILE_EXTENSIONS: Final = {"joblib": "joblib", "skops": "skops", "onnx": "onnx"}
+MLFLOW_ARCHIVES: Final = (".zip", ".tar.gz", ".tgz")  # MLflow model directories, packed
 CHUNK_SIZE: Final = 1024 * 1024
 _JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
@@ -441,19 +442,16 @@ class WSGIAdapter(BaseAdapter):
             query_string=url.query,
             base_url=f"{url.scheme}://{url.netloc}",
             method=request.method or "GET",
-            # No Accept-Encoding: `raw` here is the app's iterable, which requests would not
-            # inflate; compressing for a caller in the same process saves nothing anyway.
-            headers=[
-                (k, v)
-                for k, v in request.headers.items()
-                if k.lower() not in _BODY_HEADERS and k.lower() != "accept-encoding"
-            ],
+            headers=[(k, v) for k, v in request.headers.items() if k.lower() not in _BODY_HEADERS],
         )
         try:
             environ = builder.get_environ()
         finally:
             builder.close()
         self._attach_body(environ, request)
+        # requests asks for gzip by default; in process, compressing answers only costs time
+        # (and this adapter hands the body over undecoded)
+        environ["HTTP_ACCEPT_ENCODING"] = "identity"
         app_iter, status, headers = run_wsgi_app(self.app, environ)
 
         response = requests.Response()
@@ -709,9 +707,11 @@ class Client:
         """Upload a new version of `name` (created if absent) and return its record.
 
         `model_or_path` is a file path (format from `format`, else from the extension:
-        .joblib/.pkl, .skops, .onnx), raw `bytes` or a binary file object (`format`
-        required), or a fitted estimator, serialized with skops (the safe format) unless
-        `format="joblib"`. Files are streamed from disk, never read whole into memory.
+        .joblib/.pkl, .skops, .onnx; .zip/.tar.gz/.tgz: a packed MLflow model directory),
+        a directory written by `mlflow.sklearn.save_model` (sent zipped), raw `bytes` or a
+        binary file object (`format` required), or a fitted estimator, serialized with
+        skops (the safe format) unless `format="joblib"`. Files are streamed from disk,
+        never read whole into memory.
         `input_example` may be a DataFrame, a 2-D array or a list of rows; `source` is
         `{"run", "data", "code"}`.
         """
@@ -1002,6 +1002,10 @@ def _open_artifact(
     """(open file, bytes left to read, file name, format) for anything `register` takes."""
     if isinstance(source, str | os.PathLike):
         path = Path(source)
+        if path.is_dir():  # an MLflow model directory (mlflow.sklearn.save_model)
+            return _zip_directory(path, stack)
+        if fmt is None and path.name.lower().endswith(MLFLOW_ARCHIVES):
+            fmt = "mlflow"
         fmt = fmt or EXTENSION_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise ValueError(
@@ -1023,6 +1027,22 @@ def _open_artifact(
         file, size = _sized(source, stack)
         return file, size, filename or f"model.{FILE_EXTENSIONS.get(fmt, 'bin')}", fmt
     return _serialize(source, fmt or "skops", stack)
+
+
+def _zip_directory(path: Path, stack: contextlib.ExitStack) -> tuple[IO[bytes], int, str, str]:
+    """A model directory as a zip in a temporary file; the server reads its MLmodel."""
+    import zipfile
+
+    if not (path / "MLmodel").is_file():
+        raise ValueError(f"{path} is a directory without an MLmodel file (not an MLflow model)")
+    spool = stack.enter_context(tempfile.TemporaryFile(prefix="modelreg-"))  # noqa: SIM115
+    with zipfile.ZipFile(spool, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and not file.is_symlink():
+                archive.write(file, file.relative_to(path).as_posix())
+    size = spool.seek(0, os.SEEK_END)
+    spool.seek(0)
+    return spool, size, f"{path.name or 'model'}.zip", "mlflow"
 
 
 def _sized(file: IO[bytes], stack: contextlib.ExitStack) -> tuple[IO[bytes], int]:

@@ -29,6 +29,7 @@ from registry.api_docs import (
     alias_move_example,
     page_of,
 )
+from registry.archives import ArchiveLimits
 from registry.endpoints import BODY_ERRORS, binary, endpoint, json_answer, no_body, request_body
 from registry.errors import (
     InvalidInput,
@@ -38,6 +39,7 @@ from registry.errors import (
     UnsupportedMediaType,
 )
 from registry.http import app_services, current_actor, json_body, json_response
+from registry.mlflow_models import is_mlflow_upload, unpack_mlflow_model, with_mlflow_metadata
 from registry.names import Reference, is_model_name, parse_reference, validate_model_name
 from registry.pagination import make_page
 from registry.services import aliases as alias_service
@@ -311,6 +313,9 @@ def register_version(name: str) -> Response:
                 {"artifact": "missing" if not artifacts else "given twice"},
             )
         metadata = _read_metadata(form, files, config.MAX_METADATA_BYTES)
+        artifact: StagedUpload = artifacts[0].stream
+        if is_mlflow_upload(metadata, artifacts[0].filename):
+            artifact, metadata = _unpack_mlflow(artifact, metadata, stream_factory(), config)
         meta = schemas.load(schemas.VersionMetadataSchema(), metadata, prefix="metadata")
         if "format" not in meta:
             filename = (artifacts[0].filename or "").lower()
@@ -328,7 +333,7 @@ def register_version(name: str) -> Response:
             deps.store,
             deps.inspect_artifact,
             name=name,
-            staged=artifacts[0].stream,
+            staged=artifact,
             meta=version_service.NewVersion(**meta),
             actor=current_actor(),
             accelerate=config.ACCELERATE != "off",
@@ -339,6 +344,22 @@ def register_version(name: str) -> Response:
     return json_response(
         _version_out.dump(record), 201, {"Location": f"/models/{name}/versions/{record.version}"}
     )
+
+
+def _unpack_mlflow(
+    archive: StagedUpload, metadata: dict[str, Any], inner: StagedUpload, config: Any
+) -> tuple[StagedUpload, dict[str, Any]]:
+    """An MLflow model archive -> its model file (staged unread, judged at registration like
+    any upload of its format) and the metadata completed from its MLmodel."""
+    archive.flush()
+    model = unpack_mlflow_model(
+        archive.path,
+        archive.size,
+        ArchiveLimits(config.MAX_ARTIFACT_MEMBERS, config.MAX_UNPACKED_ARTIFACT_BYTES),
+        inner,
+        max_example_bytes=config.MAX_METADATA_BYTES,
+    )
+    return inner, with_mlflow_metadata(metadata, model)
 
 
 @endpoint(

@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Response, current_app, g, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
+from werkzeug.routing import Map
 
 from registry.access import public, requires
 from registry.answers import Answer
@@ -592,10 +593,27 @@ def model_version_stats(name: str, version: str) -> Response:
 _ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-@undocumented("not an operation: any other /v2 path is a V2 404")
+@undocumented("not an operation: any other /v2 path is a V2 404 (or 405)")
 @bp.route("/v2/<path:rest>", methods=_ALL_METHODS)
 @public
 def unknown_route(rest: str) -> Response:
     # V2 clients (tritonclient's get_model_config, say) decode every error as {"error": ...};
     # a path no V2 route matches is answered in that shape too, not as problem+json.
+    allowed = _methods_of_other_routes(request.path)
+    if allowed:  # the path exists, the method does not: this catch-all would hide the 405
+        raise MethodNotAllowed(
+            sorted(allowed), f"{request.method} is not allowed on {request.path[:128]}"
+        )
     raise NotFound(f"no V2 endpoint at /v2/{rest[:128]}")
+
+
+def _methods_of_other_routes(path: str) -> set[str]:
+    """The methods the V2 routes other than the catch-all accept at `path` (empty: none
+    matches). Built per call: only wrong paths and wrong methods get here."""
+    catch_all = f"{bp.name}.{unknown_route.__name__}"
+    rules = [
+        rule.empty()
+        for rule in current_app.url_map.iter_rules()
+        if rule.endpoint.startswith(f"{bp.name}.") and rule.endpoint != catch_all
+    ]
+    return set(Map(rules).bind("localhost").allowed_methods(path))

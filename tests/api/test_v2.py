@@ -519,6 +519,23 @@ def test_unknown_model_and_version_are_404(shared):
     error(shared.get("/v2/models/lin/versions/7"), 404)
 
 
+def test_a_wrong_method_on_a_v2_route_is_405_with_allow(shared):
+    message = error(shared.get("/v2/models/lin/infer"), 405)
+    assert "GET is not allowed" in message
+    assert "POST" in shared.get("/v2/models/lin/infer").headers["Allow"]
+    versioned = shared.put("/v2/models/lin/versions/1/infer", json={})
+    error(versioned, 405)
+    assert "POST" in versioned.headers["Allow"].split(", ")
+    ready = shared.post("/v2/models/lin/ready")
+    error(ready, 405)
+    assert "GET" in ready.headers["Allow"].split(", ")
+    assert "POST" not in ready.headers["Allow"].split(", ")
+    error(shared.delete("/v2/health/live"), 405)
+    # a path that no route has, whatever the method, stays a 404
+    assert "no V2 endpoint" in error(shared.get("/v2/models/lin/config"), 404)
+    assert "no V2 endpoint" in error(shared.post("/v2/nothing/here"), 404)
+
+
 def test_version_by_number_and_by_alias(v2):
     reg(v2, "m", linear_artifact(0))
     reg(v2, "m", linear_artifact(1, 10.0))
@@ -834,9 +851,10 @@ def test_statistics_are_exact(make_app):
     (idle,) = ok(client.get("/v2/models/idle/stats"))["model_stats"]
     assert idle["version"] == "1" and idle["execution_count"] == 0
     assert idle["last_inference"] == 0
-    assert ok(client.get("/v2/models/m/versions/latest/stats"))["model_stats"][0][
-        "execution_count"
-    ] == 1
+    assert (
+        ok(client.get("/v2/models/m/versions/latest/stats"))["model_stats"][0]["execution_count"]
+        == 1
+    )
     error(client.get("/v2/models/nope/stats"), 404)
     error(client.get("/v2/models/m/versions/9/stats"), 404)
 
@@ -852,8 +870,9 @@ def test_auth_errors_are_v2_errors(make_app):
         role: auth.create_token(uow, name=f"t-{role}", role=role, actor="test")[0]
         for role in ("reader", "publisher", "operator")
     }
-    scoped, _ = auth.create_token(uow, name="t-other", role="operator", actor="test",
-                                  models=["other"])
+    scoped, _ = auth.create_token(
+        uow, name="t-other", role="operator", actor="test", models=["other"]
+    )
 
     def bearer(secret: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {secret}"}
