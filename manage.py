@@ -149,8 +149,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     from registry.openapi_views import bp as openapi_bp
     from registry.token_views import bp as tokens_bp
-    from registry.webhook_views import bp as webhooks_bp
     from registry.views import bp as registry_bp
+    from registry.webhook_views import bp as webhooks_bp
     from serving.invocations import bp as invocations_bp
     from serving.metrics import bp as metrics_bp
     from serving.ops import bp as ops_bp
@@ -185,7 +185,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 def _webhook_dispatcher(uow: UnitOfWorkFactory, config: Config, metrics: Any) -> Any:
     """This process's webhook sender; its thread starts only where WEBHOOK_DISPATCH is on
     (every `modelreg serve` process; test apps send by hand)."""
-    from registry.webhooks.dispatcher import DispatchSettings, Dispatcher
+    from registry.webhooks.dispatcher import Dispatcher, DispatchSettings
     from registry.webhooks.metrics import WebhookMetrics
     from registry.webhooks.targets import TargetPolicy
 

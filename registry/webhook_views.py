@@ -141,8 +141,9 @@ def _page(key_type: type = int) -> Any:
     summary="Subscribe a URL to registry events",
     tag="webhooks",
     body=request_body(WebhookCreateSchema),
-    responses={201: json_answer("The subscription, with its secret (shown once).",
-                                WebhookCreatedOut)},
+    responses={
+        201: json_answer("The subscription, with its secret (shown once).", WebhookCreatedOut)
+    },
     errors=BODY_ERRORS,
     description="The URL must be https and resolve to public addresses, unless its host is "
     "in WEBHOOK_ALLOWED_HOSTS (or WEBHOOK_ALLOW_PRIVATE_TARGETS is on); a 422 names the field "
@@ -174,8 +175,9 @@ def create_webhook() -> Response:
     summary="List webhook subscriptions (never their secrets)",
     tag="webhooks",
     query=schemas.ListQuerySchema(only=("limit", "cursor")),
-    responses={200: json_answer("The subscriptions.", page_of("WebhookList", "webhooks",
-                                                                WebhookOut))},
+    responses={
+        200: json_answer("The subscriptions.", page_of("WebhookList", "webhooks", WebhookOut))
+    },
     errors=(401, 403, 422, 503),
 )
 @bp.get("/webhooks")
@@ -228,8 +230,9 @@ def update_webhook(webhook_id: int) -> Response:
 @endpoint(
     summary="Rotate a webhook's signing secret",
     tag="webhooks",
-    responses={200: json_answer("The subscription, with its new secret (shown once).",
-                                WebhookCreatedOut)},
+    responses={
+        200: json_answer("The subscription, with its new secret (shown once).", WebhookCreatedOut)
+    },
     errors=(401, 403, 404, 503),
     description="Deliveries are signed with both the new and the old secret for "
     "WEBHOOK_SECRET_GRACE_SECONDS, so receivers can switch without losing any.",
@@ -262,8 +265,7 @@ def delete_webhook(webhook_id: int) -> Response:
     tag="webhooks",
     responses={
         200: json_answer("The delivery, with its attempt.", DeliveryDetailOut),
-        202: json_answer("Queued behind a delivery in flight to the same URL.",
-                         DeliveryDetailOut),
+        202: json_answer("Queued behind a delivery in flight to the same URL.", DeliveryDetailOut),
     },
     errors=(401, 403, 404, 503),
     description="Sent from this request, whatever events the subscription asks for; a failed "
@@ -285,8 +287,11 @@ def test_webhook(webhook_id: int) -> Response:
     summary="A webhook's deliveries, newest first",
     tag="webhooks",
     query=DeliveryQuerySchema(only=("limit", "cursor", "status")),
-    responses={200: json_answer("A page of deliveries.", page_of("DeliveryList", "deliveries",
-                                                                  DeliveryOut))},
+    responses={
+        200: json_answer(
+            "A page of deliveries.", page_of("DeliveryList", "deliveries", DeliveryOut)
+        )
+    },
     errors=(401, 403, 404, 422, 503),
 )
 @bp.get("/webhooks/<int:webhook_id>/deliveries")
@@ -320,8 +325,7 @@ def get_delivery(webhook_id: int, delivery_id: int) -> Response:
 @endpoint(
     summary="Send a delivery again",
     tag="webhooks",
-    responses={202: json_answer("Queued; the dispatcher sends it within a second.",
-                                DeliveryOut)},
+    responses={202: json_answer("Queued; the dispatcher sends it within a second.", DeliveryOut)},
     errors=(401, 403, 404, 503),
     description="With a fresh retry window; the receiver sees the same `webhook-id`.",
 )

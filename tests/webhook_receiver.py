@@ -36,7 +36,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 with receiver._lock:
@@ -45,9 +45,11 @@ class Receiver:
                     )
                 if receiver.delay:
                     time.sleep(receiver.delay)
-                status = receiver.status(len(receiver.received)) if callable(
-                    receiver.status
-                ) else receiver.status
+                status = (
+                    receiver.status(len(receiver.received))
+                    if callable(receiver.status)
+                    else receiver.status
+                )
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()

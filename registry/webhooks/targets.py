@@ -78,9 +78,7 @@ def parse_target(url: str, policy: TargetPolicy) -> Target:
         raise TargetRefused("must not have a #fragment")
     allowlisted = host in policy.allowed_hosts
     if scheme == "http" and not allowlisted:
-        raise TargetRefused(
-            "must be https (plain http only for hosts in WEBHOOK_ALLOWED_HOSTS)"
-        )
+        raise TargetRefused("must be https (plain http only for hosts in WEBHOOK_ALLOWED_HOSTS)")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

@@ -8,7 +8,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.conftest import make_config, skops_bytes, fit_linear
+from tests.conftest import fit_linear, make_config, skops_bytes
 from tests.e2e.servers import free_port
 from tests.helpers import problem, register
 from tests.webhook_receiver import Receiver
@@ -84,8 +84,13 @@ def verify(secret, received):
 
 
 def test_subscription_lifecycle_shows_the_secret_once(hook_client, receiver):
-    created = subscribe(hook_client, receiver.url, ["version.*", "alias.promoted"],
-                        models=["price"], description="deploy bot")
+    created = subscribe(
+        hook_client,
+        receiver.url,
+        ["version.*", "alias.promoted"],
+        models=["price"],
+        description="deploy bot",
+    )
     assert created["secret"].startswith("whsec_")
     assert created["events"] == ["alias.promoted", "version.*"]
     assert created["models"] == ["price"] and created["enabled"] is True
@@ -140,11 +145,15 @@ def test_only_admins_manage_webhooks(tmp_path, database_url, receiver):
     client = app.test_client()
     payload = {"url": receiver.url, "events": ["*"]}
     assert client.post("/webhooks", json=payload).status_code == 401
-    refused = client.post("/webhooks", json=payload, headers={"Authorization": f"Bearer {publisher}"})
+    refused = client.post(
+        "/webhooks", json=payload, headers={"Authorization": f"Bearer {publisher}"}
+    )
     assert refused.status_code == 403
     made = client.post("/webhooks", json=payload, headers={"Authorization": f"Bearer {admin}"})
     assert made.status_code == 201
-    assert client.get("/webhooks", headers={"Authorization": f"Bearer {publisher}"}).status_code == 403
+    assert (
+        client.get("/webhooks", headers={"Authorization": f"Bearer {publisher}"}).status_code == 403
+    )
     app.extensions["modelreg"].engine.dispose()
 
 
@@ -180,14 +189,24 @@ def test_promotion_and_rollback_events_carry_the_alias(hook_app, hook_client, re
     register_linear(hook_client, input_example=[[0.1, 0.2, 0.3]])
     register_linear(hook_client, input_example=[[0.1, 0.2, 0.3]])
     for version in (1, 2):
-        promoted = hook_client.post(f"/models/price/versions/{version}/promote",
-                                    json={"alias": "production", "reason": f"v{version}"})
+        promoted = hook_client.post(
+            f"/models/price/versions/{version}/promote",
+            json={"alias": "production", "reason": f"v{version}"},
+        )
         assert promoted.status_code == 200, promoted.get_json()
-    assert hook_client.post("/models/price/aliases/production/rollback",
-                            json={"reason": "latency"}).status_code == 200
+    assert (
+        hook_client.post(
+            "/models/price/aliases/production/rollback", json={"reason": "latency"}
+        ).status_code
+        == 200
+    )
     send_all(hook_app)
     payloads = [verify(hook["secret"], r) for r in receiver.wait_for(3)]
-    assert [p["type"] for p in payloads] == ["alias.promoted", "alias.promoted", "alias.rolled_back"]
+    assert [p["type"] for p in payloads] == [
+        "alias.promoted",
+        "alias.promoted",
+        "alias.rolled_back",
+    ]
     assert [p["data"]["alias"] for p in payloads] == ["production"] * 3
     assert payloads[1]["data"]["version"] == 2 and payloads[1]["data"]["reason"] == "v2"
     assert payloads[2]["data"]["reason"] == "latency"
@@ -206,8 +225,9 @@ def test_a_failed_registration_or_refused_promotion_sends_nothing(hook_app, hook
     assert wrong_width.status_code == 200  # an edit is an event (checked below)
     refused = hook_client.post("/models/price/versions/9/promote", json={"alias": "production"})
     assert refused.status_code == 404
-    conflict = hook_client.post("/models/price/versions/1/promote",
-                                json={"alias": "production", "expected_version": 7})
+    conflict = hook_client.post(
+        "/models/price/versions/1/promote", json={"alias": "production", "expected_version": 7}
+    )
     assert conflict.status_code == 409
     send_all(hook_app)
     time.sleep(0.2)
@@ -298,9 +318,7 @@ def test_failing_forever_is_marked_failed_then_retried_by_hand(tmp_path, databas
         assert dispatcher(app).run_once() == 0  # failed for good
 
         receiver.status = 200
-        retried = client.post(
-            f"/webhooks/{hook['id']}/deliveries/{failed_delivery['id']}/retry"
-        )
+        retried = client.post(f"/webhooks/{hook['id']}/deliveries/{failed_delivery['id']}/retry")
         assert retried.status_code == 202 and retried.get_json()["status"] == "pending"
         assert dispatcher(app).run_once() == 1
         ids = receiver.message_ids()
@@ -384,3 +402,52 @@ def test_background_dispatcher_delivers_within_a_second_and_counts(tmp_path, dat
         dispatcher(app).stop()
         receiver.stop()
         app.extensions["modelreg"].engine.dispose()
+
+
+# ---- the command line and the client --------------------------------------------------------
+
+
+def test_cli_and_client_drive_a_server(hook_app, receiver, monkeypatch):
+    from click.testing import CliRunner
+
+    from manage import cli
+    from registry.client import Client
+    from tests.conftest import LiveServer
+
+    server = LiveServer(hook_app)
+    try:
+        runner = CliRunner()
+
+        def run(*args):
+            result = runner.invoke(cli, [*args, "--url", server.url], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+            return result.stdout
+
+        created = json.loads(
+            run("webhooks", "create", receiver.url, "--event", "version.*", "--json")
+        )
+        assert created["secret"].startswith("whsec_")
+        hook_id = str(created["id"])
+        assert receiver.url in run("webhooks", "list")
+        assert "delivered (200" in run("webhooks", "test", hook_id)
+        assert "disabled" in run("webhooks", "disable", hook_id)
+        assert json.loads(run("webhooks", "show", hook_id))["enabled"] is False
+        run("webhooks", "enable", hook_id)
+        deliveries = json.loads(run("webhooks", "deliveries", hook_id, "--json"))
+        assert [d["event_type"] for d in deliveries] == ["webhook.test"]
+        assert "queued again" in run("webhooks", "retry", hook_id, str(deliveries[0]["id"]))
+        assert "new signing secret" in run("webhooks", "rotate-secret", hook_id)
+
+        client = Client(server.url, token=None)
+        assert [w["id"] for w in client.list_webhooks()] == [created["id"]]
+        second = client.create_webhook(receiver.url, ["alias.*"], models=["price"])
+        assert client.get_webhook(second["id"])["models"] == ["price"]
+        assert client.update_webhook(second["id"], description="ops")["description"] == "ops"
+        tested = client.test_webhook(second["id"])
+        assert client.webhook_delivery(second["id"], tested["id"])["status"] == "delivered"
+        assert client.webhook_deliveries(second["id"], status="delivered")[0]["id"] == tested["id"]
+        client.delete_webhook(second["id"])
+        run("webhooks", "delete", hook_id, "--yes")
+        assert client.list_webhooks() == []
+    finally:
+        server.stop()
