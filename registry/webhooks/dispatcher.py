@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import and_, delete, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import WRITE_OPTION, utcnow
@@ -204,6 +204,12 @@ class Dispatcher:
             ).all()
             jobs = []
             for subscription in subscriptions:
+                # Read again, after the lock: under READ COMMITTED the query above saw the
+                # table as it was when it started, and another dispatcher may have leased
+                # one of this subscription's deliveries and committed (releasing the row)
+                # just before this one locked it.
+                if session.scalar(select(in_flight(subscription.id, now))):
+                    continue
                 oldest = session.scalar(oldest_due_of(subscription.id, now, delivery_id))
                 delivery = session.get(WebhookDelivery, oldest) if oldest is not None else None
                 if delivery is None:
@@ -351,11 +357,21 @@ class Dispatcher:
         return session
 
 
+def in_flight(subscription_id: int, now: datetime) -> Any:
+    """Whether a delivery of this subscription is leased (being sent) right now."""
+    return exists().where(
+        WebhookDelivery.subscription_id == subscription_id,
+        WebhookDelivery.status == "pending",
+        WebhookDelivery.lease_until > now,
+    )
+
+
 def oldest_due_of(subscription_id: int, now: datetime, delivery_id: int | None) -> Any:
     query = select(func.min(WebhookDelivery.id)).where(
         WebhookDelivery.subscription_id == subscription_id,
         WebhookDelivery.status == "pending",
         WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
     )
     if delivery_id is not None:
         query = query.where(WebhookDelivery.id == delivery_id)

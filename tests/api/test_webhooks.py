@@ -451,3 +451,31 @@ def test_cli_and_client_drive_a_server(hook_app, receiver, monkeypatch):
         assert client.list_webhooks() == []
     finally:
         server.stop()
+
+
+def test_a_dead_dispatchers_lease_runs_out_and_another_sends_it(hook_app, hook_client, receiver):
+    from datetime import timedelta
+
+    from registry.db import utcnow
+    from registry.webhooks.dispatcher import Dispatcher
+
+    subscribe(hook_client, receiver.url, ["version.registered"])
+    register_linear(hook_client)
+    crashed = dispatcher(hook_app)
+    (job,) = crashed.claim(4)  # leased, never sent: the process "died" here
+    settings = crashed.settings
+    sessions = hook_app.extensions["modelreg"].uow.session_factory
+    now = utcnow()
+    during = Dispatcher(sessions, settings, crashed.policy, clock=lambda: now)
+    assert during.claim(4) == []  # still leased
+    after = Dispatcher(
+        sessions,
+        settings,
+        crashed.policy,
+        clock=lambda: now + settings.lease + timedelta(seconds=1),
+    )
+    (again,) = after.claim(4)
+    assert again.delivery_id == job.delivery_id
+    after.send(again)
+    (received,) = receiver.wait_for(1)
+    assert received.headers["webhook-id"] == f"msg_{job.delivery_id}"
