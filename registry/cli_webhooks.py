@@ -35,7 +35,9 @@ def webhooks_create(
     as_json: bool,
 ) -> None:
     """Subscribe URL; prints the signing secret, shown only this once."""
-    created = client(ctx).create_webhook(target, events or ("*",), list(models) or None, description)
+    created = client(ctx).create_webhook(
+        target, events or ("*",), list(models) or None, description
+    )
     if as_json:
         emit_json(created)
         return
