@@ -163,6 +163,28 @@ class Config:
     LOG_FORMAT: str = "json"
     ACCESS_LOG: bool = True
 
+    # Webhooks (registry/webhooks/): each process of `modelreg serve` runs a dispatcher that
+    # sends the deliveries committed with registry changes. Targets must be HTTPS and resolve
+    # to public addresses, except hosts in WEBHOOK_ALLOWED_HOSTS (comma-separated: plain HTTP
+    # and private addresses allowed for them) or everything when WEBHOOK_ALLOW_PRIVATE_TARGETS.
+    WEBHOOK_DISPATCH: bool = True
+    WEBHOOK_ALLOWED_HOSTS: str = ""
+    WEBHOOK_ALLOW_PRIVATE_TARGETS: bool = False
+    WEBHOOK_POLL_SECONDS: float = 1.0
+    WEBHOOK_SENDERS: int = 4  # deliveries in flight per process (one per subscription)
+    WEBHOOK_CONNECT_TIMEOUT: float = 3.0
+    WEBHOOK_READ_TIMEOUT: float = 10.0
+    # Failed deliveries are retried with exponential backoff and jitter (base doubling up to
+    # the cap) until WEBHOOK_RETRY_SECONDS after the event, then marked failed.
+    WEBHOOK_BACKOFF_BASE_SECONDS: float = 5.0
+    WEBHOOK_BACKOFF_MAX_SECONDS: float = 3600.0
+    WEBHOOK_RETRY_SECONDS: float = 24 * 3600.0
+    # The delivery log: attempts kept per delivery, and days finished deliveries are kept.
+    WEBHOOK_ATTEMPTS_KEPT: int = 10
+    WEBHOOK_LOG_RETENTION_DAYS: float = 7.0
+    # After a secret rotation, deliveries are signed with the old secret too for this long.
+    WEBHOOK_SECRET_GRACE_SECONDS: float = 24 * 3600.0
+
     # Anything else a caller wants to hand to Flask (tests use it for TESTING=True).
     EXTRA: dict[str, Any] = field(default_factory=dict)
 
@@ -226,6 +248,8 @@ class TestConfig(Config):
     ACCELERATE: str = "off"
     # Most tests promote tiny models without an example; the gate has its own tests.
     REQUIRE_INPUT_EXAMPLE_FOR: str = ""
+    # No background dispatcher per test app; webhook tests start one or send directly.
+    WEBHOOK_DISPATCH: bool = False
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

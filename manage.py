@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import time
@@ -124,6 +125,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         compress_min_bytes=config.COMPRESS_MIN_BYTES,
         cors=CorsPolicy.from_setting(config.CORS_ALLOWED_ORIGINS),
     )
+    webhooks = _webhook_dispatcher(uow, config, metrics)
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,
         engine=engine,
@@ -137,6 +139,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         serving=serving,
         dataplane=dataplane,
         finisher=finisher,
+        webhooks=webhooks,
     )
     register_error_handlers(app)
     _register_request_hooks(app, finisher)
@@ -147,6 +150,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from registry.openapi_views import bp as openapi_bp
     from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
+    from registry.webhook_views import bp as webhooks_bp
     from serving.invocations import bp as invocations_bp
     from serving.metrics import bp as metrics_bp
     from serving.ops import bp as ops_bp
@@ -156,6 +160,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(registry_bp)
     app.register_blueprint(tokens_bp)
+    app.register_blueprint(webhooks_bp)
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
@@ -175,6 +180,27 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         max_body_bytes=config.MAX_PREDICT_BODY_BYTES,
     )
     return app
+
+
+def _webhook_dispatcher(uow: UnitOfWorkFactory, config: Config, metrics: Any) -> Any:
+    """This process's webhook sender; its thread starts only where WEBHOOK_DISPATCH is on
+    (every `modelreg serve` process; test apps send by hand)."""
+    from registry.webhooks.dispatcher import Dispatcher, DispatchSettings
+    from registry.webhooks.metrics import WebhookMetrics
+    from registry.webhooks.targets import TargetPolicy
+
+    webhook_metrics = WebhookMetrics(metrics.registry)
+    dispatcher = Dispatcher(
+        uow.session_factory,
+        DispatchSettings.from_config(config),
+        TargetPolicy.from_config(config),
+        on_outcome=webhook_metrics.outcome,
+        on_queue=webhook_metrics.queue,
+    )
+    if config.WEBHOOK_DISPATCH:
+        dispatcher.start()
+        atexit.register(dispatcher.stop)
+    return dispatcher
 
 
 def _register_request_hooks(app: Flask, finisher: AnswerFinisher) -> None:

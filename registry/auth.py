@@ -184,6 +184,7 @@ def create_token(
             work.session.add(row)
             work.session.flush()
             record = TokenRecord.from_row(row)
+            _announce(work.session, "token.created", record, actor)
             work.commit()
     except IntegrityError:
         raise AlreadyExists(f"a token named '{name}' already exists") from None
@@ -221,12 +222,34 @@ def revoke_token(uow: UnitOfWorkFactory, name: str, *, by: Identity | None = Non
             if by is not None and not _reaches_everything(by):
                 raise NotFound(f"no token named '{name}' within the reach of token '{by.name}'")
             raise NotFound(f"no token named '{name}'")
+        record = TokenRecord.from_row(row)
         if row.revoked_at is None:
             row.revoked_at = utcnow()
             advance_epoch(work.session)
-        record = TokenRecord.from_row(row)
+            record = TokenRecord.from_row(row)
+            _announce(work.session, "token.revoked", record, by.name if by else "command line")
         work.commit()
     return record
+
+
+def _announce(session: Session, event_type: str, record: TokenRecord, actor: str) -> None:
+    """A token event for the webhooks that name it (never its secret or hash)."""
+    from registry.webhooks.outbox import enqueue
+
+    enqueue(
+        session,
+        event_type,
+        {
+            "token": record.name,
+            "role": record.role,
+            "models": record.models,
+            "prefix": record.prefix,
+            "expires_at": record.expires_at,
+            "actor": actor,
+        },
+        at=utcnow(),
+        model=None,
+    )
 
 
 def advance_epoch(session: Session) -> None:

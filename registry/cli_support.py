@@ -93,8 +93,12 @@ def client(ctx: click.Context) -> Any:
         return Client(url, token=server_token(ctx))
     # In-process on the local database: whoever can open the database file already holds
     # every right, so the embedded client acts as a local admin named after the OS user.
+    # A command is short-lived: the webhook outbox is the server's to send.
     config = dataclasses.replace(
-        local_config(), AUTH_DISABLED=True, LOCAL_ACTOR=f"cli:{getpass.getuser()}"
+        local_config(),
+        AUTH_DISABLED=True,
+        LOCAL_ACTOR=f"cli:{getpass.getuser()}",
+        WEBHOOK_DISPATCH=False,
     )
     announce(ctx, describe_local(config))
     logging.getLogger("registry.access").setLevel(logging.ERROR)

@@ -982,6 +982,67 @@ class Client:
         """Revoke a token: every server refuses it within ALIAS_REFRESH_SECONDS."""
         return self._json("DELETE", f"/tokens/{_q(name)}")
 
+    # ---- webhooks (admin) ------------------------------------------------------------
+
+    def create_webhook(
+        self,
+        url: str,
+        events: Iterable[str] = ("*",),
+        models: Iterable[str] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
+        """Subscribe `url` to registry events; the answer's `secret` (whsec_...) signs every
+        delivery and is shown only this once."""
+        body = {
+            "url": url,
+            "events": list(events),
+            "models": list(models) if models is not None else None,
+            "description": description,
+        }
+        return self._json("POST", "/webhooks", json=body)
+
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        return self._collect("/webhooks", "webhooks", {}, page_size=None)
+
+    def get_webhook(self, webhook_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/webhooks/{int(webhook_id)}")
+
+    def update_webhook(self, webhook_id: int, **changes: Any) -> dict[str, Any]:
+        """Change url, events, models, description or enabled."""
+        return self._json("PATCH", f"/webhooks/{int(webhook_id)}", json=changes)
+
+    def rotate_webhook_secret(self, webhook_id: int) -> dict[str, Any]:
+        """A new secret (in `secret`); the old one also signs during the grace period."""
+        return self._json("POST", f"/webhooks/{int(webhook_id)}/rotate-secret")
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self._request("DELETE", f"/webhooks/{int(webhook_id)}").close()
+
+    def test_webhook(self, webhook_id: int) -> dict[str, Any]:
+        """Send a `webhook.test` event now; the delivery comes back with its attempt."""
+        return self._json("POST", f"/webhooks/{int(webhook_id)}/test")
+
+    def webhook_deliveries(
+        self, webhook_id: int, status: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Deliveries newest first (`status`: pending, delivered or failed)."""
+        return self._collect(
+            f"/webhooks/{int(webhook_id)}/deliveries",
+            "deliveries",
+            {"status": status},
+            page_size=None if limit is None else min(limit, 500),
+            max_items=limit,
+        )
+
+    def webhook_delivery(self, webhook_id: int, delivery_id: int) -> dict[str, Any]:
+        """One delivery with its payload and attempt log."""
+        return self._json("GET", f"/webhooks/{int(webhook_id)}/deliveries/{int(delivery_id)}")
+
+    def retry_webhook_delivery(self, webhook_id: int, delivery_id: int) -> dict[str, Any]:
+        return self._json(
+            "POST", f"/webhooks/{int(webhook_id)}/deliveries/{int(delivery_id)}/retry"
+        )
+
     def health(self) -> dict[str, Any]:
         """Liveness: the process answers."""
         return self._json("GET", "/healthz")

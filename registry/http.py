@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the registry never imports the serving stack at run time
     from registry.auth import Authenticator
     from registry.bounded import BoundedLookups
     from registry.records import VersionRecord
+    from registry.webhooks.dispatcher import Dispatcher
     from serving.dataplane import DataPlane
     from serving.inspection import Inspection
     from serving.metrics import Metrics
@@ -46,6 +47,7 @@ class AppServices:
     serving: ServingRuntime  # the resolver, loader and cache behind the data plane
     dataplane: DataPlane  # what every serving protocol goes through
     finisher: AnswerFinisher
+    webhooks: Dispatcher  # sends the webhook outbox (its thread runs if WEBHOOK_DISPATCH)
 
 
 EXTENSION_KEY = "modelreg"

@@ -84,6 +84,11 @@ TAGS = [
         'routes are `{"error_code": "...", "message": "..."}`.',
     },
     {"name": "tokens", "description": "API token administration (admin role)."},
+    {
+        "name": "webhooks",
+        "description": "Registry changes announced over HTTP, signed per Standard Webhooks "
+        "(admin role); see docs/webhooks.md.",
+    },
     {"name": "ops", "description": "Health, readiness, metrics and this API description."},
 ]
 
@@ -113,6 +118,16 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "minLength": 1, "maxLength": TOKEN_NAME_MAX},
         "description": "The token's name.",
         "example": "pricing-service",
+    },
+    "webhook_id": {
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "The webhook subscription's id.",
+        "example": 1,
+    },
+    "delivery_id": {
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "The delivery's id (its `webhook-id` header is `msg_<id>`).",
+        "example": 1,
     },
 }
 

@@ -23,6 +23,7 @@ from registry.names import Reference
 from registry.pagination import Page, paginate
 from registry.records import AliasRecord, EventRecord, ModelRecord, PageOf, VersionRecord
 from registry.tag_filters import tag_condition
+from registry.webhooks.outbox import enqueue_audit_event
 
 TagFilter = Sequence[tuple[str, str | None]]
 
@@ -308,19 +309,20 @@ class SqlRepository:
         before: dict[str, Any] | None = None,
         after: dict[str, Any] | None = None,
     ) -> None:
-        self.session.add(
-            Event(
-                model_id=model.id,
-                type=type_,
-                at=utcnow(),
-                actor=actor,
-                reason=reason,
-                version=version,
-                alias=alias,
-                before=before,
-                after=after,
-            )
+        event = Event(
+            model_id=model.id,
+            type=type_,
+            at=utcnow(),
+            actor=actor,
+            reason=reason,
+            version=version,
+            alias=alias,
+            before=before,
+            after=after,
         )
+        self.session.add(event)
+        # Its webhook deliveries commit (or roll back) with it: the outbox.
+        enqueue_audit_event(self.session, event, model.name)
 
     def list_events(
         self, model: RegisteredModel, page: Page, *, type_: str | None = None

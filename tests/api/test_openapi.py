@@ -29,7 +29,7 @@ from tests.conftest import fit_linear, joblib_bytes, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens"}
+TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens", "webhooks"}
 MODEL = openapi.EXAMPLE_MODEL
 
 
@@ -265,6 +265,7 @@ def test_auth_matches_what_the_views_enforce(app, document, client):
         # ... and the app really refuses the request without a token.
         url = path.replace("{name}", MODEL).replace("{ref}", "1").replace("{version}", "1")
         url = url.replace("{alias}", "production").replace("{token_name}", "nobody")
+        url = url.replace("{webhook_id}", "1").replace("{delivery_id}", "1")
         response = client.open(url, method=method.upper())
         assert response.status_code == 401, (method, path, response.status_code)
     assert sorted(public) == [
