@@ -26,14 +26,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class VersionKey:
-    """Immutable identity of one model version; the sha256 pins the exact artifact bytes."""
+class VersionKey(NamedTuple):
+    """Immutable identity of one model version; the sha256 pins the exact artifact bytes.
+
+    A tuple, not a dataclass: every cached predict looks it up twice, and a tuple hashes and
+    compares in C."""
 
     name: str
     version: int

@@ -55,7 +55,7 @@ class VersionSpec:
 
     @property
     def key(self) -> VersionKey:
-        return VersionKey(self.name, self.version, self.sha256)
+        return VersionKey(self.name, self.version, self.sha256)  # a tuple: cheap to build
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ OTHER_LABEL = "_other"  # a model (or version) beyond the label budget
 DEFAULT_MAX_MODEL_LABELS = 1000
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _STATUS_LABELS = {int(status): str(int(status)) for status in HTTPStatus}
+_MAX_CACHED_CHILDREN = 10_000
 
 bp = Blueprint("metrics", __name__)
 
@@ -80,6 +81,7 @@ class Metrics:
         self._max_model_labels = max_model_labels
         self._model_labels: set[tuple[str, str]] = set()
         self._model_labels_lock = threading.Lock()
+        self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.process = ProcessMetrics(r, multiprocess_dir())
@@ -196,8 +198,19 @@ class Metrics:
         code = _STATUS_LABELS.get(status, "other")
         model, version = self.model_labels(model, version)
         self.process.flush()
-        self.requests.labels(route, method, model, version, code).inc()
-        self.latency.labels(route, model, version, code).observe(seconds)
+        labels = (route, method, model, version, code)
+        children = self._request_children.get(labels)
+        if children is None:
+            # Resolved once per label set (labels() takes a lock and rebuilds the key each
+            # time); the sets are as bounded as the labels themselves.
+            children = (
+                self.requests.labels(route, method, model, version, code),
+                self.latency.labels(route, model, version, code),
+            )
+            if len(self._request_children) < _MAX_CACHED_CHILDREN:
+                self._request_children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape's body and content type: OpenMetrics when `accept` asks for it (as
