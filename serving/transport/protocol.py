@@ -219,6 +219,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.eof = True
+        request = self.parsing
+        if request is not None and request.stream is not None:
+            # A body cut short can never complete: its reader (a thread streaming an upload)
+            # gets the end of the stream now, not at the body timeout.
+            request.stream.fail()
         if not self.requests and not self.busy:
             self._drop()
             return False

@@ -112,7 +112,7 @@ def test_client_disconnect_mid_upload_leaves_nothing(server, tmp_path):
         sock.sendall(os.urandom(8 * 1024 * 1024))
         time.sleep(0.5)  # the server is now streaming the part into a staged file
     staging = tmp_path / "artifacts" / ".staging"
-    wait_until(lambda: not list(staging.glob("*.part")), timeout=30,
+    wait_until(lambda: not list(staging.glob("*.part")), timeout=10,
                what="the staged upload to be discarded")
     assert requests.get(f"{server.url}/models/gone", timeout=30).status_code == 404
     assert not list((tmp_path / "artifacts").glob("sha256/*/*"))
