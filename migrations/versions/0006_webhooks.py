@@ -62,8 +62,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_webhook_deliveries_due", "webhook_deliveries", ["status", "next_attempt_at"]
     )
+    # A subscription's oldest pending delivery, without walking its delivered history.
     op.create_index(
-        "ix_webhook_deliveries_subscription", "webhook_deliveries", ["subscription_id", "id"]
+        "ix_webhook_deliveries_subscription",
+        "webhook_deliveries",
+        ["subscription_id", "status", "id"],
     )
     op.create_table(
         "webhook_attempts",
