@@ -405,3 +405,30 @@ def start_servers(
             server.stop()
         raise next(f.exception() for f in starting if f.exception() is not None)
     return started
+
+
+def sqlite_env(folder: Path, **extra: str) -> dict[str, str]:
+    """A server's settings on its own SQLite file and artifact folder, auth off."""
+    return {
+        "DATABASE_URL": f"sqlite:///{folder / 'r.db'}",
+        "STORAGE_URL": (folder / "artifacts").as_uri(),
+        "INSTANCE_PATH": str(folder / "instance"),
+        "AUTH_DISABLED": "true",
+        **extra,
+    }
+
+
+def register_joblib(url: str, name: str, artifact: bytes) -> dict[str, Any]:
+    """Register a joblib artifact as the next version of `name`; the version record."""
+    import json
+
+    registered = requests.post(
+        f"{url}/models/{name}/versions",
+        files={
+            "artifact": ("m.joblib", artifact),
+            "metadata": (None, json.dumps({"format": "joblib"})),
+        },
+        timeout=60,
+    )
+    assert registered.status_code == 201, registered.text
+    return registered.json()

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import fit_linear, joblib_bytes
-from tests.e2e.servers import ServerProcess, wait_until
+from tests.e2e.servers import ServerProcess, register_joblib, sqlite_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,28 +40,17 @@ STATUS_LINE = re.compile(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("transport")
-    env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-        "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "AUTH_DISABLED": "true",
-        "MAX_ARTIFACT_BYTES": str(MAX_ARTIFACT),
-        "MAX_METADATA_BYTES": "10000",
-        "MAX_PREDICT_BODY_BYTES": "100000",
+    env = sqlite_env(
+        tmp_path,
+        MAX_ARTIFACT_BYTES=str(MAX_ARTIFACT),
+        MAX_METADATA_BYTES="10000",
+        MAX_PREDICT_BODY_BYTES="100000",
         # Bodies stay on the loop until complete: the transport's own limit applies first.
-        "REQUEST_BUFFER_BYTES": str(4 * 1024**2),
-    }
+        REQUEST_BUFFER_BYTES=str(4 * 1024**2),
+    )
     process = ServerProcess(env, tmp_path, workers=2, threads=2, name="transport")
     try:
-        registered = requests.post(
-            f"{process.url}/models/lin/versions",
-            files={
-                "artifact": ("m.joblib", joblib_bytes(MODEL)),
-                "metadata": (None, json.dumps({"format": "joblib"})),
-            },
-            timeout=60,
-        )
-        assert registered.status_code == 201, registered.text
+        register_joblib(process.url, "lin", joblib_bytes(MODEL))
         yield process
     finally:
         process.stop()

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import fit_linear, joblib_bytes
-from tests.e2e.servers import ServerProcess, wait_until
+from tests.e2e.servers import ServerProcess, register_joblib, sqlite_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,24 +32,13 @@ MODEL = fit_linear(N_FEATURES, seed=3)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("worker")
-    env = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-        "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "AUTH_DISABLED": "true",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-    }
+    env = sqlite_env(
+        tmp_path,
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+    )
     process = ServerProcess(env, tmp_path, workers=2, threads=1, name="worker")
     try:
-        registered = requests.post(
-            f"{process.url}/models/lin/versions",
-            files={
-                "artifact": ("m.joblib", joblib_bytes(MODEL)),
-                "metadata": (None, json.dumps({"format": "joblib"})),
-            },
-            timeout=60,
-        )
-        assert registered.status_code == 201, registered.text
+        register_joblib(process.url, "lin", joblib_bytes(MODEL))
         yield process
     finally:
         process.stop()
