@@ -11,11 +11,14 @@ which computes in the input's type, so this module writes that operator directly
 * missing values (NaN) go where scikit-learn sends them (`missing_go_to_left`, recorded
   per node when a tree is fitted), through `nodes_missing_value_tracks_true`;
 * sums are divided or offset the way scikit-learn does (a forest's mean is a sum divided
-  by the number of trees; boosting adds its baseline).
+  by the number of trees; boosting adds its baseline, then applies its loss's inverse link:
+  exp for log-link losses, expit for binary and softmax for multiclass classifiers, with
+  labels taken from the raw score as scikit-learn takes them).
 
 Classifier probabilities have one target per class, and a leaf of this operator feeds one
 target, so a forest classifier becomes one copy of each tree per class (one in all for two
-classes, the first class's probability being the complement).
+classes, the first class's probability being the complement). Boosting classifiers already
+have one tree per class and stage (one in all for two classes), so nothing is copied.
 
 Only exact, known classes are taken; anything else returns None (and skl2onnx is tried).
 Whatever is built here is verified against scikit-learn like any conversion
@@ -167,103 +170,229 @@ def _classification(estimators: list[Any], n_classes: int) -> _Ensemble:
     return ensemble
 
 
-def _hist_boosting(model: Any) -> _Ensemble | None:
-    ensemble = _Ensemble(n_targets=1)
-    for (predictor,) in model._predictors:
-        nodes = predictor.nodes
-        if nodes["is_categorical"].any():
-            return None
-        leaf = nodes["is_leaf"].astype(bool)
-        left = np.where(leaf, -1, nodes["left"].astype(np.int64))
-        right = np.where(leaf, -1, nodes["right"].astype(np.int64))
-        ensemble.add_tree(
-            left,
-            right,
-            nodes["feature_idx"],
-            nodes["num_threshold"],
-            nodes["missing_go_to_left"],
-            nodes["value"],
-            0,
-        )
+def _boosting(model: Any) -> _Ensemble:
+    """Gradient boosting: stage s, score k is tree estimators_[s, k], scaled by the
+    learning rate (scikit-learn adds `learning_rate * value` stage by stage)."""
+    stages = model.estimators_
+    ensemble = _Ensemble(n_targets=stages.shape[1])
+    scale = float(model.learning_rate)
+    for stage in stages:
+        for k, tree in enumerate(stage):
+            left, right, feature, threshold, missing, value = _sklearn_tree(tree)
+            ensemble.add_tree(left, right, feature, threshold, missing, scale * value[:, 0, 0], k)
     return ensemble
+
+
+def _hist_boosting(model: Any) -> _Ensemble | None:
+    """Histogram boosting: iteration i, score k is `_predictors[i][k]`, whose leaf values
+    already carry the learning rate; categorical splits (bitsets) are not written."""
+    ensemble = _Ensemble(n_targets=int(model.n_trees_per_iteration_))
+    for predictors in model._predictors:
+        for k, predictor in enumerate(predictors):
+            nodes = predictor.nodes
+            if nodes["is_categorical"].any():
+                return None
+            leaf = nodes["is_leaf"].astype(bool)
+            left = np.where(leaf, -1, nodes["left"].astype(np.int64))
+            right = np.where(leaf, -1, nodes["right"].astype(np.int64))
+            ensemble.add_tree(
+                left,
+                right,
+                nodes["feature_idx"],
+                nodes["num_threshold"],
+                nodes["missing_go_to_left"],
+                nodes["value"],
+                k,
+            )
+    return ensemble
+
+
+# scikit-learn's inverse link of a boosting loss -> what the graph applies to the raw score.
+_LINKS = {
+    "IdentityLink": "identity",
+    "LogLink": "exp",
+    "LogitLink": "logistic",
+    "HalfLogitLink": "half-logistic",  # exponential loss: expit(2 * raw)
+    "MultinomialLogit": "softmax",
+}
+
+
+def _link(model: Any) -> str | None:
+    return _LINKS.get(type(getattr(getattr(model, "_loss", None), "link", None)).__name__)
+
+
+def _constant_init(model: Any) -> bool:
+    """Boosting's baseline is a constant only for the default (dummy) or zero init."""
+    init = model.init_
+    if isinstance(init, str):
+        return init == "zero"
+    return type(init).__name__ in ("DummyRegressor", "DummyClassifier")
+
+
+@dataclass
+class _Plan:
+    """What the graph computes around the ensemble's sums."""
+
+    ensemble: _Ensemble
+    float32_features: bool = True
+    divide: float | None = None
+    offset: np.ndarray | None = None
+    classes: np.ndarray | None = None
+    link: str | None = None  # boosting: raw score -> answer (None: forests, trees)
+    strict_positive: bool = False  # binary boosting: label 1 when raw > 0 (else >= 0)
+    preprocessing: list[tuple[str, np.ndarray]] = field(default_factory=list)
+
+
+def _plan(model: Any, width: int) -> _Plan | None:
+    name = type(model).__name__
+    if name in _FORESTS or name in _TREES:
+        estimators = list(model.estimators_) if name in _FORESTS else [model]
+        ensemble = _regression(estimators, 1.0, int(model.n_outputs_))
+        divide = float(len(estimators)) if name in _FORESTS else None
+        return _Plan(ensemble, divide=divide)
+    if name in _FOREST_CLASSIFIERS or name in _TREE_CLASSIFIERS:
+        if int(model.n_outputs_) != 1 or not 2 <= len(model.classes_) <= _MAX_CLASSES:
+            return None
+        estimators = list(model.estimators_) if name in _FOREST_CLASSIFIERS else [model]
+        ensemble = _classification(estimators, len(model.classes_))
+        divide = float(len(estimators)) if name in _FOREST_CLASSIFIERS else None
+        return _Plan(ensemble, divide=divide, classes=np.asarray(model.classes_))
+    link = _link(model)
+    if link is None:
+        return None
+    classifier = name.endswith("Classifier")
+    if classifier != (link in ("logistic", "half-logistic", "softmax")):
+        return None
+    classes = np.asarray(model.classes_) if classifier else None
+    if name in ("GradientBoostingRegressor", "GradientBoostingClassifier"):
+        if not _constant_init(model):
+            return None
+        # GradientBoostingRegressor.predict is the raw score whatever its loss.
+        offset = np.asarray(model._raw_predict_init(np.zeros((1, width))), dtype=np.float64)
+        return _Plan(
+            _boosting(model),
+            offset=offset,
+            classes=classes,
+            link=link if classifier else "identity",
+        )
+    if name in ("HistGradientBoostingRegressor", "HistGradientBoostingClassifier"):
+        ensemble = _hist_boosting(model)
+        if ensemble is None:
+            return None
+        return _Plan(
+            ensemble,
+            float32_features=False,  # histogram boosting compares the float64 values
+            offset=np.asarray(model._baseline_prediction, dtype=np.float64).reshape(1, -1),
+            classes=classes,
+            link=link,
+            strict_positive=True,  # scikit-learn: "> 0", so that a tie is the first class
+        )
+    return None
+
+
+def _preprocessing(steps: list[Any], width: int) -> list[tuple[str, np.ndarray]] | None:
+    """A pipeline's steps before its trees, as float64 elementwise operations that repeat
+    scikit-learn's own arithmetic (so they answer to the bit); None for any other step."""
+    ops: list[tuple[str, np.ndarray]] = []
+    for step in steps:
+        if step is None or (isinstance(step, str) and step == "passthrough"):
+            continue
+        kind = type(step)
+        if not kind.__module__.startswith("sklearn."):
+            return None
+        name = f"{kind.__module__.split('.')[1]}.{kind.__name__}"
+        if name == "preprocessing.StandardScaler":
+            if step.with_mean:
+                ops.append(("Sub", np.asarray(step.mean_, dtype=np.float64)))
+            if step.with_std:
+                ops.append(("Div", np.asarray(step.scale_, dtype=np.float64)))
+        elif name == "preprocessing.MinMaxScaler" and not step.clip:
+            ops.append(("Mul", np.asarray(step.scale_, dtype=np.float64)))
+            ops.append(("Add", np.asarray(step.min_, dtype=np.float64)))
+        elif name == "impute.SimpleImputer":
+            fill = np.asarray(step.statistics_, dtype=np.float64)
+            missing = step.missing_values
+            if step.add_indicator or not (isinstance(missing, float) and np.isnan(missing)):
+                return None
+            if np.isnan(fill).any():  # columns with no values are dropped or kept as NaN
+                return None
+            ops.append(("FillNaN", fill))
+        else:
+            return None
+        if ops and ops[-1][1].shape != (width,):
+            return None
+    return ops
+
+
+def _prepare_nodes(
+    ops: list[tuple[str, np.ndarray]], helper: Any, numpy_helper: Any, initializers: list[Any]
+) -> tuple[list[Any], str]:
+    nodes = []
+    last = "X"
+    for i, (op, values) in enumerate(ops):
+        constant, out = f"prep{i}_values", f"prep{i}"
+        initializers.append(numpy_helper.from_array(values.reshape(1, -1), constant))
+        if op == "FillNaN":
+            nodes += [
+                helper.make_node("IsNaN", [last], [f"prep{i}_nan"]),
+                helper.make_node("Where", [f"prep{i}_nan", constant, last], [out]),
+            ]
+        else:
+            nodes.append(helper.make_node(op, [last, constant], [out]))
+        last = out
+    return nodes, last
 
 
 def tree_ensemble_onnx(model: Any, width: int) -> bytes | None:
     """A float64 ONNX graph computing `model`'s predict (and predict_proba), or None when
-    `model` is not a tree ensemble this module knows."""
+    `model` is not a tree ensemble this module knows (alone, or ending a pipeline of
+    scalers and imputers)."""
+    ops: list[tuple[str, np.ndarray]] = []
+    if type(model).__name__ == "Pipeline" and type(model).__module__.startswith("sklearn."):
+        found = _preprocessing([step for _, step in model.steps[:-1]], width)
+        if found is None:
+            return None
+        ops, model = found, model.steps[-1][1]
     kind = type(model)
     if not kind.__module__.startswith(("sklearn.ensemble", "sklearn.tree")):
         return None
-    name = kind.__name__
-    classes = None
-    float32_features = True
-    offset = None
-    divide = None
-    if name in _FORESTS or name in _TREES:
-        estimators = list(model.estimators_) if name in _FORESTS else [model]
-        targets = int(model.n_outputs_)
-        ensemble = _regression(estimators, 1.0, targets)
-        divide = float(len(estimators)) if name in _FORESTS else None
-    elif name in _FOREST_CLASSIFIERS or name in _TREE_CLASSIFIERS:
-        if int(model.n_outputs_) != 1 or not 2 <= len(model.classes_) <= _MAX_CLASSES:
-            return None
-        classes = np.asarray(model.classes_)
-        estimators = list(model.estimators_) if name in _FOREST_CLASSIFIERS else [model]
-        ensemble = _classification(estimators, len(classes))
-        divide = float(len(estimators)) if name in _FOREST_CLASSIFIERS else None
-    elif name == "GradientBoostingRegressor":
-        if model.loss != "squared_error" or model.init_ == "zero":
-            return None
-        estimators = [stage[0] for stage in model.estimators_]
-        ensemble = _regression(estimators, float(model.learning_rate), 1)
-        offset = np.asarray(model._raw_predict_init(np.zeros((1, width))), dtype=np.float64)
-    elif name == "HistGradientBoostingRegressor":
-        if model._loss.__class__.__name__ != "HalfSquaredError":
-            return None
-        built = _hist_boosting(model)
-        if built is None:
-            return None
-        ensemble = built
-        float32_features = False  # histogram boosting compares the float64 values
-        offset = np.asarray(model._baseline_prediction, dtype=np.float64).reshape(1, -1)
-    else:
+    plan = _plan(model, width)
+    if plan is None:
         return None
-    if classes is not None and classes.dtype.kind not in "biufU":
-        if not all(type(label) is str for label in classes):
+    if plan.classes is not None and plan.classes.dtype.kind not in "biufU":
+        if not all(type(label) is str for label in plan.classes):
             return None
-        classes = classes.astype(str)
-    return _graph(ensemble, width, float32_features, divide, offset, classes)
+        plan.classes = plan.classes.astype(str)
+    plan.preprocessing = ops
+    return _graph(plan, width)
 
 
-def _graph(
-    ensemble: _Ensemble,
-    width: int,
-    float32_features: bool,
-    divide: float | None,
-    offset: np.ndarray | None,
-    classes: np.ndarray | None,
-) -> bytes:
+def _graph(plan: _Plan, width: int) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = []
-    initializers = []
-    if float32_features:
+    ensemble, classes = plan.ensemble, plan.classes
+    initializers: list[Any] = []
+    nodes, prepared = _prepare_nodes(plan.preprocessing, helper, numpy_helper, initializers)
+    if plan.float32_features:
         nodes += [
-            helper.make_node("Cast", ["X"], ["x32"], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [prepared], ["x32"], to=TensorProto.FLOAT),
             helper.make_node("Cast", ["x32"], ["features"], to=TensorProto.DOUBLE),
         ]
     else:
-        nodes.append(helper.make_node("Identity", ["X"], ["features"]))
+        nodes.append(helper.make_node("Identity", [prepared], ["features"]))
     nodes.append(ensemble.node(helper, numpy_helper, "summed"))
     last = "summed"
-    if divide is not None:
-        initializers.append(numpy_helper.from_array(np.array(divide), "count"))
+    if plan.divide is not None:
+        initializers.append(numpy_helper.from_array(np.array(plan.divide), "count"))
         nodes.append(helper.make_node("Div", [last, "count"], ["mean"]))
         last = "mean"
-    if offset is not None:
-        initializers.append(numpy_helper.from_array(offset, "baseline"))
+    if plan.offset is not None:
+        initializers.append(numpy_helper.from_array(plan.offset, "baseline"))
         nodes.append(helper.make_node("Add", [last, "baseline"], ["raw"]))
         last = "raw"
+    if plan.link == "exp":
+        nodes.append(helper.make_node("Exp", [last], ["expected"]))
+        last = "expected"
     outputs = []
     if classes is None:
         nodes.append(helper.make_node("Identity", [last], ["variable"]))
@@ -275,15 +404,27 @@ def _graph(
     else:
         labels = classes.astype(object) if classes.dtype.kind == "U" else classes
         initializers.append(numpy_helper.from_array(np.asarray(labels), "classes"))
-        if ensemble.n_targets == 1:  # two classes: [1 - p, p]
-            initializers.append(numpy_helper.from_array(np.array(1.0), "one"))
+        if plan.link is None:  # summed probabilities
+            if ensemble.n_targets == 1:  # two classes: [1 - p, p]
+                initializers.append(numpy_helper.from_array(np.array(1.0), "one"))
+                nodes += [
+                    helper.make_node("Sub", ["one", last], ["complement"]),
+                    helper.make_node("Concat", ["complement", last], ["proba"], axis=1),
+                ]
+                last = "proba"
+            nodes.append(helper.make_node("ArgMax", [last], ["best"], axis=1, keepdims=0))
+        elif plan.link == "softmax":
+            # The label is the largest raw score, as in scikit-learn (not the largest
+            # probability, which exp may tie).
             nodes += [
-                helper.make_node("Sub", ["one", last], ["complement"]),
-                helper.make_node("Concat", ["complement", last], ["proba"], axis=1),
+                helper.make_node("ArgMax", [last], ["best"], axis=1, keepdims=0),
+                helper.make_node("Softmax", [last], ["proba"], axis=1),
             ]
             last = "proba"
+        else:
+            nodes += _logistic(plan, last, helper, numpy_helper, initializers)
+            last = "proba"
         nodes += [
-            helper.make_node("ArgMax", [last], ["best"], axis=1, keepdims=0),
             helper.make_node("Gather", ["classes", "best"], ["label"], axis=0),
             helper.make_node("Identity", [last], ["probabilities"]),
         ]
@@ -315,3 +456,37 @@ def _graph(
     )
     model.ir_version = 10
     return model.SerializeToString()
+
+
+def _logistic(
+    plan: _Plan, raw: str, helper: Any, numpy_helper: Any, initializers: list[Any]
+) -> list[Any]:
+    """Binary boosting: p = 1 / (1 + exp(-score)), scipy's expit written out (ONNX Runtime's
+    Sigmoid loses relative precision on small probabilities); [1 - p, p] as scikit-learn
+    computes them; the label from the raw score's sign, with scikit-learn's tie rule."""
+    from onnx import TensorProto
+
+    initializers += [
+        numpy_helper.from_array(np.array(1.0), "one"),
+        numpy_helper.from_array(np.array(0.0), "zero"),
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat"),
+    ]
+    nodes = []
+    score = raw
+    if plan.link == "half-logistic":
+        initializers.append(numpy_helper.from_array(np.array(2.0), "two"))
+        nodes.append(helper.make_node("Mul", [raw, "two"], ["score"]))
+        score = "score"
+    compare = "Greater" if plan.strict_positive else "GreaterOrEqual"
+    nodes += [
+        helper.make_node("Neg", [score], ["negated"]),
+        helper.make_node("Exp", ["negated"], ["odds_against"]),
+        helper.make_node("Add", ["one", "odds_against"], ["denominator"]),
+        helper.make_node("Div", ["one", "denominator"], ["positive"]),
+        helper.make_node("Sub", ["one", "positive"], ["negative"]),
+        helper.make_node("Concat", ["negative", "positive"], ["proba"], axis=1),
+        helper.make_node(compare, [raw, "zero"], ["is_positive"]),
+        helper.make_node("Cast", ["is_positive"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Reshape", ["index", "flat"], ["best"]),
+    ]
+    return nodes

@@ -12,6 +12,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -111,6 +112,90 @@ def test_tree_ensembles_are_served_in_float64(client, name):
     np.testing.assert_allclose(
         response.get_json()["predictions"], model.predict(PROBE), rtol=1e-12, atol=0
     )
+
+
+Y_MULTI = np.digitize(X[:, 0] + X[:, 1], [-0.5, 0.5])
+HOLED = X.copy()
+HOLED[RNG.random(X.shape) < 0.1] = np.nan
+BOOSTING_CLASSIFIERS = {  # estimator, labels, whether it is fitted (and probed) with NaN
+    "gb-binary": (lambda: GradientBoostingClassifier(n_estimators=15, random_state=0), Y_CLS),
+    "gb-multiclass": (
+        lambda: GradientBoostingClassifier(n_estimators=10, random_state=0),
+        Y_MULTI,
+    ),
+    "hgb-binary": (lambda: HistGradientBoostingClassifier(max_iter=15), Y_CLS),
+    "hgb-multiclass": (lambda: HistGradientBoostingClassifier(max_iter=10), Y_MULTI),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("name", list(BOOSTING_CLASSIFIERS))
+def test_boosting_classifiers_are_served_in_float64(tmp_path, name, threads):
+    """Issue 14: gradient boosting classifiers were served through skl2onnx in float32; the
+    float64 tree ensemble answers scikit-learn's labels and probabilities, NaN included for
+    histogram boosting, whatever the number of ONNX Runtime threads."""
+    from manage import create_app
+
+    app = create_app(make_config(tmp_path, ACCELERATE="auto", ONNX_THREADS=threads))
+    client = app.test_client()
+    build, labels = BOOSTING_CLASSIFIERS[name]
+    hist = name.startswith("hgb")
+    model = build().fit(HOLED if hist else X, labels)
+    example = (HOLED if hist else X)[:3]
+    metadata = {"input_example": [[None if np.isnan(v) else v for v in r] for r in example]}
+    accel = _register(client, name, model, **metadata)["acceleration"]
+    assert accel["status"] == "ready" and accel["precision"] == "float64", accel
+    assert accel["served"]["form"] == "onnx-tree-ensemble"
+    assert [(a["form"], a["outcome"]) for a in accel["attempts"]] == [
+        ("onnx-tree-ensemble", "matched")
+    ]
+    assert accel["max_abs_diff"] <= 1e-12  # float64 sums, not float32's ~1e-7
+    if hist:  # its signature allows missing values: the check had rows with NaN
+        assert accel["rows_with_missing_values"] > 0
+    probe = PROBE.copy()
+    if hist:
+        probe[RNG.random(probe.shape) < 0.2] = np.nan
+    rows = [[None if np.isnan(v) else v for v in row] for row in probe.tolist()]
+    tolerance = accel["tolerance"]
+    for method in ("predict", "predict_proba"):
+        response = client.post(
+            f"/models/{name}/1/predict", json={"instances": rows, "method": method}
+        )
+        assert response.status_code == 200, response.get_json()
+        assert response.headers["X-Model-Runtime"] == "onnxruntime"
+        got = response.get_json()["predictions"]
+        if method == "predict":
+            assert got == model.predict(probe).tolist()
+        else:
+            np.testing.assert_allclose(
+                got, model.predict_proba(probe), rtol=tolerance["rtol"], atol=tolerance["atol"]
+            )
+    app.extensions["modelreg"].engine.dispose()
+
+
+def test_a_pipeline_of_an_imputer_a_scaler_and_a_forest_is_served_in_float64(client):
+    from sklearn.impute import SimpleImputer
+
+    model = make_pipeline(
+        SimpleImputer(), StandardScaler(), RandomForestRegressor(n_estimators=10, random_state=0)
+    ).fit(HOLED, Y_REG)
+    accel = _register(client, "imputed-forest", model)["acceleration"]
+    assert accel["status"] == "ready" and accel["precision"] == "float64", accel
+    assert accel["served"]["form"] == "onnx-tree-ensemble"
+    assert accel["rows_with_missing_values"] > 0  # the imputer makes NaN acceptable
+    probe = PROBE.copy()
+    probe[RNG.random(probe.shape) < 0.2] = np.nan
+    rows = [[None if np.isnan(v) else v for v in row] for row in probe.tolist()]
+    response = client.post("/models/imputed-forest/1/predict", json={"instances": rows})
+    assert response.headers["X-Model-Runtime"] == "onnxruntime"
+    tolerance = accel["tolerance"]
+    np.testing.assert_allclose(
+        response.get_json()["predictions"],
+        model.predict(probe),
+        rtol=tolerance["rtol"],
+        atol=tolerance["atol"],
+    )
+    assert accel["max_abs_diff"] <= 1e-12
 
 
 def test_a_float32_conversion_is_labelled_as_such(client):
