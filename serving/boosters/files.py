@@ -19,7 +19,8 @@ import numpy as np
 import orjson
 
 from registry.errors import InvalidInput
-from serving.boosters import ubjson
+from serving.boosters.ubjson import UbjsonError
+from serving.boosters.ubjson import loads as ubjson_loads
 
 MAX_TREES = 100_000
 MAX_FEATURES = 100_000
@@ -109,8 +110,8 @@ def read_xgboost(data: bytes) -> XgbFile:
         raise NotAModelFile("xgboost", f"broken JSON ({str(error)[:120]})") from None
     if document is None:
         try:
-            document = ubjson.loads(data)
-        except (ubjson.UbjsonError, KeyError, struct.error) as error:
+            document = ubjson_loads(data)
+        except (UbjsonError, KeyError, struct.error) as error:
             raise NotAModelFile("xgboost", f"broken UBJSON ({str(error)[:120]})") from None
     try:
         return _xgb_file(document)

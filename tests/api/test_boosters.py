@@ -190,3 +190,43 @@ def test_without_the_library_a_load_is_503_naming_the_extra(client, fmt, without
     assert promote.status_code in (422, 503)
     assert f"modelreg[{fmt}]" in problem(promote)["detail"]
     assert client.get("/models/nolib/aliases").get_json().get("aliases", {}) in ({}, [])
+
+
+@pytest.fixture
+def accelerating(tmp_path, database_url):
+    from manage import create_app
+    from tests.conftest import make_config
+
+    app = create_app(make_config(tmp_path, database_url, ACCELERATE="auto"))
+    yield app.test_client()
+    app.extensions["modelreg"].engine.dispose()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kind", ["regressor", "binary", "multiclass"])
+def test_accelerated_answers_equal_the_library_within_the_recorded_tolerance(
+    accelerating, fmt, kind
+):
+    model = model_for(fmt, kind, n_estimators=30)
+    record = _register(accelerating, fmt, model, name="fast")
+    acceleration = record["acceleration"]
+    assert acceleration["status"] == "ready", acceleration
+    assert acceleration["served"]["form"] == "onnx-tree-ensemble"
+    assert acceleration["served"]["runtime"] == "onnxruntime"
+    assert fmt in acceleration["served"]["note"].lower()
+    rtol, atol = acceleration["tolerance"]["rtol"], acceleration["tolerance"]["atol"]
+    rows = ROWS_10K.copy()
+    rows[::7, 2] = np.nan
+    body = {"instances": [[None if np.isnan(v) else v for v in row] for row in rows]}
+    for method in record["signature"]["methods"]:
+        for sample in (body["instances"][:1], body["instances"]):
+            answer = accelerating.post(
+                "/models/fast/1/predict", json={"instances": sample, "method": method}
+            )
+            assert answer.status_code == 200, answer.get_json()
+            got = answer.get_json()["predictions"]
+            expected = getattr(model, method)(rows[: len(sample)])
+            if kind != "regressor" and method == "predict":
+                assert got == expected.tolist()
+            else:
+                np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
