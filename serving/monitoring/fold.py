@@ -256,9 +256,6 @@ def sample_rows(X: Any, y: Any, rows: int, limit: int = MAX_ROWS_BINNED_PER_REQU
     if rows <= limit:
         return X, y
     step = -(-rows // limit)
-    if hasattr(X, "iloc"):
-        Xs = X.iloc[::step].copy()
-    else:
-        Xs = np.ascontiguousarray(X[::step])
+    Xs = X.iloc[::step].copy() if hasattr(X, "iloc") else np.ascontiguousarray(X[::step])
     ys = None if y is None else np.ascontiguousarray(np.asarray(y)[::step])
     return Xs, ys
