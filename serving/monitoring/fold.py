@@ -22,7 +22,7 @@ MAX_ROWS_BINNED_PER_REQUEST = 1_000
 @dataclass(frozen=True, slots=True)
 class NumericFeature:
     name: str
-    column: int | str  # index into an array input, or a DataFrame column name
+    column: int  # position in the model's input (a DataFrame's columns are in model order)
     edges: np.ndarray
     low: float
     high: float
@@ -31,7 +31,7 @@ class NumericFeature:
 @dataclass(frozen=True, slots=True)
 class CategoricalFeature:
     name: str
-    column: int | str
+    column: int
     categories: tuple[str, ...]
     index: dict[str, int]
 
@@ -54,7 +54,7 @@ def compile_profile(
     features = profile.get("features") or []
     names = [f["name"] for f in features]
     if feature_names is not None:
-        where: dict[str, int | str] = {n: j for j, n in enumerate(feature_names)}
+        where: dict[str, int] = {n: j for j, n in enumerate(feature_names)}
         missing = [n for n in names if n not in where]
         if missing:
             return CompiledProfile(
@@ -79,7 +79,7 @@ def compile_profile(
     return CompiledProfile(tuple(numeric), tuple(categorical), _prediction(profile))
 
 
-def _compile_feature(feature: dict[str, Any], column: int | str) -> Any:
+def _compile_feature(feature: dict[str, Any], column: int) -> Any:
     if feature.get("type") == "numeric":
         if feature.get("min") is None:
             return None
@@ -135,10 +135,10 @@ class Accumulator:
         profile = self.profile
         frame = hasattr(X, "iloc")
         for feature, acc in zip(profile.numeric, self.num, strict=True):
-            column = _numeric(X[feature.column] if frame else X[:, feature.column])
+            column = _numeric(X.iloc[:, feature.column] if frame else X[:, feature.column])
             _fold_numeric(feature, acc, column)
         for feature, acc in zip(profile.categorical, self.cat, strict=True):
-            column = X[feature.column] if frame else X[:, feature.column]
+            column = X.iloc[:, feature.column] if frame else X[:, feature.column]
             _fold_categorical(feature, acc, column)
         if self.pred is not None and y is not None:
             prediction = profile.prediction
