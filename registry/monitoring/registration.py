@@ -26,7 +26,8 @@ def registration_reference(
     files: Any, metadata: dict[str, Any], limit: int
 ) -> tuple[ReferenceTable, str | None] | None:
     """The parsed `reference` part and the metadata's `target` (taken out of the metadata)."""
-    target = metadata.pop("target", None)
+    # Not a mapping: the metadata schema refuses it just after, naming the field.
+    target = metadata.pop("target", None) if isinstance(metadata, dict) else None
     parts = files.getlist("reference")
     if not parts:
         if target is not None:
