@@ -193,6 +193,7 @@ class Config:
     MONITOR_BACKGROUND: bool = True
     MONITOR_WINDOW_SECONDS: int = 300
     MONITOR_FLUSH_SECONDS: float = 5.0
+    MONITOR_EVALUATE_SECONDS: float = 30.0
     MONITOR_MAX_PENDING_ROWS: int = 200_000
     MONITOR_ROWS_BINNED_PER_REQUEST: int = 1_000
     # The payload log: the share of requests logged (rows and outputs, for label joins and

@@ -27,14 +27,19 @@ from typing import Any
 
 import numpy as np
 
+from serving.dataplane import Inference
 from serving.monitoring.context import CURRENT_REQUEST_ID
 from serving.monitoring.fold import Accumulator, CompiledProfile, compile_profile, sample_rows
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int, str]  # (model, version, variant)
+BUFFER_ROWS = 4_096  # rows per numeric buffer before it is concatenated and queued
 _ROW_INDEX = re.compile(r"\[\d+\]")
 MAX_REFUSED_FIELDS = 50
+# Traffic policies label an inference with its variant; until then every row is variant "".
+# Asked once: getattr with a default on a missing slot raises and catches on every call.
+_HAS_VARIANT = "variant" in getattr(Inference, "__slots__", ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,23 @@ ProfileLoader = Callable[[list[tuple[str, int]]], dict[tuple[str, int], Any]]
 FlushWriter = Callable[[list[dict[str, Any]], list[dict[str, Any]]], None]
 
 
+class _Buffer:
+    """Numeric requests of one (version, variant, window) since the last fold: two list
+    appends per request (arrays are not tracked by the garbage collector), one concatenate
+    per fold."""
+
+    __slots__ = ("n", "plan", "rows", "start", "width", "xs", "ys")
+
+    def __init__(self, start: int, width: int, plan: Any) -> None:
+        self.start = start
+        self.width = width
+        self.xs: list[np.ndarray] = []
+        self.ys: list[np.ndarray] = []
+        self.n = 0
+        self.rows = 0
+        self.plan = plan
+
+
 def field_of(path: str) -> str:
     """An error path without its row index: `instances[3].sqft` -> `instances.sqft`."""
     return _ROW_INDEX.sub("", path, count=1)
@@ -84,6 +106,7 @@ class LiveMonitor:
         self.writer_id = writer_id or f"{os.uname().nodename[:40]}:{os.getpid()}"
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, ...]] = []
+        self._buffers: dict[Key, _Buffer] = {}
         self._pending_rows = 0
         self._payload: list[tuple[Any, ...]] = []
         self._accumulators: dict[tuple[Key, int], Accumulator] = {}
@@ -102,23 +125,62 @@ class LiveMonitor:
         now = self._clock()
         window = self.settings.window_seconds
         start = int(now // window) * window
-        key = (inference.name, inference.version, getattr(inference, "variant", ""))
+        key = (inference.name, inference.version, inference.variant if _HAS_VARIANT else "")
         method = batch.methods[0]
         X = batch.X
         y = inference.outputs[0] if method == "predict" else None
         if rows > self.settings.rows_binned_per_request:
             X, y = sample_rows(X, y, rows, self.settings.rows_binned_per_request)
         queued = len(X)
+        if type(X) is np.ndarray and type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind == "f":
+            with self._lock:
+                buffer = self._buffers.get(key)
+                if (
+                    buffer is None
+                    or buffer.start != start
+                    or buffer.n >= BUFFER_ROWS
+                    or buffer.width != X.shape[1]
+                ):
+                    buffer = self._swap_buffer(key, start, X.shape[1], inference.servable.plan)
+                buffer.xs.append(X)
+                buffer.ys.append(y)
+                buffer.n += queued
+                buffer.rows += rows
+        else:
+            self._queue(key, start, X, y, rows, queued, inference.servable.plan)
+        rate = self.payload_rates.get(inference.name, self.settings.payload_sample)
+        if rate > 0 and (rate >= 1 or random.random() < rate):
+            self._log_payload(inference, key, now, start)
+
+    def _swap_buffer(self, key: Key, start: int, width: int, plan: Any) -> _Buffer:
+        """A fresh buffer for `key`; the old one (if it holds rows) joins the queue. Called
+        with the lock held."""
+        old = self._buffers.get(key)
+        if old is not None and old.rows:
+            self._retire(key, old)
+        buffer = self._buffers[key] = _Buffer(start, width, plan)
+        return buffer
+
+    def _retire(self, key: Key, buffer: _Buffer) -> None:
+        n = buffer.n
+        if self._pending_rows + n > self.settings.max_pending_rows:
+            self._pending.append((key, buffer.start, None, None, buffer.rows, buffer.plan))
+            self.unbinned_requests += 1
+            return
+        # The lists go as they are: the fold concatenates them, off the request path.
+        self._pending.append((key, buffer.start, buffer.xs, buffer.ys, buffer.rows, buffer.plan))
+        self._pending_rows += n
+
+    def _queue(
+        self, key: Key, start: int, X: Any, y: Any, rows: int, queued: int, plan: Any
+    ) -> None:
         with self._lock:
             if self._pending_rows + queued > self.settings.max_pending_rows:
                 X = y = None
                 queued = 0
                 self.unbinned_requests += 1
-            self._pending.append((key, start, X, y, rows, inference.servable.plan))
+            self._pending.append((key, start, X, y, rows, plan))
             self._pending_rows += queued
-        rate = self.payload_rates.get(inference.name, self.settings.payload_sample)
-        if rate > 0 and (rate >= 1 or random.random() < rate):
-            self._log_payload(inference, key, now, start)
 
     def refused(self, name: str, version: int, error: Any) -> None:
         """DataPlane refusal hook: count the refused fields of a request."""
@@ -154,6 +216,10 @@ class LiveMonitor:
         """Fold the queue into the accumulators; returns the rows folded."""
         with self._fold_lock:
             with self._lock:
+                for key, buffer in self._buffers.items():
+                    if buffer.rows:
+                        self._retire(key, buffer)
+                self._buffers = {}
                 pending, self._pending = self._pending, []
                 self._pending_rows = 0
             if not pending:
@@ -176,7 +242,10 @@ class LiveMonitor:
                 continue
             plan = extra
             counted += rows
-            if X is not None:
+            if type(X) is list:  # a numeric buffer's requests
+                arrays.extend(X)
+                outputs.extend(y)
+            elif X is not None:
                 arrays.append(X)
                 outputs.append(y)
         acc = self._accumulator(key, start, plan)

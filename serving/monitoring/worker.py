@@ -26,6 +26,7 @@ from serving.monitoring.live import LiveMonitor
 log = logging.getLogger(__name__)
 
 LEASE = "monitoring"
+PRUNE_SECONDS = 600.0
 
 
 class MonitorMetrics:
@@ -84,9 +85,12 @@ class MonitoringWorker:
             float(config.ALIAS_REFRESH_SECONDS), float(config.MONITOR_FLUSH_SECONDS)
         )
         self.flush_seconds = float(config.MONITOR_FLUSH_SECONDS)
+        self.evaluate_seconds = float(config.MONITOR_EVALUATE_SECONDS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_flush = 0.0
+        self._last_evaluate = 0.0
+        self._last_prune = 0.0
 
     # -- steps (tests call these directly) ---------------------------------------------
 
@@ -111,10 +115,9 @@ class MonitoringWorker:
 
     def evaluate(self, *, lead: bool | None = None) -> list[alerts.Transition]:
         """Judge closed windows if this process leads (or `lead` says so), then retention."""
-        config = self.config
         if lead is None:
             lead = store.take_lease(
-                self.uow.session_factory, LEASE, self.live.writer_id, 3 * self.flush_seconds + 5
+                self.uow.session_factory, LEASE, self.live.writer_id, 3 * self.evaluate_seconds + 5
             )
         transitions: list[alerts.Transition] = []
         if lead:
@@ -126,18 +129,24 @@ class MonitoringWorker:
                 rollback=self.rollback,
             )
             now = utcnow()
-            store.prune(
-                self.uow.session_factory,
-                summaries_before=int(self.clock() - config.MONITOR_RETENTION_DAYS * 86400),
-                payload_before=now - timedelta(hours=config.MONITOR_PAYLOAD_RETENTION_HOURS),
-                labels_before=now - timedelta(hours=config.MONITOR_PAYLOAD_RETENTION_HOURS * 2),
-                payload_max_rows=int(config.MONITOR_PAYLOAD_MAX_ENTRIES),
-            )
+            if time.monotonic() - self._last_prune >= PRUNE_SECONDS or self._last_prune == 0.0:
+                self._last_prune = time.monotonic()
+                self._prune(now)
         if self.metrics is not None:
             for transition in transitions:
                 self.metrics.transitions.labels(transition.kind).inc()
             self.metrics.states(alerts.firing_states(self.uow))
         return transitions
+
+    def _prune(self, now: Any) -> None:
+        config = self.config
+        store.prune(
+            self.uow.session_factory,
+            summaries_before=int(self.clock() - config.MONITOR_RETENTION_DAYS * 86400),
+            payload_before=now - timedelta(hours=config.MONITOR_PAYLOAD_RETENTION_HOURS),
+            labels_before=now - timedelta(hours=config.MONITOR_PAYLOAD_RETENTION_HOURS * 2),
+            payload_max_rows=int(config.MONITOR_PAYLOAD_MAX_ENTRIES),
+        )
 
     def tick(self) -> None:
         self.live.fold_pending()
@@ -147,7 +156,9 @@ class MonitoringWorker:
         self._last_flush = now
         self.refresh()
         self.flush()
-        self.evaluate()
+        if now - self._last_evaluate >= self.evaluate_seconds:
+            self._last_evaluate = now
+            self.evaluate()
 
     # -- the thread ----------------------------------------------------------------------
 
