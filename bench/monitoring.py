@@ -35,7 +35,7 @@ from bench.procs import stop_on_sigterm  # noqa: E402
 from bench.targets import ModelregTarget, instances_body  # noqa: E402
 
 POINTS = (("1 row, c8", 1, 8), ("10,000 rows, c4", 10_000, 4))
-SIDES = ("off", "on")
+SIDES = ("off", "on", "on-nolog")
 
 
 def reference_rows(n_features: int) -> list[dict[str, float]]:
@@ -91,6 +91,12 @@ def main() -> None:
     targets = {
         "off": ModelregTarget(work / "home-off", work, env={"MONITORING": "false"}, name="off"),
         "on": ModelregTarget(work / "home-on", work, env={"MONITORING": "true"}, name="on"),
+        "on-nolog": ModelregTarget(
+            work / "home-nolog",
+            work,
+            env={"MONITORING": "true", "MONITOR_PAYLOAD_SAMPLE": "0"},
+            name="on-nolog",
+        ),
     }
     results: dict[tuple[str, str], list[LoadResult]] = {}
     summary_rows = 0
@@ -109,7 +115,8 @@ def main() -> None:
             target.warm([model])
         for n in range(args.rounds):
             for label, _, connections in POINTS:
-                for side in SIDES:
+                # The order turns every round, so that no side always follows another.
+                for side in SIDES[n % len(SIDES) :] + SIDES[: n % len(SIDES)]:
                     target = targets[side]
                     result = measure(
                         target.predict_url(spec), bodies[label], connections, args.duration
@@ -150,22 +157,25 @@ def write_report(
         "",
         f"Two `modelreg serve --workers 2` servers, LinearRegression on 8 features, wrk "
         f"({wrk_version()}) on one server at a time, {args.duration:.0f} s per round after a "
-        "2 s warm-up, rounds alternating off/on; medians below. `on`: the defaults "
+        "2 s warm-up, the order of the sides turning each round; medians below. `on`: the defaults "
         "(reference profile set, every row binned on 8 features and the prediction, payload "
-        "log 1%, flush every 5 s); `off`: MONITORING=false.",
+        "log 1%, flush every 5 s); `on-nolog`: the same without the payload log; `off`: "
+        "MONITORING=false. The machine is shared: compare sides within a round.",
         "",
-        "| point | off req/s | on req/s | on/off | off p99 ms | on p99 ms | rounds off / on |",
-        "|---|---|---|---|---|---|---|",
+        "| point | side | req/s | p99 ms | / off (median of per-round ratios) | rounds |",
+        "|---|---|---|---|---|---|",
     ]
     for label, _, _ in POINTS:
-        off, on = med(label, "off", "rps"), med(label, "on", "rps")
-        rounds = " / ".join(
-            ", ".join(f"{r.req_per_s:,.0f}" for r in results[(label, side)]) for side in SIDES
-        )
-        lines.append(
-            f"| {label} | {off:,.0f} | {on:,.0f} | {on / off:.3f} | "
-            f"{med(label, 'off', 'p99'):.2f} | {med(label, 'on', 'p99'):.2f} | {rounds} |"
-        )
+        for side in SIDES:
+            ratios = [
+                r.req_per_s / o.req_per_s
+                for r, o in zip(results[(label, side)], results[(label, "off")], strict=True)
+            ]
+            rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[(label, side)])
+            lines.append(
+                f"| {label} | {side} | {med(label, side, 'rps'):,.0f} | "
+                f"{med(label, side, 'p99'):.2f} | {statistics.median(ratios):.3f} | {rounds} |"
+            )
     lines += [
         "",
         f"Rows the `on` server's summaries hold at the end: {summary_rows:,} "

@@ -1,9 +1,10 @@
-"""Each serving process's monitoring thread: fold, flush, refresh, and (one leader) judge.
+"""Each serving process's monitoring thread: fold, refresh, flush, and (one leader) judge.
 
-Every `tick_seconds`: fold the queue and read which profiles changed elsewhere (one small
-query, for the versions this process serves). Every `flush_seconds`: write the counts (one
-transaction). Then, if this process holds the lease (`job_leases`, renewed each time), close
-windows and evaluate the monitors, and apply retention. Everything runs in this thread: the
+Every `tick_seconds` (ALIAS_REFRESH_SECONDS): fold the queue and read which profiles and
+payload rates changed elsewhere (two small queries, for the versions this process serves).
+Every `flush_seconds`: write the counts (one transaction). Every `evaluate_seconds`, if
+this process holds the lease (`job_leases`, renewed each time): close windows, evaluate the
+monitors and, every ten minutes, apply retention. Everything runs in this thread: the
 request path never waits for it.
 """
 
@@ -150,11 +151,13 @@ class MonitoringWorker:
 
     def tick(self) -> None:
         self.live.fold_pending()
+        # Every tick (ALIAS_REFRESH_SECONDS): a reference set through another process is
+        # used here within that bound, like an alias move.
+        self.refresh()
         now = time.monotonic()
         if now - self._last_flush < self.flush_seconds:
             return
         self._last_flush = now
-        self.refresh()
         self.flush()
         if now - self._last_evaluate >= self.evaluate_seconds:
             self._last_evaluate = now
