@@ -128,11 +128,11 @@ class Accumulator:
     def fold(self, X: Any, y: Any, rows: int) -> None:
         """`rows` were predicted; `X`, `y` are those rows or a systematic sample of them."""
         self.rows += rows
-        if X is None:
-            return
+        profile = self.profile
+        if X is None or not (profile.numeric or profile.categorical or self.pred is not None):
+            return  # nothing to bin against (no profile yet): the rows only count
         n = len(X)
         self.binned += n
-        profile = self.profile
         frame = hasattr(X, "iloc")
         for feature, acc in zip(profile.numeric, self.num, strict=True):
             column = _numeric(X.iloc[:, feature.column] if frame else X[:, feature.column])

@@ -284,3 +284,39 @@ def test_monitoring_query_is_validated(client):
     odd = client.get("/models/house/versions/1/monitoring?window=61")
     assert odd.status_code == 422 and "window" in problem(odd)["errors"]
     assert client.get("/models/house/versions/9/monitoring").status_code == 404
+
+
+def test_a_reference_set_through_another_process_is_used_after_a_refresh(
+    app, tmp_path, database_url
+):
+    from manage import create_app
+
+    other = create_app(
+        make_config(
+            tmp_path, database_url, MONITOR_WINDOW_SECONDS=WINDOW, MONITOR_PAYLOAD_SAMPLE=0.0
+        )
+    )
+    try:
+        here, there = app.test_client(), other.test_client()
+        model, X, _y = _fit()
+        _register(here, "house", model)
+        rng = np.random.default_rng(3)
+        live = other.extensions["modelreg.monitoring"]
+        live.live._clock = app.clock
+        _predict(there, "house", "1", _data(rng, 300)[0])
+        live.worker.flush()  # no profile yet: rows counted, nothing binned
+        assert (
+            here.put(
+                "/models/house/versions/1/reference", data=_csv(X), content_type="text/csv"
+            ).status_code
+            == 200
+        )
+        live.worker.refresh()  # what its thread does every ALIAS_REFRESH_SECONDS
+        _predict(there, "house", "1", _data(rng, 300)[0])
+        live.worker.flush()
+        (window,) = here.get(f"/models/house/versions/1/monitoring?since={T0}").get_json()[
+            "windows"
+        ]
+        assert window["rows"] == 600 and window["binned"] == 300
+    finally:
+        other.extensions["modelreg"].engine.dispose()
