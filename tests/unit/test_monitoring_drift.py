@@ -90,3 +90,29 @@ def test_psi_of_identical_distributions_is_zero_and_grows_with_the_shift():
 def test_holm_rejects_step_down():
     assert holm({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}
     assert holm({"a": 0.001, "b": 0.02, "c": 0.03}, 0.1) == {"a", "b", "c"}
+
+
+def test_categorical_features_count_categories_new_values_and_js():
+    import pandas as pd
+
+    rng = np.random.default_rng(6)
+    cities = rng.choice(["paris", "lyon", "nice"], size=3_000, p=[0.6, 0.3, 0.1]).tolist()
+    sqft = rng.normal(size=3_000).tolist()
+    profile, _, _ = build_profile(
+        ReferenceTable(("city", "sqft"), {"city": cities, "sqft": sqft}), None
+    )
+    assert profile["features"][0]["type"] == "categorical"
+    compiled = compile_profile(profile, ("city", "sqft"), 2)
+    same = pd.DataFrame({"city": rng.choice(["paris", "lyon", "nice"], 1_000, p=[0.6, 0.3, 0.1]),
+                         "sqft": rng.normal(size=1_000)})  # fmt: skip
+    moved = same.assign(city=rng.choice(["paris", "brest"], 1_000, p=[0.5, 0.5]))
+    reports = []
+    for frame in (same, moved):
+        acc = Accumulator(compiled)
+        acc.fold(frame, None, len(frame))
+        reports.append(judge_window(profile, acc.to_summary(), Thresholds()))
+    assert reports[0]["features"]["city"]["status"] == "ok"
+    city = reports[1]["features"]["city"]
+    assert city["status"] == "alert" and city["js"] > Thresholds().js_alert
+    assert set(city["new_categories"]) == {"brest"}
+    assert reports[1]["features"]["sqft"]["status"] == "ok"
