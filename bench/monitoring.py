@@ -43,9 +43,17 @@ def reference_rows(n_features: int) -> list[dict[str, float]]:
     return [{f"f{j}": float(v) for j, v in enumerate(row)} for row in X]
 
 
-def measure(url: str, body: Path, connections: int, duration: float) -> LoadResult:
+def measure(
+    target: ModelregTarget, url: str, body: Path, connections: int, duration: float
+) -> tuple[LoadResult, float]:
+    """The wrk result and the workers' CPU microseconds per request (user + system): less
+    disturbed than req/s by other work on a shared machine."""
     run_wrk(url, body, connections=connections, duration_s=2)  # warm-up
-    return run_wrk(url, body, connections=connections, duration_s=duration)
+    before = target.worker_cpu()
+    result = run_wrk(url, body, connections=connections, duration_s=duration)
+    after = target.worker_cpu()
+    spent = sum(after.get(pid, 0.0) - seconds for pid, seconds in before.items())
+    return result, spent / max(result.requests, 1) * 1e6
 
 
 def accumulator_bytes(n_features: int) -> tuple[float, int]:
@@ -99,6 +107,7 @@ def main() -> None:
         ),
     }
     results: dict[tuple[str, str], list[LoadResult]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     summary_rows = 0
     try:
         for target in targets.values():
@@ -118,13 +127,14 @@ def main() -> None:
                 # The order turns every round, so that no side always follows another.
                 for side in SIDES[n % len(SIDES) :] + SIDES[: n % len(SIDES)]:
                     target = targets[side]
-                    result = measure(
-                        target.predict_url(spec), bodies[label], connections, args.duration
+                    result, cpu_us = measure(
+                        target, target.predict_url(spec), bodies[label], connections, args.duration
                     )
                     results.setdefault((label, side), []).append(result)
+                    cpu.setdefault((label, side), []).append(cpu_us)
                     print(
                         f"round {n + 1} {label:16s} {side:3s} {result.req_per_s:9.1f} req/s  "
-                        f"p99 {result.p99_ms:7.2f} ms  "
+                        f"p99 {result.p99_ms:7.2f} ms  cpu {cpu_us:8.1f} us/req  "
                         f"errors {result.non_2xx + result.socket_errors}",
                         flush=True,
                     )
@@ -137,12 +147,13 @@ def main() -> None:
         for target in targets.values():
             target.stop()
     per_window, _ = accumulator_bytes(spec.n_features)
-    write_report(args, results, per_window, summary_rows)
+    write_report(args, results, cpu, per_window, summary_rows)
 
 
 def write_report(
     args: argparse.Namespace,
     results: dict[tuple[str, str], list[LoadResult]],
+    cpu: dict[tuple[str, str], list[float]],
     per_window: float,
     summary_rows: int,
 ) -> None:
@@ -160,10 +171,13 @@ def write_report(
         "2 s warm-up, the order of the sides turning each round; medians below. `on`: the defaults "
         "(reference profile set, every row binned on 8 features and the prediction, payload "
         "log 1%, flush every 5 s); `on-nolog`: the same without the payload log; `off`: "
-        "MONITORING=false. The machine is shared: compare sides within a round.",
+        "MONITORING=false. The machine is shared: compare sides within a round. "
+        "`req/s / off` is the median of the per-round ratios; `CPU us/req` the workers' "
+        "CPU time per request "
+        "(user + system, from /proc), the steadier measure of what monitoring adds.",
         "",
-        "| point | side | req/s | p99 ms | / off (median of per-round ratios) | rounds |",
-        "|---|---|---|---|---|---|",
+        "| point | side | req/s | p99 ms | req/s / off | CPU us/req | CPU / off | rounds (req/s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, _, _ in POINTS:
         for side in SIDES:
@@ -172,9 +186,12 @@ def write_report(
                 for r, o in zip(results[(label, side)], results[(label, "off")], strict=True)
             ]
             rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[(label, side)])
+            cpu_us = statistics.median(cpu[(label, side)])
+            cpu_off = statistics.median(cpu[(label, "off")])
             lines.append(
                 f"| {label} | {side} | {med(label, side, 'rps'):,.0f} | "
-                f"{med(label, side, 'p99'):.2f} | {statistics.median(ratios):.3f} | {rounds} |"
+                f"{med(label, side, 'p99'):.2f} | {statistics.median(ratios):.3f} | "
+                f"{cpu_us:,.1f} | {cpu_us / cpu_off:.3f} | {rounds} |"
             )
     lines += [
         "",
