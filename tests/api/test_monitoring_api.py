@@ -32,11 +32,14 @@ class Clock:
 def app(tmp_path, database_url):
     from manage import create_app
 
-    application = create_app(
-        make_config(
-            tmp_path, database_url, MONITOR_WINDOW_SECONDS=WINDOW, MONITOR_PAYLOAD_SAMPLE=0.0
-        )
+    config = make_config(
+        tmp_path,
+        database_url,
+        MONITOR_WINDOW_SECONDS=WINDOW,
+        MONITOR_PAYLOAD_SAMPLE=0.0,
+        WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
     )
+    application = create_app(config)
     clock = Clock()
     monitoring = application.extensions["modelreg.monitoring"]
     monitoring.live._clock = clock
@@ -231,6 +234,10 @@ def test_a_drifting_version_fires_rolls_the_alias_back_once_and_resolves(app, cl
     _register(client, "house", _fit(seed=1)[0], _csv(X, y), target="price")
     for version in (1, 2):
         assert client.post(f"/models/house/versions/{version}/promote", json={}).status_code == 200
+    hook = client.post(
+        "/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["monitor.*"]}
+    )
+    assert hook.status_code == 201, hook.get_data(as_text=True)
     monitor = {"fire_after": 2, "resolve_after": 2, "on_alert": "rollback", "reason": "guard"}
     assert client.put("/models/house/monitor", json=monitor).status_code == 200
     rng = np.random.default_rng(11)
@@ -247,6 +254,13 @@ def test_a_drifting_version_fires_rolls_the_alias_back_once_and_resolves(app, cl
     assert fired[0].alert_id in rollbacks[0]["reason"] and "sqft" in rollbacks[0]["reason"]
     alert = next(e for e in events if e["type"] == "alert_fired")
     assert alert["version"] == 2 and alert["after"]["alert_id"] == fired[0].alert_id
+    with app.extensions["modelreg"].uow() as work:
+        from sqlalchemy import select
+
+        from registry.models import WebhookDelivery
+
+        queued = work.session.scalars(select(WebhookDelivery.event_type)).all()
+    assert queued == ["monitor.alert_fired"]  # committed with the alert, in the outbox
     # v2 keeps drifting where it is still called by number: no second rollback of v1.
     for k in range(3, 5):
         _feed_window(app, client, "house", "2", k, _data(rng, 400, shift=1.5)[0])
@@ -320,3 +334,39 @@ def test_a_reference_set_through_another_process_is_used_after_a_refresh(
         assert window["rows"] == 600 and window["binned"] == 300
     finally:
         other.extensions["modelreg"].engine.dispose()
+
+
+def test_classifier_live_accuracy_and_log_loss_match_offline(app, client):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(8)
+    X, y = _data(rng, 400)
+    labels = np.where(y > np.median(y), "high", "low")
+    model = LogisticRegression(max_iter=1000).fit(X, labels)
+    _register(client, "kind", model, _csv(X))
+    _monitoring(app).live.payload_rates["kind"] = 1.0
+    posted, truth, probabilities, predicted = [], [], [], []
+    for i in range(6):
+        Xi, yi = _data(rng, 10)
+        li = np.where(yi > np.median(y), "high", "low")
+        method = "predict_proba" if i % 2 else "predict"
+        body = {"inputs": {c: Xi[c].tolist() for c in FEATURES}, "method": method}
+        answer = client.post("/models/kind/1/predict", json=body, headers={"X-Request-ID": f"k{i}"})
+        assert answer.status_code == 200
+        for row, label in enumerate(li.tolist()):
+            posted.append({"request_id": f"k{i}", "row": row, "label": label})
+        truth.extend(li.tolist())
+        predicted.extend(model.predict(Xi).tolist())
+        if method == "predict_proba":
+            probabilities.append((li, model.predict_proba(Xi)))
+    _monitoring(app).worker.flush()
+    assert client.post("/models/kind/feedback", json={"labels": posted}).get_json()["matched"] == 60
+    live = client.get(f"/models/kind/versions/1/monitoring?since={T0}").get_json()["windows"][0]
+    metrics = live["metrics"]
+    assert metrics["task"] == "classification" and metrics["labels"] == 60
+    expected = float(np.mean(np.asarray(predicted) == np.asarray(truth)))
+    assert abs(metrics["accuracy"] - expected) <= 1e-12
+    y_true = np.concatenate([li for li, _ in probabilities])
+    p = np.concatenate([pr for _, pr in probabilities])
+    assert abs(metrics["log_loss"] - log_loss(y_true, p, labels=model.classes_)) <= 1e-9
