@@ -195,7 +195,7 @@ class Config:
     MONITOR_FLUSH_SECONDS: float = 5.0
     MONITOR_EVALUATE_SECONDS: float = 30.0
     MONITOR_MAX_PENDING_ROWS: int = 200_000
-    MONITOR_ROWS_BINNED_PER_REQUEST: int = 1_000
+    MONITOR_ROWS_BINNED_PER_REQUEST: int = 256
     # The payload log: the share of requests logged (rows and outputs, for label joins and
     # audits), the rows kept per request, and retention (hours, and rows overall).
     MONITOR_PAYLOAD_SAMPLE: float = 0.01

@@ -16,7 +16,7 @@ import numpy as np
 
 from registry.monitoring import summary as summary_format
 
-MAX_ROWS_BINNED_PER_REQUEST = 1_000
+MAX_ROWS_BINNED_PER_REQUEST = 256
 
 
 @dataclass(frozen=True, slots=True)

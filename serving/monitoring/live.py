@@ -49,7 +49,7 @@ class LiveSettings:
     payload_max_rows: int = 1_000  # rows kept per logged request
     max_payload_entries: int = 10_000
     max_pending_rows: int = 200_000
-    rows_binned_per_request: int = 1_000
+    rows_binned_per_request: int = 256
 
     @classmethod
     def from_config(cls, config: Any) -> LiveSettings:

@@ -317,7 +317,7 @@ def test_a_reference_set_through_another_process_is_used_after_a_refresh(
         rng = np.random.default_rng(3)
         live = other.extensions["modelreg.monitoring"]
         live.live._clock = app.clock
-        _predict(there, "house", "1", _data(rng, 300)[0])
+        _predict(there, "house", "1", _data(rng, 200)[0])
         live.worker.flush()  # no profile yet: rows counted, nothing binned
         assert (
             here.put(
@@ -326,12 +326,12 @@ def test_a_reference_set_through_another_process_is_used_after_a_refresh(
             == 200
         )
         live.worker.refresh()  # what its thread does every ALIAS_REFRESH_SECONDS
-        _predict(there, "house", "1", _data(rng, 300)[0])
+        _predict(there, "house", "1", _data(rng, 200)[0])
         live.worker.flush()
         (window,) = here.get(f"/models/house/versions/1/monitoring?since={T0}").get_json()[
             "windows"
         ]
-        assert window["rows"] == 600 and window["binned"] == 300
+        assert window["rows"] == 400 and window["binned"] == 200
     finally:
         other.extensions["modelreg"].engine.dispose()
 

@@ -91,8 +91,9 @@ def test_two_processes_merge_to_exactly_the_rows_sent(database_env, tmp_path):
         (summary,) = windows.values()  # one window, both processes
         assert summary["rows"] == total
         assert summary["refused"] == {"instances[1]": 1}
-        # Requests over 1,000 rows are sampled systematically for the bins (every k-th row).
-        binned = [rows if len(rows) <= 1000 else rows[:: -(-len(rows) // 1000)] for rows in sent]
+        # Large requests are sampled systematically for the bins (every k-th row).
+        limit = 256  # MONITOR_ROWS_BINNED_PER_REQUEST
+        binned = [rows if len(rows) <= limit else rows[:: -(-len(rows) // limit)] for rows in sent]
         X = np.concatenate(binned)
         assert summary["binned"] == len(X)
         profile = store.profiles(sessions, [("price", 1)])[("price", 1)][1]
