@@ -185,6 +185,27 @@ class Config:
     # After a secret rotation, deliveries are signed with the old secret too for this long.
     WEBHOOK_SECRET_GRACE_SECONDS: float = 24 * 3600.0
 
+    # Monitoring (docs/monitoring.md): every predicted row is folded into window summaries
+    # in memory, flushed to the database every MONITOR_FLUSH_SECONDS (one transaction per
+    # process); one process (a lease) closes windows and evaluates monitors. Off in tests,
+    # which flush and evaluate by hand.
+    MONITORING: bool = True
+    MONITOR_BACKGROUND: bool = True
+    MONITOR_WINDOW_SECONDS: int = 300
+    MONITOR_FLUSH_SECONDS: float = 5.0
+    MONITOR_EVALUATE_SECONDS: float = 30.0
+    MONITOR_MAX_PENDING_ROWS: int = 200_000
+    MONITOR_ROWS_BINNED_PER_REQUEST: int = 256
+    # The payload log: the share of requests logged (rows and outputs, for label joins and
+    # audits), the rows kept per request, and retention (hours, and rows overall).
+    MONITOR_PAYLOAD_SAMPLE: float = 0.01
+    MONITOR_PAYLOAD_MAX_ROWS: int = 1_000
+    MONITOR_PAYLOAD_BUFFER: int = 10_000
+    MONITOR_PAYLOAD_RETENTION_HOURS: float = 72.0
+    MONITOR_PAYLOAD_MAX_ENTRIES: int = 1_000_000
+    MONITOR_RETENTION_DAYS: float = 30.0
+    MONITOR_MAX_REFERENCE_BYTES: int = 64 * 1024 * 1024
+
     # Anything else a caller wants to hand to Flask (tests use it for TESTING=True).
     EXTRA: dict[str, Any] = field(default_factory=dict)
 
@@ -250,6 +271,8 @@ class TestConfig(Config):
     REQUIRE_INPUT_EXAMPLE_FOR: str = ""
     # No background dispatcher per test app; webhook tests start one or send directly.
     WEBHOOK_DISPATCH: bool = False
+    # No monitoring thread per test app; monitoring tests flush and evaluate by hand.
+    MONITOR_BACKGROUND: bool = False
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

@@ -126,6 +126,12 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         cors=CorsPolicy.from_setting(config.CORS_ALLOWED_ORIGINS),
     )
     webhooks = _webhook_dispatcher(uow, config, metrics)
+    from serving.monitoring.setup import EXTENSION_KEY as MONITORING_KEY
+    from serving.monitoring.setup import build_monitoring
+
+    app.extensions[MONITORING_KEY] = build_monitoring(
+        uow, config, dataplane, metrics, serving.check_version
+    )
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,
         engine=engine,
@@ -147,6 +153,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         app, authenticator, disabled=config.AUTH_DISABLED, local_actor=config.LOCAL_ACTOR
     )
 
+    from registry.monitoring.views import bp as monitoring_bp
     from registry.openapi_views import bp as openapi_bp
     from registry.token_views import bp as tokens_bp
     from registry.views import bp as registry_bp
@@ -161,6 +168,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(registry_bp)
     app.register_blueprint(tokens_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(monitoring_bp)
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)
@@ -204,10 +212,13 @@ def _webhook_dispatcher(uow: UnitOfWorkFactory, config: Config, metrics: Any) ->
 
 
 def _register_request_hooks(app: Flask, finisher: AnswerFinisher) -> None:
+    from serving.monitoring.context import CURRENT_REQUEST_ID
+
     @app.before_request
     def _start() -> None:
         g.started = time.perf_counter()
         g.request_id = request_id_from(request.headers.get("X-Request-ID", ""))
+        CURRENT_REQUEST_ID.set(g.request_id)  # for the payload log (serving/monitoring/)
 
     app.before_request(reject_malformed_paths)
 

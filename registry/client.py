@@ -298,6 +298,32 @@ def _predict_body(X: Any, method: str) -> bytes:
 # ---- streaming bodies ----------------------------------------------------------------------
 
 
+def _reference_json(X: Any, y: Any = None, target: str | None = None) -> tuple[bytes, str | None]:
+    """Reference rows as `{"columns", "data"}` JSON, the target (if any) as a last column."""
+    if _is_dataframe(X):
+        columns = [str(c) for c in X.columns]
+        data = X.to_numpy(dtype=object).tolist()
+    else:
+        rows = _plain(X) if _is_ndarray(X) else list(X)
+        if rows and isinstance(rows[0], Mapping):
+            columns = list(dict.fromkeys(k for row in rows for k in row))
+            data = [[row.get(c) for c in columns] for row in rows]
+        else:
+            width = len(rows[0]) if rows else 0
+            columns = [f"f{j}" for j in range(width)]
+            data = [list(row) for row in rows]
+    if y is not None:
+        target = target or getattr(y, "name", None) or "target"
+        while target in columns:
+            target = f"_{target}"
+        values = _plain(y) if _is_ndarray(y) else list(getattr(y, "tolist", lambda: y)())
+        if len(values) != len(data):
+            raise ValueError(f"{len(values)} targets for {len(data)} reference rows")
+        data = [[*row, value] for row, value in zip(data, values, strict=True)]
+        columns = [*columns, str(target)]
+    return _dumps({"columns": columns, "data": data}), target
+
+
 def _safe_filename(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(name))[:200].lstrip(".")
     return cleaned or "artifact"
@@ -311,10 +337,29 @@ class _MultipartBody:
     `files=` would read it whole, and requests_toolbelt is not a dependency).
     """
 
-    def __init__(self, metadata: bytes, artifact: IO[bytes], size: int, filename: str) -> None:
+    def __init__(
+        self,
+        metadata: bytes,
+        artifact: IO[bytes],
+        size: int,
+        filename: str,
+        reference: bytes | None = None,
+    ) -> None:
         boundary = uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={boundary}"
         b = boundary.encode("ascii")
+        reference_part = (
+            b""
+            if reference is None
+            else b"".join(
+                [
+                    b'Content-Disposition: form-data; name="reference"; filename="reference.json"',
+                    b"\r\nContent-Type: application/json\r\n\r\n",
+                    reference,
+                    b"\r\n--" + b + b"\r\n",
+                ]
+            )
+        )
         head = b"".join(
             [
                 b"--" + b + b"\r\n",
@@ -322,6 +367,7 @@ class _MultipartBody:
                 b"Content-Type: application/json\r\n\r\n",
                 metadata,
                 b"\r\n--" + b + b"\r\n",
+                reference_part,
                 b'Content-Disposition: form-data; name="artifact"; filename="',
                 _safe_filename(filename).encode("ascii"),
                 b'"\r\nContent-Type: application/octet-stream\r\n\r\n',
@@ -594,9 +640,10 @@ class Client:
         content_type: str | None = None,
         stream: bool = False,
         accept: Iterable[int] = (),
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
         """Send one request; raise ApiError unless the status is 2xx (or in `accept`)."""
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         if json is not NOT_GIVEN:
             data = _dumps(json)
             content_type = "application/json"
@@ -714,6 +761,8 @@ class Client:
         source: Mapping[str, str | None] | None = None,
         input_example: Any = None,
         signature: Mapping[str, Any] | None = None,
+        reference: Any = None,
+        reference_target: Any = None,
     ) -> dict[str, Any]:
         """Upload a new version of `name` (created if absent) and return its record.
 
@@ -727,7 +776,14 @@ class Client:
         never read whole into memory.
         `input_example` may be a DataFrame, a 2-D array or a list of rows; `source` is
         `{"run", "data", "code"}`.
+        `reference` (a DataFrame, a 2-D array or a list of rows, e.g. the training inputs)
+        is profiled by the server for monitoring, with `reference_target` (the matching
+        targets) for the reference metric; see docs/monitoring.md.
         """
+        reference_body = None
+        target_name = None
+        if reference is not None:
+            reference_body, target_name = _reference_json(reference, reference_target)
         with contextlib.ExitStack() as stack:
             artifact, size, filename, fmt = _open_artifact(model_or_path, format, stack)
             metadata: dict[str, Any] = {"format": fmt, "description": description}
@@ -741,7 +797,9 @@ class Client:
             metadata.update({key: value for key, value in optional.items() if value is not None})
             if input_example is not None:
                 metadata["input_example"] = _example_rows(input_example)
-            body = _MultipartBody(_dumps(metadata), artifact, size, filename)
+            if target_name is not None:
+                metadata["target"] = target_name
+            body = _MultipartBody(_dumps(metadata), artifact, size, filename, reference_body)
             return self._json(
                 "POST",
                 f"/models/{_q(name)}/versions",
@@ -913,20 +971,101 @@ class Client:
 
     # ---- serving -------------------------------------------------------------------------
 
-    def predict(self, name: str, ref: str | int, X: Any, method: str = "predict") -> dict[str, Any]:
+    def predict(
+        self,
+        name: str,
+        ref: str | int,
+        X: Any,
+        method: str = "predict",
+        *,
+        request_id: str | None = None,
+    ) -> dict[str, Any]:
         """Predict with version `ref` (a number pins it; an alias follows promotions).
 
         X: a 2-D ndarray or a list of rows (plain lists or objects keyed by feature name)
         is sent as `instances`, a DataFrame as `dataframe_split`, a mapping of columns as
         `inputs`. Returns `{"model", "version", "predictions"}`, plus `"classes"` for
-        predict_proba.
+        predict_proba. `request_id` is sent as X-Request-ID: the key `feedback` labels use.
         """
         return self._json(
             "POST",
             f"/models/{_q(name)}/{_q(ref)}/predict",
             data=_predict_body(X, method),
             content_type="application/json",
+            headers={"X-Request-ID": request_id} if request_id else None,
         )
+
+    # -- monitoring (docs/monitoring.md) ------------------------------------------------
+
+    def set_reference(
+        self, name: str, ref: str | int, X: Any, y: Any = None, *, target: str | None = None
+    ) -> dict[str, Any]:
+        """Profile `X` (and the version's predictions on it; with `y`, the reference
+        metric) as the reference of version `ref`, replacing any earlier one. `target`
+        names y's column (default: y's name, else "target")."""
+        body, target = _reference_json(X, y, target)
+        return self._json(
+            "PUT",
+            f"/models/{_q(name)}/versions/{_q(ref)}/reference",
+            params={"target": target},
+            data=body,
+            content_type="application/json",
+        )
+
+    def profile(self, name: str, ref: str | int = "latest") -> dict[str, Any]:
+        return self._json("GET", f"/models/{_q(name)}/versions/{_q(ref)}/profile")
+
+    def monitoring(
+        self,
+        name: str,
+        ref: str | int = "production",
+        *,
+        since: str | float | None = None,
+        window: int | None = None,
+    ) -> dict[str, Any]:
+        """Per window: drift and data quality per feature, prediction drift, refused
+        inputs, live metrics; and the alert states. `since`: ISO time or epoch seconds."""
+        return self._json(
+            "GET",
+            f"/models/{_q(name)}/versions/{_q(ref)}/monitoring",
+            params={"since": since, "window": window},
+        )
+
+    def feedback(self, name: str, labels: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """Post ground truth: `[{"request_id", "row", "label"}, ...]`."""
+        return self._json(
+            "POST", f"/models/{_q(name)}/feedback", json={"labels": [dict(x) for x in labels]}
+        )
+
+    def get_monitor(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/models/{_q(name)}/monitor")
+
+    def set_monitor(
+        self,
+        name: str,
+        *,
+        thresholds: Mapping[str, float] | None = None,
+        fire_after: int | None = None,
+        resolve_after: int | None = None,
+        on_alert: str | None = None,
+        alias: str | None = None,
+        payload_sample: float | None = None,
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Replace the model's monitor; unset settings take their defaults."""
+        body: dict[str, Any] = {"reason": reason}
+        options = {
+            "thresholds": dict(thresholds) if thresholds is not None else None,
+            "fire_after": fire_after,
+            "resolve_after": resolve_after,
+            "on_alert": on_alert,
+            "alias": alias,
+            "payload_sample": payload_sample,
+            "expected_revision": expected_revision,
+        }
+        body.update({k: v for k, v in options.items() if v is not None})
+        return self._json("PUT", f"/models/{_q(name)}/monitor", json=body)
 
     def load_model(
         self,

@@ -222,3 +222,7 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     latency_ms: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# The monitoring tables live with their feature; imported here so that the metadata holds them.
+from registry.monitoring import tables as _monitoring_tables  # noqa: E402, F401

@@ -89,6 +89,11 @@ TAGS = [
         "description": "Registry changes announced over HTTP, signed per Standard Webhooks "
         "(admin role); see docs/webhooks.md.",
     },
+    {
+        "name": "monitoring",
+        "description": "Reference profiles, live windows (drift, data quality, live metrics), "
+        "ground-truth labels and monitors with alerts; see docs/monitoring.md.",
+    },
     {"name": "ops", "description": "Health, readiness, metrics and this API description."},
 ]
 

@@ -40,6 +40,7 @@ from registry.errors import (
 )
 from registry.http import app_services, current_actor, json_body, json_response
 from registry.mlflow_models import is_mlflow_upload, unpack_mlflow_model, with_mlflow_metadata
+from registry.monitoring.registration import profile_at_registration, registration_reference
 from registry.names import Reference, is_model_name, parse_reference, validate_model_name
 from registry.pagination import make_page
 from registry.services import aliases as alias_service
@@ -333,6 +334,7 @@ def register_version(name: str) -> Response:
                 {"artifact": "missing" if not artifacts else "given twice"},
             )
         metadata = _read_metadata(form, files, config.MAX_METADATA_BYTES)
+        reference = registration_reference(files, metadata, config.MONITOR_MAX_REFERENCE_BYTES)
         artifact: StagedUpload = artifacts[0].stream
         if is_mlflow_upload(metadata, artifacts[0].filename):
             artifact, metadata = _unpack_mlflow(artifact, metadata, stream_factory(), config)
@@ -358,12 +360,15 @@ def register_version(name: str) -> Response:
             actor=current_actor(),
             accelerate=config.ACCELERATE != "off",
         )
+        body = _version_out.dump(record)
+        if reference is not None:
+            body["reference"] = profile_at_registration(
+                deps.uow, name, record.version, reference, current_actor()
+            )
     finally:
         for upload in staged:
             upload.discard()
-    return json_response(
-        _version_out.dump(record), 201, {"Location": f"/models/{name}/versions/{record.version}"}
-    )
+    return json_response(body, 201, {"Location": f"/models/{name}/versions/{record.version}"})
 
 
 def _unpack_mlflow(

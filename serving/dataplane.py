@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from registry.errors import DependencyUnavailable, NotFound
+from registry.errors import DependencyUnavailable, InvalidInput, MalformedRequest, NotFound
 from registry.names import Reference, parse_reference
 from serving.cache import LoadedModel
 from serving.loader import Servable
@@ -136,6 +136,9 @@ class DataPlane:
         # Called with every successful inference, after its answer is encoded (traffic
         # policies and monitoring attach here). An observer that raises is logged and skipped.
         self.observers: list[Observer] = []
+        # Called with (name, version, error) when a request's input is refused (by decoding
+        # or by the model): monitoring counts refused inputs per field.
+        self.refusal_observers: list[Callable[[str, int, Exception], None]] = []
 
     # -- references --------------------------------------------------------------------
 
@@ -222,9 +225,7 @@ class DataPlane:
             decoded = clock()
             methods = batch.methods
             if len(methods) == 1:  # the usual case, without a generator per request
-                outputs: tuple[Any, ...] = (
-                    call_model(servable, methods[0], batch.X, batch.field),
-                )
+                outputs: tuple[Any, ...] = (call_model(servable, methods[0], batch.X, batch.field),)
             else:
                 outputs = tuple(
                     call_model(servable, method, batch.X, batch.field) for method in methods
@@ -235,8 +236,10 @@ class DataPlane:
             encoded = clock()
         except NotInMemory:
             raise
-        except BaseException:
+        except BaseException as error:
             self.stats.record_failure(name, version, clock() - started)
+            if self.refusal_observers and isinstance(error, InvalidInput | MalformedRequest):
+                self._notify_refusal(name, version, error)
             raise
         self.stats.record_success(
             name,
@@ -258,6 +261,13 @@ class DataPlane:
                 observer(inference)
             except Exception:
                 log.exception("an inference observer failed (%s)", observer)
+
+    def _notify_refusal(self, name: str, version: int, error: Exception) -> None:
+        for observer in self.refusal_observers:
+            try:
+                observer(name, version, error)
+            except Exception:
+                log.exception("a refusal observer failed (%s)", observer)
 
     # -- the model repository ------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from registry.answers import Answer, AnswerFinisher, Finished, request_id_from, 
 from registry.auth import Authenticator
 from registry.problems import problem_for, render_problem
 from serving.dataplane import DataPlane, NotInMemory
+from serving.monitoring.context import CURRENT_REQUEST_ID
 from serving.native import ACCEPTED_MEDIA_TYPES, predict_answer
 
 ROUTE = "/models/<name>/<ref>/predict"
@@ -79,6 +80,7 @@ class PredictFastPath:
         if body is None:
             return None
         request_id = request_id_from(environ.get("HTTP_X_REQUEST_ID", ""))
+        CURRENT_REQUEST_ID.set(request_id)  # for the payload log
         try:
             answer = predict_answer(
                 self.dataplane,

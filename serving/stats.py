@@ -109,10 +109,7 @@ class InferenceStats:
     ) -> list[dict[str, Any]]:
         """Entries whose (name, version) `keep` accepts, plus zero entries for `also`."""
         with self._lock:
-            rows = {
-                key: c.row() for key, c in self._models.items()
-                if keep(*key)
-            }
+            rows = {key: c.row() for key, c in self._models.items() if keep(*key)}
         for key in also:
             rows.setdefault(key, (0, 0, 0, *([0] * 2 * len(_DURATIONS))))
         n = len(_DURATIONS)

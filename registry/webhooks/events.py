@@ -2,7 +2,7 @@
 
 Every audit event has a webhook type. `*` means every registry event; `version.*` every
 event of a family. Token events are sent only to subscriptions naming them explicitly (a
-token's name is sensitive enough not to flow by default). The policy, canary and monitoring
+token's name is sensitive enough not to flow by default). The policy and canary
 families are reserved so that a subscription made now receives them once they exist.
 """
 
@@ -27,6 +27,8 @@ FROM_AUDIT: dict[str, str] = {
     "promote": "alias.promoted",
     "rollback": "alias.rolled_back",
     "delete_alias": "alias.deleted",
+    "alert_fired": "monitor.alert_fired",
+    "alert_resolved": "monitor.alert_resolved",
 }
 TOKEN_EVENTS = ("token.created", "token.revoked")
 RESERVED_EVENTS = (
@@ -35,8 +37,6 @@ RESERVED_EVENTS = (
     "canary.advanced",
     "canary.completed",
     "canary.aborted",
-    "monitor.alert_fired",
-    "monitor.alert_resolved",
 )
 TEST_EVENT = "webhook.test"  # POST /webhooks/<id>/test; sent whatever the subscription asks
 REGISTRY_EVENTS = tuple(FROM_AUDIT.values())

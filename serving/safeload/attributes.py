@@ -84,23 +84,31 @@ def check_attributes(obj: Any) -> None:
     attributes = vars(obj)
     for name, value in attributes.items():
         if name not in FIT_ONLY_PLACES and is_fit_only(value):
-            raise refuse("model", f"{type(obj).__name__}.{name} holds a fitting function "
-                         "where predict could call it")
+            raise refuse(
+                "model",
+                f"{type(obj).__name__}.{name} holds a fitting function where predict could call it",
+            )
     for name in METHOD_ATTRIBUTES & attributes.keys():
         value = attributes[name]
         if value is None:
             continue
         for item in _strings(value):
             if item is not None and item not in SAFE_METHODS:
-                raise refuse("model", f"{type(obj).__name__}.{name} names {item!r}, not a "
-                             "prediction method")
+                raise refuse(
+                    "model", f"{type(obj).__name__}.{name} names {item!r}, not a prediction method"
+                )
     getter = attributes.get("importance_getter")
     if isinstance(getter, str) and getter != "auto" and not _ATTRIBUTE_PATH.match(getter):
         raise refuse("model", f"importance_getter {getter!r} is not a plain attribute path")
-    if "input" in attributes and hasattr(obj, "build_analyzer") and (
-        attributes["input"] != "content"
+    if (
+        "input" in attributes
+        and hasattr(obj, "build_analyzer")
+        and (attributes["input"] != "content")
     ):
-        raise refuse("model", f"a text vectorizer reads its input as "
-                         f"{attributes['input']!r}; only 'content' is served")
+        raise refuse(
+            "model",
+            f"a text vectorizer reads its input as "
+            f"{attributes['input']!r}; only 'content' is served",
+        )
     if attributes.get("n_jobs") not in (None, 1):
         obj.n_jobs = None  # serving parallelism comes from workers, never from processes

@@ -47,8 +47,9 @@ def check_libsvm(model: Any, width: int) -> None:
         (precomputed and rows in ((0,), (n,)) and samples == width)
         or (not precomputed and _shape(vectors) == (n, width))
     ):
-        raise refuse("support vector model", "support_vectors_ disagree with support_ or the "
-                     "input width")
+        raise refuse(
+            "support vector model", "support_vectors_ disagree with support_ or the input width"
+        )
     classes = len(n_support) if classifier else 2
     pairs = classes * (classes - 1) // 2
     if _shape(model._dual_coef_) != (classes - 1, n):
@@ -122,8 +123,9 @@ def check_polynomial(model: Any, width: int) -> None:
         raise refuse("polynomial features", "its degrees disagree with its parameters")
     outputs = comb(width + high, high)
     if outputs > MAX_POLYNOMIAL_OUTPUTS or model.n_output_features_ > outputs:
-        raise refuse("polynomial features", "it would produce more than "
-                     f"{MAX_POLYNOMIAL_OUTPUTS:,} features")
+        raise refuse(
+            "polynomial features", f"it would produce more than {MAX_POLYNOMIAL_OUTPUTS:,} features"
+        )
 
 
 def check_gradient_boosting(model: Any) -> None:

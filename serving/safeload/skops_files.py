@@ -79,9 +79,7 @@ def _check_archive(archive: zipfile.ZipFile, stored_size: int, limits: SkopsLimi
     # the length and CRC at the end), so the declared sizes bound what reading can cost.
     total = sum(m.file_size for m in members)
     if total > limits.max_uncompressed_bytes:
-        raise _refuse_archive(
-            f"{total} bytes uncompressed (limit {limits.max_uncompressed_bytes})"
-        )
+        raise _refuse_archive(f"{total} bytes uncompressed (limit {limits.max_uncompressed_bytes})")
     if total > limits.ratio_floor_bytes and total > limits.max_ratio * max(stored_size, 1):
         raise _refuse_archive(
             f"{total} bytes uncompressed from {stored_size} stored "

@@ -88,9 +88,7 @@ def _walk(model: Any) -> Iterator[tuple[Any, int | None]]:
         if visits > MAX_VISITS:
             raise refuse("model", f"more than {MAX_VISITS:,} objects to check")
         yield obj, width
-        stack.extend(
-            (child, width) for child in _children(obj) if not isinstance(child, _SCALARS)
-        )
+        stack.extend((child, width) for child in _children(obj) if not isinstance(child, _SCALARS))
 
 
 def _width_dependent(obj: Any) -> bool:
@@ -187,8 +185,10 @@ def check_neighbor_tree(tree: Any) -> None:
     state = tree.__getstate__()
     data, idx, node_data, bounds = (np.asarray(a) for a in state[:4])
     samples = len(data)
-    if data.ndim != 2 or len(idx) != samples or (
-        samples and (idx.min() < 0 or idx.max() >= samples)
+    if (
+        data.ndim != 2
+        or len(idx) != samples
+        or (samples and (idx.min() < 0 or idx.max() >= samples))
     ):
         raise refuse("neighbor tree", "sample indices outside the data")
     nodes = len(node_data)
