@@ -226,3 +226,4 @@ class WebhookAttempt(Base):
 
 # The monitoring tables live with their feature; imported here so that the metadata holds them.
 from registry.monitoring import tables as _monitoring_tables  # noqa: E402, F401
+from registry.policies import tables as _policy_tables  # noqa: E402, F401
