@@ -122,6 +122,10 @@ def set_policy(
             VersionRecord.from_row(name, _ready(repo, model, number, field))
             for number, field in fields.items()
         ]
+        # A stale revision fails before the (slow) checks, and again under the lock below.
+        _check_revision(
+            store.find(store.session_of(work), model, alias), expected_revision, name, alias
+        )
     if control not in {v.version for v in spec.variants}:
         raise InvalidInput(
             f"the variants must include version {control}, the version '{alias}' points at "
