@@ -69,6 +69,12 @@ MLSERVER_ENV = PeerEnv(
     ("mlserver", "mlserver-sklearn", "uvloop<0.22"),  # uvloop 0.22 breaks mlserver 1.7
     ("mlserver", "mlserver-sklearn", "scikit-learn", "numpy"),
 )
+# MLServer's own XGBoost and LightGBM runtimes, for bench/boosters.py.
+MLSERVER_BOOSTERS_ENV = PeerEnv(
+    "mlserver-boosters",
+    ("mlserver==1.7.*", "mlserver-xgboost==1.7.*", "mlserver-lightgbm==1.7.*", "uvloop<0.22"),
+    ("mlserver", "mlserver-xgboost", "mlserver-lightgbm", "xgboost", "lightgbm", "numpy"),
+)
 
 
 def ensure_env(env: PeerEnv, say: Any = print) -> dict[str, str]:

@@ -72,7 +72,7 @@ def versions_list(ctx: click.Context, name: str, status: str | None, as_json: bo
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["joblib", "skops", "onnx", "mlflow"]),
+    type=click.Choice(["joblib", "skops", "onnx", "xgboost", "lightgbm", "mlflow"]),
     help="Default: from the file extension. A directory is an MLflow model (MLmodel file).",
 )
 @click.option("--description", default=None)

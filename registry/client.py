@@ -39,6 +39,8 @@ from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 from requests.utils import get_encoding_from_headers
 
+from registry.native_formats import native_bytes, native_format
+
 __all__ = [
     "DEFAULT_URL",
     "EMBEDDED_URL",
@@ -60,8 +62,17 @@ EXTENSION_FORMATS: Final = {
     ".pkl": "joblib",
     ".skops": "skops",
     ".onnx": "onnx",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+    ".txt": "lightgbm",
 }
-FILE_EXTENSIONS: Final = {"joblib": "joblib", "skops": "skops", "onnx": "onnx"}
+FILE_EXTENSIONS: Final = {
+    "joblib": "joblib",
+    "skops": "skops",
+    "onnx": "onnx",
+    "xgboost": "json",
+    "lightgbm": "txt",
+}
 MLFLOW_ARCHIVES: Final = (".zip", ".tar.gz", ".tgz")  # MLflow model directories, packed
 CHUNK_SIZE: Final = 1024 * 1024
 _JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -756,10 +767,12 @@ class Client:
         """Upload a new version of `name` (created if absent) and return its record.
 
         `model_or_path` is a file path (format from `format`, else from the extension:
-        .joblib/.pkl, .skops, .onnx; .zip/.tar.gz/.tgz: a packed MLflow model directory),
+        .joblib/.pkl, .skops, .onnx, .json/.ubj (XGBoost), .txt (LightGBM); .zip/.tar.gz/.tgz:
+        a packed MLflow model directory),
         a directory written by `mlflow.sklearn.save_model` (sent zipped), raw `bytes` or a
-        binary file object (`format` required), or a fitted estimator, serialized with
-        skops (the safe format) unless `format="joblib"`. Files are streamed from disk,
+        binary file object (`format` required), or a fitted estimator: XGBoost and LightGBM
+        models (boosters and their scikit-learn wrappers) in their own model formats, any
+        other with skops (the safe format) unless `format="joblib"`. Files are streamed from disk,
         never read whole into memory.
         `input_example` may be a DataFrame, a 2-D array or a list of rows; `source` is
         `{"run", "data", "code"}`.
@@ -1215,7 +1228,7 @@ def _open_artifact(
         if fmt is None:
             raise ValueError(
                 f"cannot tell the format of {path.name!r} from its extension; "
-                "pass format='joblib', 'skops' or 'onnx'"
+                "pass format='joblib', 'skops', 'onnx', 'xgboost' or 'lightgbm'"
             )
         file = stack.enter_context(path.open("rb"))
         return file, os.fstat(file.fileno()).st_size, path.name, fmt
@@ -1231,7 +1244,7 @@ def _open_artifact(
             raise ValueError("format is required when registering a file object")
         file, size = _sized(source, stack)
         return file, size, filename or f"model.{FILE_EXTENSIONS.get(fmt, 'bin')}", fmt
-    return _serialize(source, fmt or "skops", stack)
+    return _serialize(source, fmt or native_format(source) or "skops", stack)
 
 
 def _zip_directory(path: Path, stack: contextlib.ExitStack) -> tuple[IO[bytes], int, str, str]:
@@ -1280,6 +1293,8 @@ def _serialize(
         joblib.dump(estimator, spool)
     elif fmt == "onnx" and hasattr(estimator, "SerializeToString"):  # an onnx ModelProto
         spool.write(estimator.SerializeToString())
+    elif fmt in ("xgboost", "lightgbm") and native_format(estimator) == fmt:
+        spool.write(native_bytes(estimator, fmt))
     else:
         raise ValueError(
             f"cannot serialize a {type(estimator).__name__} as {fmt!r}: use 'skops' or "

@@ -11,7 +11,7 @@ MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ALIAS_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 RESERVED_ALIASES = frozenset({"latest", "versions"})
 MAX_VERSION = 2**31 - 1
-FORMATS = ("joblib", "skops", "onnx")
+FORMATS = ("joblib", "skops", "onnx", "xgboost", "lightgbm")
 
 
 def is_model_name(name: str) -> bool:

@@ -133,6 +133,7 @@ class SignatureSchema(StrictSchema):
     classes = fields.List(fields.Raw(), validate=validate.Length(min=1))
     methods = fields.List(fields.String(validate=validate.OneOf(["predict", "predict_proba"])))
     allow_missing = fields.Boolean(truthy={True}, falsy={False})  # JSON booleans only
+    objective = fields.String(validate=validate.Length(min=1, max=64))
 
     @validates("feature_names")
     def _unique_names(self, value: list[str], **_: Any) -> None:

@@ -2,7 +2,8 @@
 
 A signature is a JSON object with any of these keys:
 `n_features` (int), `feature_names` (list of str), `inputs` (list of {"name", "type"}),
-`classes` (list), `methods` (list of "predict" / "predict_proba"), `allow_missing` (bool).
+`classes` (list), `methods` (list of "predict" / "predict_proba"), `allow_missing` (bool),
+`objective` (str: an XGBoost or LightGBM model's training objective).
 What the publisher declares is merged with what the artifact reveals; a contradiction is
 refused at registration rather than discovered at predict time.
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from registry.errors import InvalidInput
 
-SIGNATURE_KEYS = ("n_features", "feature_names", "inputs", "classes", "methods")
+SIGNATURE_KEYS = ("n_features", "feature_names", "inputs", "classes", "methods", "objective")
 COLUMN_TYPES = frozenset({"double", "long", "boolean", "string"})
 MAX_EXAMPLE_ROWS = 100
 MISSING_REFUSED = (

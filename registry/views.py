@@ -58,8 +58,22 @@ _move_out = schemas.AliasMoveOut()
 _event_out = schemas.EventOut()
 _list_query = schemas.ListQuerySchema()
 
-EXTENSION_FORMATS = {".joblib": "joblib", ".pkl": "joblib", ".skops": "skops", ".onnx": "onnx"}
-FILE_EXTENSIONS = {"joblib": "joblib", "skops": "skops", "onnx": "onnx"}
+EXTENSION_FORMATS = {
+    ".joblib": "joblib",
+    ".pkl": "joblib",
+    ".skops": "skops",
+    ".onnx": "onnx",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+    ".txt": "lightgbm",
+}
+FILE_EXTENSIONS = {
+    "joblib": "joblib",
+    "skops": "skops",
+    "onnx": "onnx",
+    "xgboost": "json",
+    "lightgbm": "txt",
+}
 PARSER_MEMORY_FLOOR = 256 * 1024  # > werkzeug's 64 KiB multipart read size plus its carry-over
 
 
@@ -333,7 +347,7 @@ def register_version(name: str) -> Response:
             if guessed is None:
                 raise InvalidInput(
                     "the artifact format is required",
-                    {"metadata.format": "one of joblib, skops, onnx"},
+                    {"metadata.format": "one of joblib, skops, onnx, xgboost, lightgbm"},
                 )
             meta["format"] = guessed
         record = version_service.register_version(

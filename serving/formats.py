@@ -4,6 +4,8 @@
   allowlist of model classes before anything is built (serving/safeload).
 - `onnx`: safe. Run by onnxruntime behind a small adapter with predict/predict_proba; a model
   whose tensors live in external files is refused before a session is built.
+- `xgboost`, `lightgbm`: safe. The libraries' own model files (JSON/UBJSON, text), read in
+  Python first and then loaded by the library's own loader (serving/boosters).
 - `joblib`: pickle. Refused unless pickles are allowed, and then unpickled by an unpickler
   that imports nothing outside the same allowlist.
 Every model built from skops or joblib has its compiled index structures checked too.
@@ -19,6 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from registry.errors import InvalidInput
+from serving.boosters import BOOSTER_FORMATS, BoosterModel, load_booster
 from serving.linear import NativeLinear
 from serving.missing import accepts_missing
 from serving.safeload import TrustPolicy
@@ -62,6 +65,8 @@ def deserialize(file: BinaryIO, fmt: str, *, trust: TrustPolicy, onnx_threads: i
         )
     if fmt == "onnx":
         return OnnxModel.load(file.read(), threads=onnx_threads)
+    if fmt in BOOSTER_FORMATS:
+        return load_booster(file.read(), fmt, threads=onnx_threads)
     raise InvalidInput(f"unknown format {fmt!r}", {"metadata.format": "unknown format"})
 
 
@@ -89,7 +94,7 @@ def _plain(values: Sequence[Any]) -> list[Any]:
 def infer_signature(model: Any) -> dict[str, Any]:
     """What the fitted model reveals: feature count and names, classes, methods, and whether
     it accepts missing values."""
-    if isinstance(model, OnnxModel):
+    if isinstance(model, OnnxModel | BoosterModel):
         return model.signature()
     _require_fitted(model)
     signature: dict[str, Any] = {}
@@ -152,6 +157,8 @@ def estimate_nbytes(model: Any, artifact_size: int) -> int:
         return 2 * artifact_size + ONNX_SESSION_BYTES
     if isinstance(model, NativeLinear):
         return model.nbytes + NATIVE_OVERHEAD_BYTES
+    if isinstance(model, BoosterModel):
+        return model.nbytes
     try:
         return max(len(pickle.dumps(model, protocol=5)), artifact_size)
     except Exception:  # an unpicklable object only loses the estimate

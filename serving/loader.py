@@ -21,6 +21,7 @@ from registry.errors import (
     ModelregError,
 )
 from serving.batching import MicroBatcher, batching_helps
+from serving.boosters import BOOSTER_FORMATS, BoosterModel, LibraryMissing
 from serving.cache import LoadedModel, VersionKey
 from serving.formats import TrustPolicy, deserialize, estimate_nbytes, infer_signature
 from serving.inputs import InputPlan, build_input_plan, rows_to_matrix
@@ -127,7 +128,16 @@ class ModelLoader:
         with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as copy:
             self._copy_verified(spec, key, sha256, size, copy)
             copy.seek(0)
-            return deserialize(copy, fmt, trust=self.trust, onnx_threads=self.onnx_threads)
+            try:
+                return deserialize(copy, fmt, trust=self.trust, onnx_threads=self.onnx_threads)
+            except LibraryMissing as missing:
+                # Registered where the library was installed; this server lacks it.
+                log.error("%s v%d: %s", spec.name, spec.version, missing.detail)
+                raise DependencyUnavailable(
+                    f"version {spec.version} of '{spec.name}' is a {fmt} model and this server "
+                    f"cannot load it: install the extra: pip install 'modelreg[{missing.extra}]'",
+                    {"format": f"{fmt} needs the '{missing.extra}' extra on the server"},
+                ) from None
 
     def _load_accelerated(self, spec: VersionSpec) -> tuple[Any, Servable, int] | None:
         """The verified conversion (numpy arrays or ONNX); any failure to load it falls back
@@ -240,7 +250,11 @@ class ModelLoader:
             needs_dataframe=needs_dataframe,
         )
         classes = signature.get("classes", inferred.get("classes"))
+        if isinstance(model, BoosterModel):
+            model.label_classes(classes)
         runtime = "onnxruntime" if spec.format == "onnx" else "sklearn"
+        if spec.format in BOOSTER_FORMATS:
+            runtime = spec.format
         if self.batching is not None and spec.format != "onnx":
             methods = self.batching.wrap(spec, plan, methods)
         return Servable(

@@ -32,11 +32,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["tree_ensemble_onnx"]
+__all__ = ["LEQ", "LT", "Ensemble", "Plan", "ensemble_graph", "tree_ensemble_onnx"]
 
 ML_OPSET = 5  # TreeEnsemble
 ONNX_OPSET = 21
 _LEQ = 0  # BRANCH_LEQ: x <= split goes to the true (left) branch, as in scikit-learn
+_LT = 1  # BRANCH_LT: x < split, as in XGBoost
 _MAX_CLASSES = 20  # a copy of every tree per class: bound what that costs
 
 _FORESTS = {"RandomForestRegressor", "ExtraTreesRegressor"}
@@ -60,6 +61,8 @@ class _Ensemble:
     false_leafs: list[int] = field(default_factory=list)
     leaf_targets: list[int] = field(default_factory=list)
     leaf_weights: list[float] = field(default_factory=list)
+    modes: list[int] = field(default_factory=list)
+    mode: int = _LEQ  # the comparison of the trees being added
 
     def _leaf(self, target: int, weight: float) -> int:
         self.leaf_targets.append(target)
@@ -70,6 +73,7 @@ class _Ensemble:
         self.features.append(feature)
         self.splits.append(split)
         self.missing_true.append(int(missing_left))
+        self.modes.append(self.mode)
         for ids in (self.true_ids, self.true_leafs, self.false_ids, self.false_leafs):
             ids.append(0)
         return len(self.features) - 1
@@ -125,7 +129,7 @@ class _Ensemble:
             tree_roots=self.roots,
             nodes_featureids=self.features,
             nodes_splits=doubles(self.splits),
-            nodes_modes=numpy_helper.from_array(np.full(len(self.features), _LEQ, dtype=np.uint8)),
+            nodes_modes=numpy_helper.from_array(np.asarray(self.modes, dtype=np.uint8)),
             nodes_missing_value_tracks_true=self.missing_true,
             nodes_truenodeids=self.true_ids,
             nodes_trueleafs=self.true_leafs,
@@ -393,6 +397,15 @@ def _graph(plan: _Plan, width: int) -> bytes:
     if plan.link == "exp":
         nodes.append(helper.make_node("Exp", [last], ["expected"]))
         last = "expected"
+    elif plan.link == "logistic" and classes is None:  # a probability, not a classifier
+        initializers.append(numpy_helper.from_array(np.array(1.0), "unit"))
+        nodes += [
+            helper.make_node("Neg", [last], ["negated"]),
+            helper.make_node("Exp", ["negated"], ["odds_against"]),
+            helper.make_node("Add", ["unit", "odds_against"], ["denominator"]),
+            helper.make_node("Div", ["unit", "denominator"], ["expected"]),
+        ]
+        last = "expected"
     outputs = []
     if classes is None:
         nodes.append(helper.make_node("Identity", [last], ["variable"]))
@@ -490,3 +503,13 @@ def _logistic(
         helper.make_node("Reshape", ["index", "flat"], ["best"]),
     ]
     return nodes
+
+
+# The names other tree sources (serving/boosters) build graphs with.
+LEQ, LT = _LEQ, _LT
+Ensemble, Plan = _Ensemble, _Plan
+
+
+def ensemble_graph(plan: Plan, width: int) -> bytes:
+    """The float64 ONNX graph of a plan built elsewhere (XGBoost, LightGBM trees)."""
+    return _graph(plan, width)

@@ -276,7 +276,11 @@ def _metadata(name: str, version: str | None) -> Response:
 
 
 def _platform(servable: Servable) -> str:
-    return "onnxruntime_onnx" if servable.format == "onnx" else f"sklearn_{servable.format}"
+    if servable.format == "onnx":
+        return "onnxruntime_onnx"
+    if servable.format in ("xgboost", "lightgbm"):  # Triton FIL's names for these files
+        return f"{servable.format}_{'json' if servable.format == 'xgboost' else 'text'}"
+    return f"sklearn_{servable.format}"
 
 
 _COLUMN_DATATYPES = {"double": "FP64", "long": "INT64", "boolean": "BOOL", "string": "BYTES"}
