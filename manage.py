@@ -136,6 +136,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.extensions[MONITORING_KEY] = build_monitoring(
         uow, config, dataplane, metrics, serving.check_version
     )
+    metrics.before_scrape.append(dataplane.policy_stats.publish)
     app.extensions[CANARY_KEY] = _canary_controller(uow, config, dataplane, serving)
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,

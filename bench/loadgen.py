@@ -81,6 +81,7 @@ def run_wrk(
     duration_s: float,
     content_type: str = "application/json",
     timeout_s: float = 30,
+    unit_header: str | None = None,
 ) -> LoadResult:
     """One wrk run: `connections` keep-alive connections, min(connections, 2) wrk threads."""
     threads = min(connections, 2)
@@ -94,6 +95,8 @@ def run_wrk(
         url,
     ]
     env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
+    if unit_header:
+        env["BENCH_UNIT_HEADER"] = unit_header  # a new value per request (bench/post.lua)
     out = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=duration_s + timeout_s + 60
     )

@@ -9,6 +9,19 @@ wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
 
+-- $BENCH_UNIT_HEADER names a header sent with a different value on every request (a unit
+-- key for traffic-policy benches); unset, every request is the same.
+local unit_header = os.getenv("BENCH_UNIT_HEADER")
+if unit_header then
+   local counter = 0
+   local thread_tag = tostring(math.random(1, 1000000))
+   function request()
+      counter = counter + 1
+      wrk.headers[unit_header] = thread_tag .. "-" .. counter
+      return wrk.format()
+   end
+end
+
 -- summary.duration and latency are in microseconds; errors.status counts answers >= 400.
 function done(summary, latency, requests)
    local e = summary.errors

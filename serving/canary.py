@@ -88,6 +88,7 @@ class CanaryController:
         return done
 
     def tick(self) -> None:
+        self.stats.publish()  # the Prometheus counts of routed requests, once a tick
         self.flush()
         self.judge()
 

@@ -41,6 +41,7 @@ T = TypeVar("T")
 
 DEFAULT_ALIAS = "production"
 _MAX_PARSED_REFERENCES = 4096
+_MAX_ROUTED = 4096
 
 
 class NotInMemory(Exception):
@@ -131,6 +132,7 @@ class DataPlane:
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
+        self._routed: dict[tuple[Any, bool, str, int], Resolution] = {}
         self.policy_stats = PolicyStats(on_route=on_policy_route)
         self.shadows = ShadowWorker(
             self._run_shadow, self.policy_stats, on_outcome=on_shadow_outcome
@@ -304,7 +306,13 @@ class DataPlane:
                 return resolution  # the variant was deleted since: its share goes to control
         if spec.status != "ready":
             return resolution  # archived since the policy was set: the control answers
-        return Resolution(spec, resolution.stale, policy)
+        key = (spec.key, resolution.stale, policy.alias, policy.revision)
+        routed = self._routed.get(key)
+        if routed is None:  # one Resolution per (variant, policy revision), not per request
+            if len(self._routed) >= _MAX_ROUTED:
+                self._routed.clear()
+            routed = self._routed[key] = Resolution(spec, resolution.stale, policy)
+        return routed
 
     def _run_shadow(self, name: str, version: int, decode: Decoder) -> tuple[Any, ...]:
         """A shadow copy, on the shadow worker's thread: may load, never answers anyone."""

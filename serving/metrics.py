@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -160,6 +161,8 @@ class Metrics:
             registry=r,
         )
         self._policy_children: dict[tuple[str, ...], Any] = {}
+        # Called before each exposition: counters kept off the request path publish here.
+        self.before_scrape: list[Callable[[], None]] = []
 
     def model_labels(self, model: str, version: str) -> tuple[str, str]:
         """(model, version) as labels: as given while the budget of pairs lasts."""
@@ -185,12 +188,16 @@ class Metrics:
                 self._policy_children[key] = child
         return child
 
-    def on_policy_route(self, model: str, alias: str, version: int, outcome: str) -> None:
-        """One request a policy routed (outcome success or error)."""
-        self._policy_child(self.policy_requests, "r", (model, alias, version, outcome)).inc()
+    def on_policy_route(
+        self, model: str, alias: str, version: int, outcome: str, count: int = 1
+    ) -> None:
+        """Requests a policy routed (outcome success or error)."""
+        self._policy_child(self.policy_requests, "r", (model, alias, version, outcome)).inc(count)
 
-    def on_shadow_outcome(self, model: str, alias: str, version: int, outcome: str) -> None:
-        self._policy_child(self.policy_shadows, "s", (model, alias, version, outcome)).inc()
+    def on_shadow_outcome(
+        self, model: str, alias: str, version: int, outcome: str, count: int = 1
+    ) -> None:
+        self._policy_child(self.policy_shadows, "s", (model, alias, version, outcome)).inc(count)
 
     def on_cache_event(self, kind: str, key: VersionKey, info: dict[str, Any]) -> None:
         """Listener for ModelCache events."""
@@ -250,6 +257,8 @@ class Metrics:
         if not content_type.startswith(OPENMETRICS_TYPE):
             encoder, content_type = generate_latest, CONTENT_TYPE_LATEST  # the classic text
         self.process.flush()
+        for publish in self.before_scrape:
+            publish()
         directory = multiprocess_dir()
         if directory is None:
             return encoder(self.registry), content_type

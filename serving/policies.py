@@ -108,14 +108,28 @@ class _Arm:
         self._summarize(outputs)
 
     def _summarize(self, outputs: Any) -> None:
-        array = np.asarray(outputs)
+        if type(outputs) is np.ndarray and outputs.shape == (1,) and outputs.dtype == np.float64:
+            value = float(outputs[0])  # the usual 1-row regression answer: no reductions
+            self.rows += 1
+            self.total += value
+            self.squares += value * value
+            return
+        array = outputs if type(outputs) is np.ndarray else np.asarray(outputs)
         if array.ndim != 1 or array.size == 0:
             return
-        self.rows += int(array.size)
         if array.dtype.kind == "f":  # a regressor: mean and spread; else class counts
-            self.total += float(array.sum())
-            self.squares += float(np.square(array, dtype=np.float64).sum())
+            if array.size == 1:  # the usual 1-row request, without numpy reductions
+                value = float(array[0])
+                self.rows += 1
+                self.total += value
+                self.squares += value * value
+                return
+            self.rows += int(array.size)
+            wide = array.astype(np.float64, copy=False)
+            self.total += float(wide.sum())
+            self.squares += float(np.dot(wide, wide))
             return
+        self.rows += int(array.size)
         values, counts = np.unique(array, return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):
             key = str(value)
@@ -195,7 +209,7 @@ def sample_ratio_mismatch(assigned: list[int], weights: tuple[float, ...]) -> di
     }
 
 
-OnRoute = Callable[[str, str, int, str], None]  # (model, alias, version, outcome)
+OnRoute = Callable[..., None]  # (model, alias, version, outcome[, count])
 
 
 class PolicyStats:
@@ -209,6 +223,9 @@ class PolicyStats:
         self.started = time.time()
         # Counts of running canaries since the last flush: (name, alias, revision, version)
         self._pending: dict[tuple[str, str, int, int], _Arm] = {}
+        # Routed requests not yet given to on_route: (name, alias, version, outcome) -> n.
+        # Published in batches (each scrape, each canary tick), off the request path.
+        self._unpublished: dict[tuple[str, str, int, str], int] = {}
 
     def _arms(self, name: str, policy: CompiledPolicy) -> tuple[dict[int, _Arm], dict[int, _Arm]]:
         key = (name, policy.alias)
@@ -229,23 +246,36 @@ class PolicyStats:
         self, name: str, policy: CompiledPolicy, version: int, seconds: float, outputs: Any
     ) -> None:
         arm = self._arms(name, policy)[0].get(version)
-        if arm is not None:
-            with self._lock:
-                arm.observe(seconds, outputs)
-                if policy.canary:
-                    self._pending_arm(name, policy, version).observe(seconds, outputs)
-        if self.on_route is not None:
-            self.on_route(name, policy.alias, version, "success")
+        if arm is None:
+            return
+        key = (name, policy.alias, version, "success")
+        with self._lock:
+            arm.observe(seconds, outputs)
+            if policy.canary:
+                self._pending_arm(name, policy, version).observe(seconds, outputs)
+            unpublished = self._unpublished
+            unpublished[key] = unpublished.get(key, 0) + 1
 
     def failure(self, name: str, policy: CompiledPolicy, version: int) -> None:
         arm = self._arms(name, policy)[0].get(version)
-        if arm is not None:
-            with self._lock:
-                arm.errors += 1
-                if policy.canary:
-                    self._pending_arm(name, policy, version).errors += 1
+        if arm is None:
+            return
+        key = (name, policy.alias, version, "error")
+        with self._lock:
+            arm.errors += 1
+            if policy.canary:
+                self._pending_arm(name, policy, version).errors += 1
+            self._unpublished[key] = self._unpublished.get(key, 0) + 1
+
+    def publish(self) -> None:
+        """Hand the routed-request counts gathered since the last call to on_route."""
+        if not self._unpublished:
+            return
+        with self._lock:
+            batch, self._unpublished = self._unpublished, {}
         if self.on_route is not None:
-            self.on_route(name, policy.alias, version, "error")
+            for (name, alias, version, outcome), count in batch.items():
+                self.on_route(name, alias, version, outcome, count)
 
     def _pending_arm(self, name: str, policy: CompiledPolicy, version: int) -> _Arm:
         """The caller holds the lock."""

@@ -19,6 +19,8 @@ MAX_KEY_LENGTH = 256
 
 
 def _text(value: Any) -> str | None:
+    if type(value) is str:  # a header: the usual case first
+        return value[:MAX_KEY_LENGTH] or None
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, float) and value.is_integer():
@@ -60,7 +62,8 @@ def from_environ(environ: Mapping[str, Any], body: bytes | None = None, document
 
     def unit(policy: CompiledPolicy) -> str | None:
         if policy.header is not None:
-            return _text(environ.get(policy.header))
+            value = environ.get(policy.header)
+            return value[:MAX_KEY_LENGTH] or None if type(value) is str else _text(value)
         if policy.field is None:
             return None
         parsed = document
