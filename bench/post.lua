@@ -8,6 +8,12 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
+-- An optional extra header, "Name: value" in $BENCH_HEADER (a sticky policy's unit key).
+local extra = os.getenv("BENCH_HEADER")
+if extra and extra ~= "" then
+   local name, value = extra:match("^([^:]+):%s*(.*)$")
+   wrk.headers[name] = value
+end
 
 -- summary.duration and latency are in microseconds; errors.status counts answers >= 400.
 function done(summary, latency, requests)

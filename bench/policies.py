@@ -1,0 +1,184 @@
+"""What does a traffic policy cost a prediction? Plain alias, sticky policy and shadow, side by side.
+
+One `modelreg serve --workers 2` serves the 1-row LinearRegression registered twice (v1, v2)
+under three aliases:
+
+    plain      -> v1, no policy
+    production -> v1 with a 2-variant sticky policy (v1 50, v2 50, header X-Unit-Id)
+    shadowed   -> v1 with a policy of one variant (v1) and a 100% shadow on v2
+
+Every request carries the same `X-Unit-Id` header (on every side, so the bytes are equal):
+the sticky side still hashes it once per request, as it would a different key. Points:
+plain vs sticky at c8 (req/s, the 5% budget), plain vs shadowed at c1 (p50, the 10% budget)
+and at c8 (req/s, and the shadow copies dropped by a full queue). Rounds alternate the sides,
+each measured after a warm-up; the report gives medians and every round.
+
+    .venv/bin/python bench/policies.py --rounds 4 --duration 8 --out bench/POLICIES.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.loadgen import LoadResult, run_wrk, wrk_version  # noqa: E402
+from bench.models import REFERENCE_MODELS, request_rows, train  # noqa: E402
+from bench.procs import stop_on_sigterm  # noqa: E402
+from bench.targets import ModelregTarget, instances_body  # noqa: E402
+from registry.client import Client  # noqa: E402
+
+NAME = "bench-linear"
+HEADER = "X-Unit-Id: unit-4711"
+# (point, side, alias, connections)
+POINTS = (
+    ("c8", "plain", "plain", 8),
+    ("c8", "sticky", "production", 8),
+    ("c1", "plain", "plain", 1),
+    ("c1", "shadowed", "shadowed", 1),
+    ("c8 shadow", "plain", "plain", 8),
+    ("c8 shadow", "shadowed", "shadowed", 8),
+)
+
+
+def set_up(target: ModelregTarget, model_path: Path, example: list) -> None:
+    with Client(target.url, timeout=120) as client:
+        for _ in range(2):
+            client.register(NAME, model_path, description="bench policy model", input_example=example)
+        for alias in ("production", "plain", "shadowed"):
+            client.promote(NAME, 1, alias=alias, reason="benchmark")
+    policies = {
+        "production": {
+            "variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
+            "sticky": {"header": "X-Unit-Id"},
+        },
+        "shadowed": {
+            "variants": [{"version": 1, "weight": 1}],
+            "shadows": [{"version": 2, "sample": 1.0}],
+        },
+    }
+    for alias, body in policies.items():
+        answer = requests.put(
+            f"{target.url}/models/{NAME}/aliases/{alias}/policy",
+            json={**body, "reason": "benchmark"},
+            timeout=60,
+        )
+        answer.raise_for_status()
+
+
+def dropped_copies(target: ModelregTarget) -> int:
+    """Shadow copies dropped so far, summed over the workers (stats are per process: ask
+    until each worker has answered, keep each one's count)."""
+    seen: dict[int, int] = {}
+    for _ in range(40):
+        stats = requests.get(
+            f"{target.url}/models/{NAME}/aliases/shadowed/policy/stats", timeout=30
+        ).json()
+        seen[stats["process"]] = sum(s.get("dropped", 0) for s in stats.get("shadows", []))
+        if len(seen) >= target.workers:
+            break
+    return sum(seen.values())
+
+
+def main() -> None:
+    stop_on_sigterm()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "POLICIES.md")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="modelreg-bench-policies-"))
+    spec = next(s for s in REFERENCE_MODELS if s.name == NAME)
+    model = train(spec, work / "models")
+    body = work / "body.json"
+    body.write_bytes(instances_body(request_rows(1, spec.n_features)))
+    target = ModelregTarget(work / "home", work, name="modelreg")
+    target.launch()
+    results: dict[tuple[str, str], list[LoadResult]] = {(p, s): [] for p, s, _, _ in POINTS}
+    drops: list[int] = []
+    try:
+        target.wait_ready()
+        set_up(target, model.skops_path, model.example)
+        for n in range(args.rounds):
+            # Alternate which side of each point goes first.
+            order = POINTS if n % 2 == 0 else tuple(
+                q for i in range(0, len(POINTS), 2) for q in (POINTS[i + 1], POINTS[i])
+            )
+            for point, side, alias, connections in order:
+                url = target.version_url(NAME, alias)
+                before = dropped_copies(target) if side == "shadowed" and connections > 1 else 0
+                run_wrk(url, body, connections=connections, duration_s=2, header=HEADER)
+                result = run_wrk(
+                    url, body, connections=connections, duration_s=args.duration, header=HEADER
+                )
+                results[(point, side)].append(result)
+                if side == "shadowed" and connections > 1:
+                    time.sleep(0.5)
+                    drops.append(dropped_copies(target) - before)
+                print(
+                    f"round {n + 1} {point:9s} {side:8s} {result.req_per_s:9.1f} req/s  "
+                    f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.2f} ms  "
+                    f"errors {result.non_2xx + result.socket_errors}",
+                    flush=True,
+                )
+    finally:
+        target.stop()
+    write_report(args, results, drops)
+
+
+def write_report(
+    args: argparse.Namespace,
+    results: dict[tuple[str, str], list[LoadResult]],
+    drops: list[int],
+) -> None:
+    def median(key: tuple[str, str], attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in results[key])
+
+    lines = [
+        "# Traffic policies and predictions",
+        "",
+        f"Command: `python bench/policies.py --rounds {args.rounds} --duration {args.duration}`",
+        "",
+        f"`modelreg serve --workers 2`, 1-row LinearRegression (v1 and v2 the same model), wrk",
+        f"({wrk_version()}) with `{HEADER}` on every request. `sticky`: the alias has a",
+        "2-variant sticky policy (50/50 on the header); `shadowed`: a 1-variant policy with a",
+        "100% shadow on v2; `plain`: an alias without a policy. Rounds alternate; medians below.",
+        "",
+        "| point | side | req/s | p50 ms | p99 ms | rounds (req/s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for point, side, _, _ in POINTS:
+        key = (point, side)
+        rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[key])
+        lines.append(
+            f"| {point} | {side} | {median(key, 'req_per_s'):,.0f} | "
+            f"{median(key, 'p50_ms'):.3f} | {median(key, 'p99_ms'):.2f} | {rounds} |"
+        )
+    sticky = median(("c8", "sticky"), "req_per_s") / median(("c8", "plain"), "req_per_s")
+    p50 = median(("c1", "shadowed"), "p50_ms") / median(("c1", "plain"), "p50_ms")
+    shadow_rps = median(("c8 shadow", "shadowed"), "req_per_s") / median(
+        ("c8 shadow", "plain"), "req_per_s"
+    )
+    lines += [
+        "",
+        f"- sticky / plain at c8, req/s: {sticky:.3f} (budget: at least 0.95)",
+        f"- shadowed / plain at c1, p50: {p50:.3f} (budget: at most 1.10)",
+        f"- shadowed / plain at c8, req/s: {shadow_rps:.3f} (budget: at least 0.90); shadow "
+        f"copies dropped by a full queue per c8 round: {', '.join(map(str, drops)) or '-'}",
+        "",
+    ]
+    args.out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
