@@ -118,6 +118,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
             config.REGISTRY_LOOKUP_TIMEOUT,
         ),
         alias_refresh_seconds=config.ALIAS_REFRESH_SECONDS,
+        on_policy_route=metrics.on_policy_route,
+        on_shadow_outcome=metrics.on_shadow_outcome,
     )
     finisher = AnswerFinisher(
         metrics,

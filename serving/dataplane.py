@@ -30,7 +30,7 @@ from registry.errors import DependencyUnavailable, InvalidInput, MalformedReques
 from registry.names import Reference, parse_reference
 from serving.cache import LoadedModel
 from serving.loader import Servable
-from serving.policies import CompiledPolicy, PolicyStats, ShadowWorker
+from serving.policies import CompiledPolicy, OnRoute, PolicyStats, ShadowWorker
 from serving.resolver import Resolution
 from serving.runtime import ServingRuntime, call_model
 from serving.stats import InferenceStats
@@ -126,11 +126,15 @@ class DataPlane:
         alias_refresh_seconds: float,
         stats: InferenceStats | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
+        on_policy_route: OnRoute | None = None,
+        on_shadow_outcome: OnRoute | None = None,
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
-        self.policy_stats = PolicyStats()
-        self.shadows = ShadowWorker(self._run_shadow, self.policy_stats)
+        self.policy_stats = PolicyStats(on_route=on_policy_route)
+        self.shadows = ShadowWorker(
+            self._run_shadow, self.policy_stats, on_outcome=on_shadow_outcome
+        )
         self._ready_versions = ready_versions
         self._alias_refresh = alias_refresh_seconds
         self._missing_default = _MissingDefaultAlias()

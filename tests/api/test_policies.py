@@ -225,6 +225,16 @@ def test_stats_count_each_variant_and_shadows_compare_with_the_primary(three, ap
     # v3 predicts 20 above v1 and 10 above v2: every |delta| is 10 or 20
     assert 10.0 - 1e-6 <= shadow["abs_delta"]["p50"] <= 20.0 + 1e-6
     assert shadow["abs_delta"]["max"] == pytest.approx(20.0, abs=1e-6)
+    metrics = three.get("/metrics").get_data(as_text=True)
+    line = (
+        'modelreg_policy_requests_total{alias="production",model="price",outcome="success",'
+        'version="2"}'
+    )
+    assert f"{line} {float(seen.count(2))}" in metrics
+    assert (
+        'modelreg_policy_shadow_total{alias="production",model="price",outcome="compared",'
+        'version="3"} 200.0' in metrics
+    )
     # the answers stayed the primaries'
     answer = three.post("/models/price/production/predict", json=ROW, headers={"X-Unit-Id": "u0"})
     assert answer.get_json()["version"] == seen[0]
@@ -286,3 +296,79 @@ def test_policy_events_are_webhook_event_types():
     assert FROM_AUDIT["policy_set"] == "policy.set"
     assert FROM_AUDIT["policy_cleared"] == "policy.cleared"
     assert "policy.set" in KNOWN_EVENTS
+
+
+def test_client_methods_set_show_stats_and_clear(sqlite_app):
+    from registry.client import ApiError, Client
+
+    api = Client.for_app(sqlite_app)
+    for offset in (0.0, 1.0):
+        api.register("price", fit_linear(offset=offset))
+    api.promote("price", 1)
+    policy = api.set_policy(
+        "price", "production", {1: 80, 2: 20}, sticky={"header": "X-Unit-Id"}, reason="ab"
+    )
+    assert policy["revision"] == 1 and [v["version"] for v in policy["variants"]] == [1, 2]
+    assert api.get_policy("price")["state"] == "active"
+    versions = {
+        api.predict("price", "production", [[0.1, 0.2, 0.3]], headers={"X-Unit-Id": f"u{i}"})[
+            "version"
+        ]
+        for i in range(40)
+    }
+    assert versions == {1, 2}
+    assert sum(v["requests"] for v in api.policy_stats("price")["variants"]) == 40
+    with pytest.raises(ApiError) as stale:
+        api.set_policy("price", "production", {1: 1}, expected_revision=0)
+    assert stale.value.status == 409
+    assert api.clear_policy("price", expected_revision=1)["state"] == "none"
+
+
+def test_policy_commands(tmp_path, monkeypatch):
+    import json
+
+    import skops.io
+    from click.testing import CliRunner
+
+    from manage import cli
+
+    monkeypatch.setenv("MODELREG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REQUIRE_INPUT_EXAMPLE_FOR", "")
+    for name in ("DATABASE_URL", "STORAGE_URL", "INSTANCE_PATH", "MODELREG_URL"):
+        monkeypatch.delenv(name, raising=False)
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    for offset in (0.0, 1.0, 2.0):
+        path = tmp_path / f"m{offset}.skops"
+        skops.io.dump(fit_linear(offset=offset), path)
+        run("register", "price", str(path))
+    run("promote", "price", "1")
+    shown = json.loads(
+        run(
+            "policy",
+            "set",
+            "price",
+            "production",
+            "1=90",
+            "2=10",
+            "--sticky-header",
+            "X-Unit-Id",
+            "--shadow",
+            "3=0.5",
+            "--reason",
+            "try v2",
+        )
+    )
+    assert shown["revision"] == 1 and shown["shadows"] == [{"version": 3, "sample": 0.5}]
+    assert json.loads(run("policy", "show", "price"))["state"] == "active"
+    assert json.loads(run("policy", "stats", "price"))["variants"][0]["version"] == 1
+    bad = runner.invoke(cli, ["policy", "set", "price", "production", "1:90"])
+    assert bad.exit_code != 0 and "VERSION=WEIGHT" in bad.output
+    stale = runner.invoke(cli, ["policy", "clear", "price", "--expected-revision", "7"])
+    assert stale.exit_code != 0 and "revision" in stale.output
+    assert json.loads(run("policy", "clear", "price"))["state"] == "none"
