@@ -1,4 +1,4 @@
-"""What does a traffic policy cost a prediction? Plain alias, sticky policy and shadow, side by side.
+"""What does a traffic policy cost a prediction? A plain alias, a sticky policy and a shadow.
 
 One `modelreg serve --workers 2` serves the 1-row LinearRegression registered twice (v1, v2)
 under three aliases:
@@ -52,7 +52,9 @@ POINTS = (
 def set_up(target: ModelregTarget, model_path: Path, example: list) -> None:
     with Client(target.url, timeout=120) as client:
         for _ in range(2):
-            client.register(NAME, model_path, description="bench policy model", input_example=example)
+            client.register(
+                NAME, model_path, description="bench policy model", input_example=example
+            )
         for alias in ("production", "plain", "shadowed"):
             client.promote(NAME, 1, alias=alias, reason="benchmark")
     policies = {
@@ -110,8 +112,10 @@ def main() -> None:
         set_up(target, model.skops_path, model.example)
         for n in range(args.rounds):
             # Alternate which side of each point goes first.
-            order = POINTS if n % 2 == 0 else tuple(
-                q for i in range(0, len(POINTS), 2) for q in (POINTS[i + 1], POINTS[i])
+            order = (
+                POINTS
+                if n % 2 == 0
+                else tuple(q for i in range(0, len(POINTS), 2) for q in (POINTS[i + 1], POINTS[i]))
             )
             for point, side, alias, connections in order:
                 url = target.version_url(NAME, alias)
@@ -148,7 +152,7 @@ def write_report(
         "",
         f"Command: `python bench/policies.py --rounds {args.rounds} --duration {args.duration}`",
         "",
-        f"`modelreg serve --workers 2`, 1-row LinearRegression (v1 and v2 the same model), wrk",
+        "`modelreg serve --workers 2`, 1-row LinearRegression (v1 and v2 the same model), wrk",
         f"({wrk_version()}) with `{HEADER}` on every request. `sticky`: the alias has a",
         "2-variant sticky policy (50/50 on the header); `shadowed`: a 1-variant policy with a",
         "100% shadow on v2; `plain`: an alias without a policy. Rounds alternate; medians below.",
