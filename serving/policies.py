@@ -117,6 +117,13 @@ class _Arm:
         self._summarize(outputs)
 
     def _summarize(self, outputs: Any) -> None:
+        if type(outputs) is np.ndarray and outputs.shape == (1,) and outputs.dtype.kind == "f":
+            # The 1-row regressor answer, the most frequent one: plain floats, no reductions.
+            value = float(outputs[0])
+            self.rows += 1
+            self.total += value
+            self.squares += value * value
+            return
         array = np.asarray(outputs)
         if array.ndim != 1 or array.size == 0:
             return
