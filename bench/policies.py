@@ -106,6 +106,8 @@ def main() -> None:
     target = ModelregTarget(work / "home", work, name="modelreg")
     target.launch()
     results: dict[tuple[str, str], list[LoadResult]] = {(p, s): [] for p, s, _, _ in POINTS}
+    # The workers' CPU time per request (steadier than req/s when the machine is shared).
+    cpu: dict[tuple[str, str], list[float]] = {(p, s): [] for p, s, _, _ in POINTS}
     drops: list[int] = []
     try:
         target.wait_ready()
@@ -121,27 +123,32 @@ def main() -> None:
                 url = target.version_url(NAME, alias)
                 before = dropped_copies(target) if side == "shadowed" and connections > 1 else 0
                 run_wrk(url, body, connections=connections, duration_s=2, header=HEADER)
+                cpu_before = sum(target.worker_cpu().values())
                 result = run_wrk(
                     url, body, connections=connections, duration_s=args.duration, header=HEADER
                 )
+                cpu_after = sum(target.worker_cpu().values())
                 results[(point, side)].append(result)
+                cpu[(point, side)].append((cpu_after - cpu_before) / max(result.requests, 1) * 1e6)
                 if side == "shadowed" and connections > 1:
                     time.sleep(0.5)
                     drops.append(dropped_copies(target) - before)
                 print(
                     f"round {n + 1} {point:9s} {side:8s} {result.req_per_s:9.1f} req/s  "
                     f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.2f} ms  "
+                    f"cpu {cpu[(point, side)][-1]:6.1f} us/req  "
                     f"errors {result.non_2xx + result.socket_errors}",
                     flush=True,
                 )
     finally:
         target.stop()
-    write_report(args, results, drops)
+    write_report(args, results, cpu, drops)
 
 
 def write_report(
     args: argparse.Namespace,
     results: dict[tuple[str, str], list[LoadResult]],
+    cpu: dict[tuple[str, str], list[float]],
     drops: list[int],
 ) -> None:
     def median(key: tuple[str, str], attr: str) -> float:
@@ -157,24 +164,27 @@ def write_report(
         "2-variant sticky policy (50/50 on the header); `shadowed`: a 1-variant policy with a",
         "100% shadow on v2; `plain`: an alias without a policy. Rounds alternate; medians below.",
         "",
-        "| point | side | req/s | p50 ms | p99 ms | rounds (req/s) |",
-        "|---|---|---|---|---|---|",
+        "| point | side | req/s | p50 ms | p99 ms | worker CPU µs/req | rounds (req/s) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for point, side, _, _ in POINTS:
         key = (point, side)
         rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[key])
         lines.append(
             f"| {point} | {side} | {median(key, 'req_per_s'):,.0f} | "
-            f"{median(key, 'p50_ms'):.3f} | {median(key, 'p99_ms'):.2f} | {rounds} |"
+            f"{median(key, 'p50_ms'):.3f} | {median(key, 'p99_ms'):.2f} | "
+            f"{statistics.median(cpu[key]):.1f} | {rounds} |"
         )
     sticky = median(("c8", "sticky"), "req_per_s") / median(("c8", "plain"), "req_per_s")
     p50 = median(("c1", "shadowed"), "p50_ms") / median(("c1", "plain"), "p50_ms")
     shadow_rps = median(("c8 shadow", "shadowed"), "req_per_s") / median(
         ("c8 shadow", "plain"), "req_per_s"
     )
+    cpu_ratio = statistics.median(cpu[("c8", "sticky")]) / statistics.median(cpu[("c8", "plain")])
     lines += [
         "",
-        f"- sticky / plain at c8, req/s: {sticky:.3f} (budget: at least 0.95)",
+        f"- sticky / plain at c8, req/s: {sticky:.3f} (budget: at least 0.95); worker CPU per "
+        f"request: {cpu_ratio:.3f}",
         f"- shadowed / plain at c1, p50: {p50:.3f} (budget: at most 1.10)",
         f"- shadowed / plain at c8, req/s: {shadow_rps:.3f} (budget: at least 0.90); shadow "
         f"copies dropped by a full queue per c8 round: {', '.join(map(str, drops)) or '-'}",
