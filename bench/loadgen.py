@@ -81,9 +81,10 @@ def run_wrk(
     duration_s: float,
     content_type: str = "application/json",
     timeout_s: float = 30,
-    unit_header: str | None = None,
+    header: str | None = None,
 ) -> LoadResult:
-    """One wrk run: `connections` keep-alive connections, min(connections, 2) wrk threads."""
+    """One wrk run: `connections` keep-alive connections, min(connections, 2) wrk threads;
+    `header` ("Name: value") is sent with every request."""
     threads = min(connections, 2)
     command = [
         require_wrk(),
@@ -94,9 +95,12 @@ def run_wrk(
         f"--script={LUA_SCRIPT}",
         url,
     ]
-    env = {**os.environ, "BENCH_BODY_FILE": str(body_file), "BENCH_CONTENT_TYPE": content_type}
-    if unit_header:
-        env["BENCH_UNIT_HEADER"] = unit_header  # a new value per request (bench/post.lua)
+    env = {
+        **os.environ,
+        "BENCH_BODY_FILE": str(body_file),
+        "BENCH_CONTENT_TYPE": content_type,
+        "BENCH_HEADER": header or "",
+    }
     out = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=duration_s + timeout_s + 60
     )

@@ -8,18 +8,11 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/json"
-
--- $BENCH_UNIT_HEADER names a header sent with a different value on every request (a unit
--- key for traffic-policy benches); unset, every request is the same.
-local unit_header = os.getenv("BENCH_UNIT_HEADER")
-if unit_header then
-   local counter = 0
-   local thread_tag = tostring(math.random(1, 1000000))
-   function request()
-      counter = counter + 1
-      wrk.headers[unit_header] = thread_tag .. "-" .. counter
-      return wrk.format()
-   end
+-- An optional extra header, "Name: value" in $BENCH_HEADER (a sticky policy's unit key).
+local extra = os.getenv("BENCH_HEADER")
+if extra and extra ~= "" then
+   local name, value = extra:match("^([^:]+):%s*(.*)$")
+   wrk.headers[name] = value
 end
 
 -- summary.duration and latency are in microseconds; errors.status counts answers >= 400.
