@@ -22,6 +22,7 @@ from registry.errors import (
 )
 from serving.batching import MicroBatcher, batching_helps
 from serving.boosters import BOOSTER_FORMATS, BoosterModel, LibraryMissing
+from serving.boosters.routing import LIBRARY_FROM_ROWS, by_rows
 from serving.cache import LoadedModel, VersionKey
 from serving.formats import TrustPolicy, deserialize, estimate_nbytes, infer_signature
 from serving.inputs import InputPlan, build_input_plan, rows_to_matrix
@@ -178,6 +179,9 @@ class ModelLoader:
                 if m == "predict" or len(model.session.get_outputs()) > 1
             }
             runtime = "onnxruntime"
+        extra_bytes = 0
+        if spec.format in LIBRARY_FROM_ROWS:
+            methods, extra_bytes = self._library_for_large_batches(spec, methods)
         plan = build_input_plan(
             signature, max_rows=self.max_rows, methods=methods.keys(), needs_dataframe=False
         )
@@ -189,7 +193,29 @@ class ModelLoader:
             format=spec.format,
             **_tensor_types(model),
         )
-        return model, servable, estimate_nbytes(model, spec.accel_size)
+        return model, servable, estimate_nbytes(model, spec.accel_size) + extra_bytes
+
+    def _library_for_large_batches(
+        self, spec: VersionSpec, methods: dict[str, Callable[[Any], Any]]
+    ) -> tuple[dict[str, Callable[[Any], Any]], int]:
+        """The graph's methods, with large batches sent to the library's own predict
+        (serving/boosters/routing.py); the graph alone when the original cannot load."""
+        try:
+            original = self._deserialize(
+                spec, spec.artifact_key, spec.sha256, spec.size, spec.format
+            )
+        except Exception as error:  # no library here, say: the verified graph serves alone
+            log.info("%s v%d: the graph serves every batch (%s)", spec.name, spec.version, error)
+            return methods, 0
+        original.label_classes((spec.signature or {}).get("classes"))
+        from_rows = LIBRARY_FROM_ROWS[spec.format]
+        routed = {
+            name: by_rows(fn, getattr(original, name), from_rows)
+            if callable(getattr(original, name, None))
+            else fn
+            for name, fn in methods.items()
+        }
+        return routed, estimate_nbytes(original, spec.size)
 
     def _copy_verified(
         self, spec: VersionSpec, key: str, sha256: str, expected_size: int, copy: Any

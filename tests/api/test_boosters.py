@@ -230,3 +230,20 @@ def test_accelerated_answers_equal_the_library_within_the_recorded_tolerance(
                 assert got == expected.tolist()
             else:
                 np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+
+
+def test_large_xgboost_batches_go_to_xgboost_and_the_graph_serves_alone_without_it(
+    accelerating, without
+):
+    from serving.boosters.routing import LIBRARY_FROM_ROWS
+
+    model = model_for("xgboost", "binary", n_estimators=30)
+    _register(accelerating, "xgboost", model, name="routed")
+    edge = LIBRARY_FROM_ROWS["xgboost"]
+    for rows in (ROWS_10K[: edge - 1], ROWS_10K[:edge]):  # graph, then XGBoost's predict
+        got = _predict(accelerating, "routed", 1, rows, "predict_proba")["predictions"]
+        np.testing.assert_allclose(got, model.predict_proba(rows), rtol=1e-4, atol=1e-4)
+    expected = model.predict(ROWS_10K).tolist()
+    without("xgboost")
+    assert accelerating.delete("/serving/cache/routed/1").status_code == 200
+    assert _predict(accelerating, "routed", 1, ROWS_10K)["predictions"] == expected
