@@ -50,11 +50,17 @@ def is_secure(req: Request) -> bool:
 
 
 def same_origin(req: Request) -> bool:
-    """A browser names the page a POST comes from; another site's form is refused."""
-    origin = req.headers.get("Origin") or req.headers.get("Referer")
-    if not origin or origin == "null":
-        return origin is None
-    return urlsplit(origin).netloc == req.host
+    """Whether a POST may come from this site's own page; the CSRF token is checked apart.
+
+    A browser says where a request comes from in Sec-Fetch-Site; older ones only in Origin.
+    Under the API's `Referrer-Policy: no-referrer` a browser sends `Origin: null` even for
+    the UI's own forms, so null (or no Origin) proves nothing either way and is left to the
+    CSRF token; a real origin must be this host.
+    """
+    if req.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = req.headers.get("Origin", "null")
+    return origin == "null" or urlsplit(origin).netloc == req.host
 
 
 def current_viewer() -> Viewer:

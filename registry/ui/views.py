@@ -319,6 +319,7 @@ def compare(name: str) -> str:
             "choose versions to compare", {"v": f"between 2 and {MAX_COMPARED} versions"}
         )
     records = [version_service.get_version(deps.uow, name, _reference(v)) for v in wanted]
+    records.sort(key=lambda record: record.version)  # oldest first, whatever the form's order
     return render_template(
         "compare.html", viewer=viewer, name=name, records=records, rows=compare_versions(records)
     )
