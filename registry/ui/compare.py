@@ -37,16 +37,6 @@ def _section(name: str, maps: Sequence[Mapping[str, Any]]) -> list[Row]:
     return rows
 
 
-def _signature_fields(record: VersionRecord) -> dict[str, Any]:
-    signature = record.signature or {}
-    fields: dict[str, Any] = {}
-    for side in ("inputs", "outputs"):
-        for index, column in enumerate(signature.get(side) or []):
-            label = column.get("name", index) if isinstance(column, Mapping) else index
-            fields[f"{side}.{label}"] = column
-    return fields
-
-
 def compare_versions(records: Sequence[VersionRecord]) -> list[Row]:
     """Metrics, params, tags, signature, lineage and the record's own fields, in that order."""
     general = [
@@ -65,7 +55,7 @@ def compare_versions(records: Sequence[VersionRecord]) -> list[Row]:
         *_section("metrics", [r.metrics for r in records]),
         *_section("params", [r.params for r in records]),
         *_section("tags", [r.tags for r in records]),
-        *_section("signature", [_signature_fields(r) for r in records]),
+        *_section("signature", [r.signature or {} for r in records]),
         *_section("lineage", [r.source for r in records]),
         *_section("record", general),
     ]

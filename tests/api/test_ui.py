@@ -317,3 +317,21 @@ def test_the_root_sends_a_browser_to_the_ui_and_keeps_the_api_answer(world):
     assert api.status_code == 404
     assert api.headers["Content-Type"].startswith("application/problem+json")
     assert client.get("/").status_code == 404  # no Accept: an API client
+
+
+def test_the_models_list_searches_and_pages(world):
+    for name in ("alpha", "beta", "gamma"):
+        world.api("POST", "/models", json={"name": name, "tags": {"team": name[0]}})
+    client = world.browser("root")
+    first = client.get("/ui/?limit=2").get_data(as_text=True)
+    assert "/ui/models/alpha" in first and "/ui/models/beta" in first
+    assert "/ui/models/gamma" not in first
+    link = first.split('rel="next" href="')[1].split('"')[0].replace("&amp;", "&")
+    second = client.get("/ui/" + link).get_data(as_text=True)
+    assert "/ui/models/gamma" in second and "/ui/models/alpha" not in second
+    found = client.get("/ui/?q=amm").get_data(as_text=True)
+    assert "/ui/models/gamma" in found and "/ui/models/beta" not in found
+    tagged = client.get("/ui/?tag=team:b").get_data(as_text=True)
+    assert "/ui/models/beta" in tagged and "/ui/models/alpha" not in tagged
+    assert client.get("/ui/?limit=lots").status_code == 422
+    assert client.get("/ui/?cursor=bogus").status_code == 422
