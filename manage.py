@@ -27,8 +27,9 @@ from registry.cli import build_cli
 from registry.cors import CorsPolicy
 from registry.db import Base, engine_options, tune_engine
 from registry.http import EXTENSION_KEY, AppServices, reject_malformed_paths
+from registry.policies.service import version_for_serving
 from registry.problems import register_error_handlers
-from registry.services.versions import get_version, ready_version_numbers
+from registry.services.versions import ready_version_numbers
 from registry.unit_of_work import UnitOfWorkFactory
 from storage import open_store
 
@@ -85,7 +86,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     store = open_store(config.STORAGE_URL, config=config)
 
     def fetch(name: str, ref: Any) -> Any:
-        return get_version(uow, name, ref)
+        # An alias comes with its traffic policy: serving re-reads both together.
+        return version_for_serving(uow, name, ref)
 
     metrics = Metrics(max_model_labels=config.METRICS_MAX_MODEL_LABELS)
     lookups = BoundedLookups()  # serving-path registry queries, each with a deadline
@@ -116,6 +118,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
             config.REGISTRY_LOOKUP_TIMEOUT,
         ),
         alias_refresh_seconds=config.ALIAS_REFRESH_SECONDS,
+        on_policy_route=metrics.on_policy_route,
+        on_shadow_outcome=metrics.on_shadow_outcome,
     )
     finisher = AnswerFinisher(
         metrics,
@@ -155,6 +159,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
 
     from registry.monitoring.views import bp as monitoring_bp
     from registry.openapi_views import bp as openapi_bp
+    from registry.policies.views import bp as policies_bp
     from registry.token_views import bp as tokens_bp
     from registry.ui.root import root_bp as ui_root_bp
     from registry.ui.views import bp as ui_bp
@@ -171,6 +176,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(tokens_bp)
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(monitoring_bp)
+    app.register_blueprint(policies_bp)
     app.register_blueprint(serving_bp)
     app.register_blueprint(ops_bp)
     app.register_blueprint(metrics_bp)

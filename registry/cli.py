@@ -29,7 +29,7 @@ class _Cli(click.Group):
 
 def build_cli(create_app: Callable[..., Any]) -> click.Group:
     """The root `modelreg` command; `create_app(config)` builds the app it serves or embeds."""
-    from registry import cli_models, cli_monitor, cli_ops, cli_webhooks
+    from registry import cli_models, cli_monitor, cli_ops, cli_policy, cli_webhooks
 
     @click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
     @click.option(
@@ -59,6 +59,7 @@ def build_cli(create_app: Callable[..., Any]) -> click.Group:
         *cli_models.COMMANDS,
         *cli_webhooks.COMMANDS,
         *cli_monitor.COMMANDS,
+        *cli_policy.COMMANDS,
     ]:
         cli.add_command(command)
     return cli

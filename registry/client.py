@@ -565,6 +565,15 @@ class _BearerAuth(AuthBase):
 # ---- the client ----------------------------------------------------------------------------
 
 
+def _pairs(
+    items: Mapping[int, float] | Iterable[Mapping[str, Any]], key: str
+) -> list[dict[str, Any]]:
+    """{version: number} or [{"version", key}] as the API's list of objects."""
+    if isinstance(items, Mapping):
+        return [{"version": int(v), key: n} for v, n in items.items()]
+    return [dict(item) for item in items]
+
+
 def _q(segment: str | int) -> str:
     return quote(str(segment), safe="")
 
@@ -979,6 +988,7 @@ class Client:
         method: str = "predict",
         *,
         request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Predict with version `ref` (a number pins it; an alias follows promotions).
 
@@ -992,8 +1002,54 @@ class Client:
             f"/models/{_q(name)}/{_q(ref)}/predict",
             data=_predict_body(X, method),
             content_type="application/json",
-            headers={"X-Request-ID": request_id} if request_id else None,
+            headers={**(headers or {}), **({"X-Request-ID": request_id} if request_id else {})}
+            or None,
         )
+
+    # -- traffic policies (docs/policies.md) ---------------------------------------------
+
+    def set_policy(
+        self,
+        name: str,
+        alias: str,
+        variants: Mapping[int, float] | Iterable[Mapping[str, Any]],
+        *,
+        sticky: Mapping[str, str] | None = None,
+        shadows: Mapping[int, float] | Iterable[Mapping[str, Any]] = (),
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> dict[str, Any]:
+        """Route the alias's traffic: `variants` as {version: weight} (the alias's version
+        among them), `sticky` as {"header": ...} or {"field": ...}, `shadows` as
+        {version: sample rate}. Every version is checked like a promotion first."""
+        body: dict[str, Any] = {
+            "variants": _pairs(variants, "weight"),
+            "sticky": dict(sticky) if sticky else None,
+            "shadows": _pairs(shadows, "sample"),
+            "reason": reason,
+        }
+        if expected_revision is not None:
+            body["expected_revision"] = expected_revision
+        return self._json("PUT", f"/models/{_q(name)}/aliases/{_q(alias)}/policy", json=body)
+
+    def get_policy(self, name: str, alias: str = "production") -> dict[str, Any]:
+        return self._json("GET", f"/models/{_q(name)}/aliases/{_q(alias)}/policy")
+
+    def clear_policy(
+        self,
+        name: str,
+        alias: str = "production",
+        reason: str = "",
+        expected_revision: int | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"reason": reason}
+        if expected_revision is not None:
+            body["expected_revision"] = expected_revision
+        return self._json("DELETE", f"/models/{_q(name)}/aliases/{_q(alias)}/policy", json=body)
+
+    def policy_stats(self, name: str, alias: str = "production") -> dict[str, Any]:
+        """Per-variant and per-shadow counters of the process that answers."""
+        return self._json("GET", f"/models/{_q(name)}/aliases/{_q(alias)}/policy/stats")
 
     # -- monitoring (docs/monitoring.md) ------------------------------------------------
 

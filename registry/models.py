@@ -224,10 +224,6 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-# The monitoring tables live with their feature; imported here so that the metadata holds them.
-from registry.monitoring import tables as _monitoring_tables  # noqa: E402, F401
-
-
 class UiSession(Base):
     """A signed-in browser: the web UI's server-side session. Only sha256 digests are kept:
     of the cookie's session id, and of the token it was opened with, so that the token is
@@ -240,3 +236,8 @@ class UiSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# The monitoring tables live with their feature; imported here so that the metadata holds them.
+from registry.monitoring import tables as _monitoring_tables  # noqa: E402, F401
+from registry.policies import tables as _policy_tables  # noqa: E402, F401

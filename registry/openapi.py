@@ -94,6 +94,11 @@ TAGS = [
         "description": "Reference profiles, live windows (drift, data quality, live metrics), "
         "ground-truth labels and monitors with alerts; see docs/monitoring.md.",
     },
+    {
+        "name": "policies",
+        "description": "Traffic policies on an alias: weighted variants (A/B/n), sticky "
+        "assignment and shadows; see docs/policies.md.",
+    },
     {"name": "ops", "description": "Health, readiness, metrics and this API description."},
 ]
 

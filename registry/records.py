@@ -76,6 +76,9 @@ class VersionRecord:
     updated_at: datetime
     aliases: tuple[str, ...] = field(default=())
     acceleration: dict[str, Any] | None = None
+    # When this record answers an alias: the traffic policy in force on it (serving routes
+    # by it), as {"spec", "salt", "revision"}; None otherwise.
+    policy: dict[str, Any] | None = None
 
     @property
     def accel_blob(self) -> tuple[str, int | None] | None:

@@ -30,6 +30,7 @@ from registry.errors import DependencyUnavailable, InvalidInput, MalformedReques
 from registry.names import Reference, parse_reference
 from serving.cache import LoadedModel
 from serving.loader import Servable
+from serving.policies import CompiledPolicy, OnRoute, PolicyStats, ShadowWorker
 from serving.resolver import Resolution
 from serving.runtime import ServingRuntime, call_model
 from serving.stats import InferenceStats
@@ -68,6 +69,7 @@ class Inference:
     servable: Servable
     batch: Batch
     outputs: tuple[Any, ...]  # raw model outputs, one per batch.methods
+    variant: str = ""  # the alias whose traffic policy chose this version, else ""
 
     @property
     def runtime(self) -> str:
@@ -87,6 +89,8 @@ class Served(Generic[T]):
 Decoder = Callable[[Servable], Batch]
 Encoder = Callable[[Inference], T]
 Observer = Callable[[Inference], None]
+# The unit key of a request for a sticky policy (its header or input field), or None.
+UnitKey = Callable[[CompiledPolicy], str | None]
 
 
 class _MissingDefaultAlias:
@@ -122,9 +126,15 @@ class DataPlane:
         alias_refresh_seconds: float,
         stats: InferenceStats | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
+        on_policy_route: OnRoute | None = None,
+        on_shadow_outcome: OnRoute | None = None,
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
+        self.policy_stats = PolicyStats(on_route=on_policy_route)
+        self.shadows = ShadowWorker(
+            self._run_shadow, self.policy_stats, on_outcome=on_shadow_outcome
+        )
         self._ready_versions = ready_versions
         self._alias_refresh = alias_refresh_seconds
         self._missing_default = _MissingDefaultAlias()
@@ -212,11 +222,17 @@ class DataPlane:
         encode: Encoder[T],
         *,
         memory_only: bool = False,
+        unit: UnitKey | None = None,
     ) -> Served[T]:
-        """One inference, from reference to encoded answer (see the module docstring)."""
+        """One inference, from reference to encoded answer (see the module docstring).
+        On an alias with a traffic policy, the policy picks the version (`unit` gives a
+        sticky policy its unit key); a pinned version never goes through a policy."""
         clock = self._clock
         started = clock()
         resolution = self.resolve(name, ref, memory_only=memory_only)
+        policy = resolution.policy
+        if policy is not None:
+            resolution = self._route(name, resolution, policy, unit, memory_only)
         version = resolution.spec.version
         try:
             servable: Servable = self.load(resolution, memory_only=memory_only).extra
@@ -231,13 +247,17 @@ class DataPlane:
                     call_model(servable, method, batch.X, batch.field) for method in methods
                 )
             inferred = clock()
-            inference = Inference(name, version, resolution, servable, batch, outputs)
+            inference = Inference(
+                name, version, resolution, servable, batch, outputs, policy.alias if policy else ""
+            )
             payload = encode(inference)
             encoded = clock()
         except NotInMemory:
             raise
         except BaseException as error:
             self.stats.record_failure(name, version, clock() - started)
+            if policy is not None:
+                self.policy_stats.failure(name, policy, version)
             if self.refusal_observers and isinstance(error, InvalidInput | MalformedRequest):
                 self._notify_refusal(name, version, error)
             raise
@@ -251,9 +271,47 @@ class DataPlane:
             output_ns=encoded - inferred,
             total_ns=encoded - started,
         )
+        if policy is not None:
+            self.policy_stats.success(name, policy, version, (encoded - started) / 1e9, outputs[0])
+            if policy.shadows:
+                self.shadows.offer(name, policy, decode, outputs)
         if self.observers:
             self._notify(inference)
         return Served(inference, payload)
+
+    # -- traffic policies --------------------------------------------------------------
+
+    def _route(
+        self,
+        name: str,
+        resolution: Resolution,
+        policy: CompiledPolicy,
+        unit: UnitKey | None,
+        memory_only: bool,
+    ) -> Resolution:
+        """The resolution of the variant the policy assigns this request to."""
+        key = unit(policy) if unit is not None and (policy.header or policy.field) else None
+        version = policy.versions[policy.assign(key)]
+        if version == resolution.spec.version:
+            return resolution
+        spec = self._resolver.spec_for(name, version)
+        if spec is None:
+            if memory_only:
+                raise NotInMemory
+            try:
+                spec = self._resolver.resolve(name, Reference(version=version)).spec
+            except NotFound:
+                return resolution  # the variant was deleted since: its share goes to control
+        if spec.status != "ready":
+            return resolution  # archived since the policy was set: the control answers
+        return Resolution(spec, resolution.stale, policy)
+
+    def _run_shadow(self, name: str, version: int, decode: Decoder) -> tuple[Any, ...]:
+        """A shadow copy, on the shadow worker's thread: may load, never answers anyone."""
+        spec = self._resolver.resolve(name, Reference(version=version)).spec
+        servable: Servable = self._cache.get_or_load(spec.key).extra
+        batch = decode(servable)
+        return tuple(call_model(servable, m, batch.X, batch.field) for m in batch.methods)
 
     def _notify(self, inference: Inference) -> None:
         for observer in self.observers:

@@ -30,6 +30,7 @@ from registry.problems import problem_for, render_problem
 from serving.dataplane import DataPlane, NotInMemory
 from serving.monitoring.context import CURRENT_REQUEST_ID
 from serving.native import ACCEPTED_MEDIA_TYPES, predict_answer
+from serving.unit_keys import from_environ
 
 ROUTE = "/models/<name>/<ref>/predict"
 
@@ -90,6 +91,7 @@ class PredictFastPath:
                 memory_only=True,
                 content_encoding=environ.get("HTTP_CONTENT_ENCODING"),
                 max_body_bytes=self.max_body_bytes,
+                unit=from_environ(environ, body),
             )
         except NotInMemory:
             return None

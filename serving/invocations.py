@@ -36,9 +36,10 @@ from serving.api_docs import (
     mlflow_endpoint,
 )
 from serving.content_coding import decode_content
-from serving.dataplane import Batch, DataPlane, Inference
+from serving.dataplane import Batch, DataPlane, Inference, UnitKey
 from serving.inputs import InputPlan, decode_predict_document, parse_predict_json
 from serving.loader import Servable, to_jsonable
+from serving.unit_keys import from_environ
 
 bp = Blueprint("invocations", __name__)
 
@@ -139,10 +140,11 @@ def invocations_answer(
     mimetype: str,
     content_encoding: str | None,
     max_body_bytes: int,
+    unit: UnitKey | None = None,
 ) -> Answer:
     """An MLflow scoring request's 200 answer (failures raise their domain errors)."""
     decode = decoder(body, media_type(mimetype), content_encoding, max_body_bytes)
-    served = dataplane.infer(name, ref, decode, encode)
+    served = dataplane.infer(name, ref, decode, encode, unit=unit)
     inference = served.inference
     headers = [("Content-Type", JSON), *native.model_headers(inference)]
     return Answer(200, headers, served.payload, str(inference.version))
@@ -160,14 +162,16 @@ def default_model(setting: str) -> tuple[str, str | None]:
 
 
 def _answer(name: str, ref: str | None) -> Response:
+    body = request.get_data(cache=False)
     answer = invocations_answer(
         app_services().dataplane,
         name,
         ref,
-        request.get_data(cache=False),
+        body,
         mimetype=request.mimetype,
         content_encoding=request.headers.get("Content-Encoding"),
         max_body_bytes=app_services().config.MAX_PREDICT_BODY_BYTES,
+        unit=from_environ(request.environ, body),
     )
     return to_response(answer)
 

@@ -147,6 +147,19 @@ class Metrics:
         self.mutations = Counter(
             "modelreg_registry_mutations", "Successful registry changes", ["type"], registry=r
         )
+        self.policy_requests = Counter(
+            "modelreg_policy_requests",
+            "Requests a traffic policy routed, by the version that answered",
+            ["model", "alias", "version", "outcome"],
+            registry=r,
+        )
+        self.policy_shadows = Counter(
+            "modelreg_policy_shadow",
+            "Shadow copies: compared, error or dropped (a full queue)",
+            ["model", "alias", "version", "outcome"],
+            registry=r,
+        )
+        self._policy_children: dict[tuple[str, ...], Any] = {}
 
     def model_labels(self, model: str, version: str) -> tuple[str, str]:
         """(model, version) as labels: as given while the budget of pairs lasts."""
@@ -160,6 +173,24 @@ class Metrics:
                 self._model_labels.add(pair)
                 return pair
         return OTHER_LABEL, ""
+
+    def _policy_child(self, counter: Any, kind: str, labels: tuple[str, str, int, str]) -> Any:
+        key = (kind, *map(str, labels))
+        child = self._policy_children.get(key)
+        if child is None:
+            model, version = self.model_labels(labels[0], str(labels[2]))
+            alias = labels[1] if model != OTHER_LABEL else ""
+            child = counter.labels(model, alias, version, labels[3])
+            if len(self._policy_children) < 4 * self._max_model_labels:
+                self._policy_children[key] = child
+        return child
+
+    def on_policy_route(self, model: str, alias: str, version: int, outcome: str) -> None:
+        """One request a policy routed (outcome success or error)."""
+        self._policy_child(self.policy_requests, "r", (model, alias, version, outcome)).inc()
+
+    def on_shadow_outcome(self, model: str, alias: str, version: int, outcome: str) -> None:
+        self._policy_child(self.policy_shadows, "s", (model, alias, version, outcome)).inc()
 
     def on_cache_event(self, kind: str, key: VersionKey, info: dict[str, Any]) -> None:
         """Listener for ModelCache events."""

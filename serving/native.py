@@ -13,7 +13,7 @@ import orjson
 from registry.answers import Answer
 from registry.errors import UnsupportedMediaType
 from serving.content_coding import decode_content
-from serving.dataplane import Batch, DataPlane, Decoder, Inference
+from serving.dataplane import Batch, DataPlane, Decoder, Inference, UnitKey
 from serving.inputs import decode_predict_body
 from serving.loader import Servable, to_jsonable
 from serving.resolver import Resolution
@@ -82,11 +82,12 @@ def predict_answer(
     memory_only: bool = False,
     content_encoding: str | None = None,
     max_body_bytes: int = 0,
+    unit: UnitKey | None = None,
 ) -> Answer:
     """The 200 answer; a failure raises its domain error (NotInMemory when memory_only and
     the answer needs a lookup or a load). A compressed body inflates to `max_body_bytes`."""
     decode = decoder(body, content_encoding, max_body_bytes)
-    served = dataplane.infer(name, ref, decode, encode, memory_only=memory_only)
+    served = dataplane.infer(name, ref, decode, encode, memory_only=memory_only, unit=unit)
     inference = served.inference
     headers = [("Content-Type", JSON), *model_headers(inference)]
     return Answer(200, headers, served.payload, str(inference.version))

@@ -23,6 +23,7 @@ from registry.errors import DependencyUnavailable
 from registry.names import Reference
 from registry.records import VersionRecord
 from serving.loader import VersionSpec
+from serving.policies import CompiledPolicy, compile_policy
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ FOLLOWER_WAIT_SECONDS = 0.05
 class Resolution:
     spec: VersionSpec
     stale: bool = False
+    # The traffic policy of the alias this resolution answers, if any (serving/policies.py).
+    policy: CompiledPolicy | None = None
 
 
 def spec_from_record(record: VersionRecord) -> VersionSpec:
@@ -78,7 +81,8 @@ class ReferenceResolver:
         self._lock = threading.Lock()
         self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
         self._pinned_per_model: dict[str, int] = {}  # model name -> entries in _pinned
-        self._floating: dict[tuple[str, str], tuple[VersionSpec, float]] = {}
+        # (name, alias or "latest") -> (spec, when read, the alias's compiled policy)
+        self._floating: dict[tuple[str, str], tuple[VersionSpec, float, CompiledPolicy | None]] = {}
         self._unavailable_until = 0.0
 
     def resolve(self, name: str, ref: Reference) -> Resolution:
@@ -94,9 +98,9 @@ class ReferenceResolver:
         known = self._floating.get((name, label))
         now = self._clock()
         if known is not None and now - known[1] < self._refresh:
-            return Resolution(known[0])
+            return Resolution(known[0], False, known[2])
         if known is not None and now < self._unavailable_until:
-            return Resolution(known[0], stale=True)
+            return Resolution(known[0], True, known[2])
         key = ("ref", name, label)
         # One request refreshes; the others wait briefly for it, then answer from what is
         # known, so a slow database never takes every request thread.
@@ -118,11 +122,12 @@ class ReferenceResolver:
                 label,
                 known[0].version,
             )
-            return Resolution(known[0], stale=True)
+            return Resolution(known[0], True, known[2])
         spec = self.remember(record)
+        policy = compile_policy(label, record.policy) if ref.alias is not None else None
         with self._lock:
-            self._floating[(name, label)] = (spec, now)
-        return Resolution(spec)
+            self._floating[(name, label)] = (spec, now, policy)
+        return Resolution(spec, False, policy)
 
     def peek(self, name: str, ref: Reference) -> Resolution | None:
         """What `resolve` would answer without asking the registry; None when it would ask."""
@@ -134,9 +139,9 @@ class ReferenceResolver:
             return None
         now = self._clock()
         if now - known[1] < self._refresh:
-            return Resolution(known[0])
+            return Resolution(known[0], False, known[2])
         if now < self._unavailable_until:
-            return Resolution(known[0], stale=True)
+            return Resolution(known[0], True, known[2])
         return None
 
     def spec_for(self, name: str, version: int) -> VersionSpec | None:
@@ -185,7 +190,7 @@ class ReferenceResolver:
                 self._count(name, -1)
             for key in [
                 k
-                for k, (spec, _) in self._floating.items()
+                for k, (spec, _, _) in self._floating.items()
                 if k[0] == name and spec.version == version
             ]:
                 del self._floating[key]

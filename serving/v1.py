@@ -34,9 +34,10 @@ from serving.api_docs import (
     v1_endpoint,
 )
 from serving.content_coding import decode_content
-from serving.dataplane import Batch, DataPlane, Inference
+from serving.dataplane import Batch, DataPlane, Inference, UnitKey
 from serving.inputs import decode_predict_document, parse_predict_json
 from serving.loader import Servable, to_jsonable
+from serving.unit_keys import from_environ
 
 bp = Blueprint("v1", __name__)
 
@@ -83,6 +84,7 @@ def predict_answer(
     *,
     content_encoding: str | None,
     max_body_bytes: int,
+    unit: UnitKey | None = None,
 ) -> Answer:
     """A V1 predict's 200 answer (failures raise their domain errors)."""
     keys: list[str] = []
@@ -98,7 +100,7 @@ def predict_answer(
         field = "outputs" if keys[0] == "inputs" else "predictions"
         return orjson.dumps({field: to_jsonable(inference.outputs[0])}, option=native.JSON_OPTIONS)
 
-    served = dataplane.infer(name, version, decode, encode)
+    served = dataplane.infer(name, version, decode, encode, unit=unit)
     headers = [("Content-Type", native.JSON), *native.model_headers(served.inference)]
     return Answer(200, headers, served.payload, str(served.inference.version))
 
@@ -106,13 +108,15 @@ def predict_answer(
 def _predict(name: str, version: str | None) -> Response:
     native.check_media_type(request.mimetype)
     services = app_services()
+    body = request.get_data(cache=False)
     answer = predict_answer(
         services.dataplane,
         name,
         version,
-        request.get_data(cache=False),
+        body,
         content_encoding=request.headers.get("Content-Encoding"),
         max_body_bytes=services.config.MAX_PREDICT_BODY_BYTES,
+        unit=from_environ(request.environ, body),
     )
     return to_response(answer)
 

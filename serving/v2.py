@@ -63,10 +63,11 @@ from serving.api_docs import (
     V2_UNLOAD_RESPONSE,
     v2_endpoint,
 )
-from serving.dataplane import Batch, DataPlane, Inference
+from serving.dataplane import Batch, DataPlane, Inference, UnitKey
 from serving.loader import Servable
 from serving.ops import database_check
 from serving.tensor_inputs import FIELD, INPUT_NAME, to_matrix
+from serving.unit_keys import from_environ
 from serving.v2_codec import (
     HEADER_LENGTH,
     InferRequest,
@@ -373,14 +374,16 @@ def infer_version(name: str, version: str) -> Response:
 
 
 def _infer(name: str, version: str | None) -> Response:
+    body = request.get_data(cache=False)
     answer = infer_answer(
         _dataplane(),
         name,
         version,
-        request.get_data(cache=False),
+        body,
         content_encoding=request.headers.get("Content-Encoding"),
         header_length=request.headers.get(HEADER_LENGTH),
         max_body_bytes=app_services().config.MAX_PREDICT_BODY_BYTES,
+        unit=from_environ(request.environ, body),
     )
     return to_response(answer)
 
@@ -395,6 +398,7 @@ def infer_answer(
     header_length: str | None,
     max_body_bytes: int,
     memory_only: bool = False,
+    unit: UnitKey | None = None,
 ) -> Answer:
     """A V2 infer request's 200 answer, free of any transport (failures raise)."""
     # What decode learnt that encode needs (the request id, binary output choices).
@@ -424,7 +428,7 @@ def infer_answer(
         header["outputs"] = entries
         return encode_response(header, binaries)
 
-    served = dataplane.infer(name, version, decode, encode, memory_only=memory_only)
+    served = dataplane.infer(name, version, decode, encode, memory_only=memory_only, unit=unit)
     payload, length = served.payload
     headers = native.model_headers(served.inference)
     if length is None:

@@ -22,6 +22,7 @@ from serving.api_docs import (
 )
 from serving.dataplane import DataPlane
 from serving.native import check_media_type, predict_answer
+from serving.unit_keys import from_environ
 
 bp = Blueprint("serving", __name__)
 
@@ -58,6 +59,7 @@ def predict(name: str, ref: str) -> Response:
         body,
         content_encoding=request.headers.get("Content-Encoding"),
         max_body_bytes=app_services().config.MAX_PREDICT_BODY_BYTES,
+        unit=from_environ(request.environ, body),
     )
     return to_response(answer)
 

@@ -2,7 +2,7 @@
 monitors, their alert states and the job lease.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from registry.db import UTCDateTime
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -16,6 +16,7 @@ from registry.errors import Conflict, NotFound, PromotionRefused
 from registry.models import ModelVersion, RegisteredModel
 from registry.names import Reference, validate_alias
 from registry.pagination import Page
+from registry.policies.lifecycle import end_policy
 from registry.records import AliasMove, PageOf, VersionRecord
 from registry.repository import Repository
 from registry.unit_of_work import UnitOfWorkProvider
@@ -122,6 +123,9 @@ def promote_version(
         repo.add_promotion(
             model, alias, version=version, previous_version=current, actor=actor, at=now
         )
+        end_policy(
+            work, model, alias, actor=actor, reason=reason, version=version, cause="promoted"
+        )
         repo.record_event(
             model,
             "promote",
@@ -181,6 +185,15 @@ def rollback_alias(
         now = utcnow()
         repo.point_alias(model, alias, target, actor=actor, at=now)
         top.rolled_back_at = now
+        end_policy(
+            work,
+            model,
+            alias,
+            actor=actor,
+            reason=reason,
+            version=target_number,
+            cause="rolled_back",
+        )
         repo.record_event(
             model,
             "rollback",
@@ -211,6 +224,9 @@ def delete_alias(
         alias_row, current = repo.alias_target(model, alias)
         if alias_row is None:
             raise NotFound(f"model '{name}' has no alias '{alias}'")
+        end_policy(
+            work, model, alias, actor=actor, reason=reason, version=current, cause="alias_deleted"
+        )
         repo.delete_alias(model, alias)
         repo.record_event(
             model,

@@ -29,11 +29,11 @@ FROM_AUDIT: dict[str, str] = {
     "delete_alias": "alias.deleted",
     "alert_fired": "monitor.alert_fired",
     "alert_resolved": "monitor.alert_resolved",
+    "policy_set": "policy.set",
+    "policy_cleared": "policy.cleared",
 }
 TOKEN_EVENTS = ("token.created", "token.revoked")
 RESERVED_EVENTS = (
-    "policy.set",
-    "policy.cleared",
     "canary.advanced",
     "canary.completed",
     "canary.aborted",

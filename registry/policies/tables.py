@@ -1,0 +1,27 @@
+"""The alias_policies table: at most one row per (model, alias), kept when a policy is
+cleared so that its revision keeps counting (compare-and-set never sees a revision twice)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from registry.db import Base, UTCDateTime
+
+
+class AliasPolicy(Base):
+    __tablename__ = "alias_policies"
+    __table_args__ = (UniqueConstraint("model_id", "alias"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(Integer)
+    # The validated policy plus its bucket ranges; None while no policy is in force.
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    salt: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(String(128))

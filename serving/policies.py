@@ -1,0 +1,382 @@
+"""Traffic policies in a serving process: the compiled policy of an alias, variant choice,
+per-variant statistics and the shadow worker.
+
+A policy arrives with its alias's mapping (serving/resolver.py re-reads both together) and is
+compiled once: a 10,000-byte bucket -> variant table, so a request costs one hash (mmh3 of
+the policy's salt and the unit key) and one index. Every process and host that reads the same
+policy assigns a unit key to the same version; without a key a request is assigned at random.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mmh3
+import numpy as np
+
+from registry.policies.allocation import BUCKETS, bucket_table
+
+log = logging.getLogger(__name__)
+
+# Latency histogram bounds (seconds): fixed buckets, so memory per variant is constant.
+LATENCY_BOUNDS = tuple(0.00005 * 1.25**i for i in range(60))  # 50 µs .. ~30 s
+SRM_ALPHA = 0.001  # the sample-ratio-mismatch flag's significance level
+SRM_MIN_UNITS = 100
+SHADOW_QUEUE_SIZE = 1000
+DELTA_RESERVOIR = 2048
+MAX_CLASSES = 50
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    alias: str
+    revision: int
+    salt: str
+    versions: tuple[int, ...]
+    weights: tuple[float, ...]
+    table: bytes
+    header: str | None  # WSGI environ key of the unit header (HTTP_X_UNIT_ID)
+    header_name: str | None  # the header as configured (x-unit-id)
+    field: str | None  # the input field holding the unit key
+    shadows: tuple[tuple[int, float], ...]
+
+    def assign(self, unit: str | None) -> int:
+        """The index of the variant serving this unit (random without a unit key)."""
+        if unit is None:
+            return self.table[int(random.random() * BUCKETS)]
+        return self.table[mmh3.hash(self.salt + unit, signed=False) % BUCKETS]
+
+
+def compile_policy(alias: str, policy: dict[str, Any] | None) -> CompiledPolicy | None:
+    """The serving form of a record's `policy` ({"spec", "salt", "revision"})."""
+    if not policy:
+        return None
+    spec = policy["spec"]
+    sticky = spec.get("sticky") or {}
+    header = sticky.get("header")
+    return CompiledPolicy(
+        alias=alias,
+        revision=int(policy["revision"]),
+        salt=str(policy["salt"]) + ":",
+        versions=tuple(int(v["version"]) for v in spec["variants"]),
+        weights=tuple(float(v["weight"]) for v in spec["variants"]),
+        table=bucket_table(spec["ranges"]),
+        header="HTTP_" + header.upper().replace("-", "_") if header else None,
+        header_name=header,
+        field=sticky.get("field"),
+        shadows=tuple((int(s["version"]), float(s["sample"])) for s in spec.get("shadows", ())),
+    )
+
+
+# ---- statistics -----------------------------------------------------------------------------
+
+
+def _quantile(counts: list[int], total: int, q: float) -> float | None:
+    if total == 0:
+        return None
+    rank = q * total
+    seen = 0
+    for i, n in enumerate(counts):
+        seen += n
+        if seen >= rank:
+            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else math.inf
+    return math.inf
+
+
+@dataclass(slots=True)
+class _Arm:
+    """One variant's (or shadow's) counters in this process; bounded memory."""
+
+    requests: int = 0
+    errors: int = 0
+    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    rows: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    classes: dict[str, int] = field(default_factory=dict)
+    # shadows only
+    sampled: int = 0
+    dropped: int = 0
+    compared_rows: int = 0
+    agreeing_rows: int = 0
+    deltas: list[float] = field(default_factory=list)
+    delta_seen: int = 0
+
+    def observe(self, seconds: float, outputs: Any) -> None:
+        self.requests += 1
+        self.latency[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        self._summarize(outputs)
+
+    def _summarize(self, outputs: Any) -> None:
+        array = np.asarray(outputs)
+        if array.ndim != 1 or array.size == 0:
+            return
+        self.rows += int(array.size)
+        if array.dtype.kind == "f":  # a regressor: mean and spread; else class counts
+            self.total += float(array.sum())
+            self.squares += float(np.square(array, dtype=np.float64).sum())
+            return
+        values, counts = np.unique(array, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            key = str(value)
+            if key in self.classes or len(self.classes) < MAX_CLASSES:
+                self.classes[key] = self.classes.get(key, 0) + count
+
+    def view(self) -> dict[str, Any]:
+        total = sum(self.latency)
+        summary: dict[str, Any] = {"rows": self.rows}
+        if self.classes:
+            summary["classes"] = dict(sorted(self.classes.items()))
+        elif self.rows:
+            mean = self.total / self.rows
+            summary["mean"] = mean
+            summary["std"] = math.sqrt(max(self.squares / self.rows - mean * mean, 0.0))
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.errors / (self.requests + self.errors)
+            if self.requests + self.errors
+            else None,
+            "latency_seconds": {
+                "p50": _quantile(self.latency, total, 0.5),
+                "p90": _quantile(self.latency, total, 0.9),
+                "p99": _quantile(self.latency, total, 0.99),
+            },
+            "predictions": summary,
+        }
+
+    def compare(self, primary: Any, shadow: Any) -> None:
+        a, b = np.asarray(primary), np.asarray(shadow)
+        if a.shape != b.shape:
+            return
+        n = int(a.size)
+        self.compared_rows += n
+        if a.dtype.kind == "f" and b.dtype.kind == "f":
+            for delta in np.abs(a - b).ravel().tolist():
+                self.delta_seen += 1
+                if len(self.deltas) < DELTA_RESERVOIR:
+                    self.deltas.append(delta)
+                else:  # a uniform reservoir sample of every delta seen
+                    slot = random.randrange(self.delta_seen)
+                    if slot < DELTA_RESERVOIR:
+                        self.deltas[slot] = delta
+        else:
+            self.agreeing_rows += int(np.count_nonzero(a == b))
+
+    def shadow_view(self) -> dict[str, Any]:
+        view = self.view()
+        view.update(sampled=self.sampled, dropped=self.dropped, compared_rows=self.compared_rows)
+        if self.deltas:
+            q = np.quantile(np.asarray(self.deltas), [0.5, 0.9, 0.99, 1.0]).tolist()
+            view["abs_delta"] = dict(zip(("p50", "p90", "p99", "max"), q, strict=True))
+        elif self.compared_rows:
+            view["agreement"] = self.agreeing_rows / self.compared_rows
+        return view
+
+
+def sample_ratio_mismatch(assigned: list[int], weights: tuple[float, ...]) -> dict[str, Any]:
+    """Chi-square test of the units assigned to each variant against the weights: a small
+    p-value means the split is broken (a bug in assignment, a variant failing silently...)."""
+    from scipy.stats import chi2
+
+    total = sum(assigned)
+    share = sum(weights)
+    expected = [total * w / share for w in weights]
+    cells = [(o, e) for o, e in zip(assigned, expected, strict=True) if e > 0]
+    if total < SRM_MIN_UNITS or len(cells) < 2:
+        return {"units": total, "chi2": None, "p_value": None, "mismatch": False}
+    statistic = sum((o - e) ** 2 / e for o, e in cells)
+    p_value = float(chi2.sf(statistic, len(cells) - 1))
+    return {
+        "units": total,
+        "chi2": statistic,
+        "p_value": p_value,
+        "mismatch": p_value < SRM_ALPHA,
+        "alpha": SRM_ALPHA,
+    }
+
+
+OnRoute = Callable[[str, str, int, str], None]  # (model, alias, version, outcome)
+
+
+class PolicyStats:
+    """Per (model, alias): per-variant and per-shadow counters of this process, for
+    GET .../policy/stats; reset when the policy's revision changes."""
+
+    def __init__(self, on_route: OnRoute | None = None) -> None:
+        self._lock = threading.Lock()
+        self._policies: dict[tuple[str, str], tuple[int, dict[int, _Arm], dict[int, _Arm]]] = {}
+        self.on_route = on_route
+        self.started = time.time()
+
+    def _arms(self, name: str, policy: CompiledPolicy) -> tuple[dict[int, _Arm], dict[int, _Arm]]:
+        key = (name, policy.alias)
+        found = self._policies.get(key)
+        if found is None or found[0] != policy.revision:
+            with self._lock:
+                found = self._policies.get(key)
+                if found is None or found[0] != policy.revision:
+                    found = (
+                        policy.revision,
+                        {v: _Arm() for v in policy.versions},
+                        {v: _Arm() for v, _ in policy.shadows},
+                    )
+                    self._policies[key] = found
+        return found[1], found[2]
+
+    def success(
+        self, name: str, policy: CompiledPolicy, version: int, seconds: float, outputs: Any
+    ) -> None:
+        arm = self._arms(name, policy)[0].get(version)
+        if arm is not None:
+            with self._lock:
+                arm.observe(seconds, outputs)
+        if self.on_route is not None:
+            self.on_route(name, policy.alias, version, "success")
+
+    def failure(self, name: str, policy: CompiledPolicy, version: int) -> None:
+        arm = self._arms(name, policy)[0].get(version)
+        if arm is not None:
+            with self._lock:
+                arm.errors += 1
+        if self.on_route is not None:
+            self.on_route(name, policy.alias, version, "error")
+
+    def shadow(self, name: str, policy: CompiledPolicy, version: int) -> _Arm | None:
+        return self._arms(name, policy)[1].get(version)
+
+    def locked(self) -> threading.Lock:
+        return self._lock
+
+    def view(self, name: str, policy: CompiledPolicy | None) -> dict[str, Any]:
+        if policy is None:
+            return {"revision": None, "variants": [], "shadows": [], "sample_ratio": None}
+        variants, shadows = self._arms(name, policy)
+        with self._lock:
+            arms = [(v, variants[v].view()) for v in policy.versions]
+            shadow_views = [(v, shadows[v].shadow_view()) for v, _ in policy.shadows]
+        assigned = [view["requests"] + view["errors"] for _, view in arms]
+        return {
+            "revision": policy.revision,
+            "since": self.started,
+            "variants": [
+                {"version": v, "weight": w, **view}
+                for (v, view), w in zip(arms, policy.weights, strict=True)
+            ],
+            "shadows": [
+                {"version": v, "sample": s, **view}
+                for (v, view), (_, s) in zip(shadow_views, policy.shadows, strict=True)
+            ],
+            "sample_ratio": sample_ratio_mismatch(assigned, policy.weights),
+        }
+
+
+# ---- shadows -------------------------------------------------------------------------------
+
+# (model, policy, shadow version, the request's decoder, the primary's outputs)
+ShadowJob = tuple[str, CompiledPolicy, int, Any, tuple[Any, ...]]
+
+
+class ShadowWorker:
+    """Runs shadow copies on one background thread from a bounded queue: a full queue drops
+    the copy (counted), so shadows never hold up the primary's answer."""
+
+    def __init__(
+        self,
+        run: Callable[[str, int, Any], tuple[Any, ...]],
+        stats: PolicyStats,
+        *,
+        queue_size: int = SHADOW_QUEUE_SIZE,
+        on_outcome: OnRoute | None = None,
+    ) -> None:
+        self._run = run
+        self._stats = stats
+        self._queue: queue.Queue[ShadowJob] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._on_outcome = on_outcome
+        self.dropped = 0
+
+    def offer(
+        self, name: str, policy: CompiledPolicy, decode: Any, outputs: tuple[Any, ...]
+    ) -> None:
+        for version, sample in policy.shadows:
+            if sample < 1.0 and random.random() >= sample:
+                continue
+            arm = self._stats.shadow(name, policy, version)
+            try:
+                self._queue.put_nowait((name, policy, version, decode, outputs))
+            except queue.Full:
+                self.dropped += 1
+                if arm is not None:
+                    with self._stats.locked():
+                        arm.dropped += 1
+                if self._on_outcome is not None:
+                    self._on_outcome(name, policy.alias, version, "dropped")
+                continue
+            if arm is not None:
+                with self._stats.locked():
+                    arm.sampled += 1
+            if self._thread is None:
+                self._start()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="modelreg-shadows", daemon=True
+                )
+                self._thread.start()
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def join(self, timeout: float = 5.0) -> bool:
+        """Wait until the queue is empty (tests); whether it emptied in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def _serve(self) -> None:
+        while True:
+            name, policy, version, decode, primary = self._queue.get()
+            try:
+                self._one(name, policy, version, decode, primary)
+            except Exception:
+                log.exception("a shadow copy to %s version %d failed", name, version)
+            finally:
+                self._queue.task_done()
+
+    def _one(
+        self, name: str, policy: CompiledPolicy, version: int, decode: Any, primary: tuple[Any, ...]
+    ) -> None:
+        arm = self._stats.shadow(name, policy, version)
+        started = time.perf_counter()
+        try:
+            outputs = self._run(name, version, decode)
+        except Exception:
+            if arm is not None:
+                with self._stats.locked():
+                    arm.errors += 1
+            if self._on_outcome is not None:
+                self._on_outcome(name, policy.alias, version, "error")
+            return
+        seconds = time.perf_counter() - started
+        if arm is not None:
+            with self._stats.locked():
+                arm.observe(seconds, outputs[0])
+                arm.compare(primary[0], outputs[0])
+        if self._on_outcome is not None:
+            self._on_outcome(name, policy.alias, version, "compared")
