@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -29,8 +29,10 @@ from registry.errors import (
     Unauthenticated,
 )
 from registry.http import app_services
+from registry.monitoring import service as monitoring_service
 from registry.names import parse_reference, validate_alias
 from registry.pagination import make_page
+from registry.policies import service as policy_service
 from registry.problems import problem_for
 from registry.services import aliases as alias_service
 from registry.services import events as event_service
@@ -491,3 +493,63 @@ def processes() -> str:
 def _select_one(uow: Any) -> None:
     with uow() as work:
         work.session.execute(text("SELECT 1"))
+
+
+# ---- traffic policy and monitoring -----------------------------------------------------------
+
+
+@bp.get("/models/<name>/aliases/<alias>/policy")
+@public
+def policy(name: str, alias: str) -> str:
+    viewer = _viewer_for(name)
+    deps = app_services()
+    current = policy_service.get_policy(deps.uow, name, validate_alias(alias))
+    stats = None
+    if current["state"] == "active":
+        resolution = deps.dataplane.resolve(name, alias)
+        stats = deps.dataplane.policy_stats.view(name, resolution.policy)
+    return render_template(
+        "policy.html",
+        viewer=viewer,
+        name=name,
+        alias=alias,
+        policy=current,
+        stats=stats,
+        pid=os.getpid(),
+    )
+
+
+@bp.get("/models/<name>/versions/<int:number>/monitoring")
+@public
+def monitoring(name: str, number: int) -> str:
+    viewer = _viewer_for(name)
+    deps = app_services()
+    default_window = deps.config.MONITOR_WINDOW_SECONDS
+    raw = request.args.get("window", "")
+    if raw and not (raw.isdigit() and raw.isascii() and int(raw) > 0):
+        raise InvalidInput("invalid window", {"window": "a whole number of seconds"})
+    since = None
+    if request.args.get("since"):
+        try:
+            since = datetime.fromtimestamp(float(request.args["since"]), UTC)
+        except (ValueError, OverflowError, OSError):
+            raise InvalidInput("invalid since", {"since": "epoch seconds"}) from None
+    report = monitoring_service.monitoring_report(
+        deps.uow,
+        name,
+        _reference(str(number)),
+        since=since,
+        window=int(raw) if raw else None,
+        default_window=default_window,
+    )
+    features = sorted({f for w in report["windows"] for f in w["features"]})
+    chart = {  # what ui.js plots: PSI per feature over the windows (the table has it all)
+        "x": [datetime.fromisoformat(w["start"]).timestamp() for w in report["windows"]],
+        "series": {
+            f: [(w["features"].get(f) or {}).get("psi") for w in report["windows"]]
+            for f in features
+        },
+    }
+    return render_template(
+        "monitoring.html", viewer=viewer, report=report, features=features, chart=chart
+    )

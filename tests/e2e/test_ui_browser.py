@@ -13,10 +13,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 
-from tests.conftest import fit_linear, skops_bytes
+from tests.conftest import fit_linear, joblib_bytes, skops_bytes
 from tests.e2e.browser import (
     OVERFLOW,
     UNLABELLED_INPUTS,
@@ -26,7 +27,7 @@ from tests.e2e.browser import (
     screenshot,
     start_chromium,
 )
-from tests.e2e.servers import ServerProcess, modelreg_cli
+from tests.e2e.servers import ServerProcess, modelreg_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
         "INSTANCE_PATH": str(folder / "instance"),
         "AUTH_DISABLED": "false",
         "ALIAS_REFRESH_SECONDS": "1",
+        "MONITOR_FLUSH_SECONDS": "0.5",  # the monitoring page's window appears at once
     }
     assert "database at revision" in modelreg_cli("db", "upgrade", env=env)
     tokens = {
@@ -104,6 +106,20 @@ def browser(chromium) -> Iterator[Any]:
     desktop_width(chromium)
 
 
+def navigating(driver: Any, action: Any) -> None:
+    """Do `action` (a click or a key that submits) and wait for the next page to load:
+    selenium does not wait for a navigation that a key press starts."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    action()
+    wait = WebDriverWait(driver, 15)
+    wait.until(expected_conditions.staleness_of(old))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
 def visit(driver: Any, url: str, shot: str | None = None) -> None:
     driver.get(url)
     check_page(driver, shot)
@@ -130,7 +146,7 @@ def sign_in(driver: Any, site: Site, role: str) -> None:
     assert "/ui/signin" in driver.current_url
     field = driver.switch_to.active_element  # autofocus: keyboard only from here
     assert field.get_attribute("id") == "token"
-    field.send_keys(site.tokens[role], Keys.ENTER)
+    navigating(driver, lambda: field.send_keys(site.tokens[role], Keys.ENTER))
     check_page(driver)
     assert driver.find_element(By.ID, "who").text.startswith(f"{role}-1 ")
 
@@ -148,7 +164,7 @@ def promote_in_page(driver: Any, version: int, reason: str, status: int | None =
     form = driver.find_element(By.ID, "promote-form")
     Select(form.find_element(By.ID, "promote-version")).select_by_value(str(version))
     form.find_element(By.ID, "promote-reason").send_keys(reason)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    navigating(driver, lambda: form.find_element(By.CSS_SELECTOR, "button[type=submit]").click())
     check_page(driver, status=status)
 
 
@@ -163,7 +179,7 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_sign_out_ends_it(site, browse
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict"
     assert browser.execute_script("return document.cookie").find("modelreg_session") == -1
-    browser.find_element(By.CSS_SELECTOR, ".signout button").click()
+    navigating(browser, lambda: browser.find_element(By.CSS_SELECTOR, ".signout button").click())
     check_page(browser)
     assert "/ui/signin" in browser.current_url
     visit(browser, f"{site.url}/ui/")
@@ -180,12 +196,15 @@ def test_browse_to_a_model_and_compare_two_versions(site, browser):
     site.model("browse", 2, tags={"team": "pricing"}, params={"alpha": 0.5})
     sign_in(browser, site, "reader")
     visit(browser, f"{site.url}/ui/?q=brow", "models")
-    browser.find_element(By.LINK_TEXT, "browse").click()
+    navigating(browser, lambda: browser.find_element(By.LINK_TEXT, "browse").click())
     check_page(browser, "model")
     assert browser.find_elements(By.ID, "promote-form") == []  # a reader: no promote button
     for number in (1, 2):
         browser.find_element(By.ID, f"cmp-{number}").click()
-    browser.find_element(By.CSS_SELECTOR, "#compare-form button[type=submit]").click()
+    navigating(
+        browser,
+        lambda: browser.find_element(By.CSS_SELECTOR, "#compare-form button[type=submit]").click(),
+    )
     check_page(browser, "compare")
     rmse = browser.find_element(By.CSS_SELECTOR, 'tr[data-section="metrics"][data-key="rmse"]')
     mae = browser.find_element(By.CSS_SELECTOR, 'tr[data-section="metrics"][data-key="mae"]')
@@ -197,7 +216,7 @@ def test_browse_to_a_model_and_compare_two_versions(site, browser):
     assert background != mae.find_element(By.TAG_NAME, "td").value_of_css_property(
         "background-color"
     )  # highlighted, not only marked
-    browser.find_element(By.LINK_TEXT, "v2").click()
+    navigating(browser, lambda: browser.find_element(By.LINK_TEXT, "v2").click())
     check_page(browser, "version")
     assert "skops" in text_of(browser, "record")
 
@@ -239,12 +258,15 @@ def test_rollback_with_a_confirmation(site, browser):
     site.promote("roll", 2)
     sign_in(browser, site, "operator")
     visit(browser, f"{site.url}/ui/models/roll")
-    browser.find_element(By.LINK_TEXT, "Roll back production…").click()
+    navigating(browser, lambda: browser.find_element(By.LINK_TEXT, "Roll back production…").click())
     check_page(browser, "rollback")
     assert "version 2" in text_of(browser, "rollback-what")
     assert site.alias("roll", "production") == 2  # asked, not done
     browser.find_element(By.ID, "rollback-reason").send_keys("latency regression")
-    browser.find_element(By.CSS_SELECTOR, "#rollback-form button[type=submit]").click()
+    navigating(
+        browser,
+        lambda: browser.find_element(By.CSS_SELECTOR, "#rollback-form button[type=submit]").click(),
+    )
     check_page(browser)
     assert text_of(browser, "done") == "production rolled back to version 1"
     assert site.alias("roll", "production") == 1
@@ -286,7 +308,10 @@ def test_which_version_was_production_on_a_day(site, browser):
     today = browser.execute_script("return new Date().toISOString().slice(0, 10)")
     day = browser.find_element(By.ID, "on")
     browser.execute_script("arguments[0].value = arguments[1]", day, today)
-    browser.find_element(By.CSS_SELECTOR, "#on-day button[type=submit]").click()
+    navigating(
+        browser,
+        lambda: browser.find_element(By.CSS_SELECTOR, "#on-day button[type=submit]").click(),
+    )
     check_page(browser, "history")
     assert "production was version 1" in text_of(browser, "on-answer")
 
@@ -295,6 +320,41 @@ def test_the_processes_page(site, browser):
     sign_in(browser, site, "reader")
     visit(browser, f"{site.url}/ui/processes", "processes")
     assert "ok" in text_of(browser, "readiness")
+
+
+def test_monitoring_chart_and_policy_pages(site, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.api.test_monitoring_api import FEATURES, _csv, _data, _fit
+
+    model, X, y = _fit()
+    response = site.http.post(
+        f"{site.url}/models/house/versions",
+        files={
+            "artifact": ("m.joblib", joblib_bytes(model)),
+            "metadata": (None, json.dumps({"format": "joblib", "target": "price"})),
+            "reference": ("reference.csv", _csv(X, y)),
+        },
+        timeout=60,
+    )
+    assert response.status_code == 201, response.text
+    rows = _data(np.random.default_rng(2), 300, shift=1.0)[0]
+    body = {"inputs": {c: rows[c].tolist() for c in FEATURES}}
+    assert site.http.post(f"{site.url}/models/house/1/predict", json=body).status_code == 200
+    report = f"{site.url}/models/house/versions/1/monitoring"
+    wait_until(lambda: site.http.get(report).json()["windows"], 15, what="a flushed window")
+    sign_in(browser, site, "reader")
+    visit(browser, f"{site.url}/ui/models/house/versions/1/monitoring")
+    WebDriverWait(browser, 10).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#chart .uplot canvas")
+    )
+    check_page(browser, "monitoring")  # uPlot drew without a console error (CSP included)
+    legend = browser.find_element(By.ID, "chart").text
+    assert all(feature in legend for feature in FEATURES)
+    site.promote("house", 1)
+    visit(browser, f"{site.url}/ui/models/house/aliases/production/policy", "policy")
+    assert "No policy" in text_of(browser, "policy-state")
 
 
 @pytest.fixture(scope="module")
