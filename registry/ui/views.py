@@ -544,6 +544,7 @@ def monitoring(name: str, number: int) -> str:
     )
     features = sorted({f for w in report["windows"] for f in w["features"]})
     chart = {  # what ui.js plots: PSI per feature over the windows (the table has it all)
+        "window": report["window_seconds"],
         "x": [datetime.fromisoformat(w["start"]).timestamp() for w in report["windows"]],
         "series": {
             f: [(w["features"].get(f) or {}).get("psi") for w in report["windows"]]

@@ -300,20 +300,22 @@ def test_a_reader_sees_no_promote_button_and_forged_posts_are_refused(site, brow
 
 def test_which_version_was_production_on_a_day(site, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     site.model("history", 1)
     site.promote("history", 1)
     sign_in(browser, site, "reader")
     visit(browser, f"{site.url}/ui/models/history")
+    page = browser.find_element(By.TAG_NAME, "html")
     today = browser.execute_script("return new Date().toISOString().slice(0, 10)")
     day = browser.find_element(By.ID, "on")
     browser.execute_script("arguments[0].value = arguments[1]", day, today)
-    navigating(
-        browser,
-        lambda: browser.find_element(By.CSS_SELECTOR, "#on-day button[type=submit]").click(),
-    )
+    browser.find_element(By.CSS_SELECTOR, "#on-day button[type=submit]").click()
+    WebDriverWait(browser, 10).until(lambda d: d.find_elements(By.ID, "on-answer"))
     check_page(browser, "history")
     assert "production was version 1" in text_of(browser, "on-answer")
+    assert page.is_displayed()  # htmx swapped the answer in: the same page, no reload
+    assert f"on={today}" in browser.current_url  # and the question is in the address bar
 
 
 def test_the_processes_page(site, browser):

@@ -15,8 +15,10 @@
     }));
     var columns = [chart.x].concat(names.map(function (name) { return chart.series[name]; }));
     var width = Math.max(Math.min(box.clientWidth || 600, 1100), 280);
-    new uPlot({ width: width, height: 260, series: series, scales: { x: { time: true } } },
-              columns, box);
+    var pad = chart.window || 300;  // one window alone still gets a readable time axis
+    var xRange = function (u, min, max) { return min === max ? [min - pad, max + pad] : [min, max]; };
+    new uPlot({ width: width, height: 260, series: series,
+                scales: { x: { time: true, range: xRange } } }, columns, box);
   }
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", draw);
