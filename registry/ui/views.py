@@ -301,10 +301,15 @@ def version(name: str, ref: str) -> str:
     deps = app_services()
     record = version_service.get_version(deps.uow, name, _reference(ref))
     current = model_service.get_model(deps.uow, name).aliases
+    try:
+        profile = monitoring_service.get_profile(deps.uow, name, _reference(str(record.version)))
+    except NotFound:  # registered without a reference: nothing to profile
+        profile = None
     return render_template(
         "version.html",
         viewer=viewer,
         v=record,
+        profile=profile,
         aliases=current,
         may_promote=viewer.identity.has_role("operator"),
     )

@@ -47,6 +47,9 @@ def test_the_monitoring_page_shows_windows_features_and_the_chart_data(app, brow
     assert f"<td>{window['rows']}</td>" in html
     assert '"series": {"age"' in html or '"series":{"age"' in html
     assert browser.get("/ui/models/house/versions/1/monitoring?window=x").status_code == 422
+    version_page = browser.get("/ui/models/house/versions/1").get_data(as_text=True)
+    assert "500 reference rows" in version_page
+    assert "<td>sqft</td><td>numeric</td><td>0.000</td><td>10</td>" in version_page
 
 
 def test_the_policy_page_shows_variants_and_this_processs_stats(app, browser):  # noqa: F811
