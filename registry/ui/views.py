@@ -414,10 +414,7 @@ def rollback_confirm(name: str, alias: str) -> str:
     record = model_service.get_model(deps.uow, name)
     if alias not in record.aliases:
         raise NotFound(f"alias '{alias}' of '{name}' not found")
-    steps = [s for s in read_alias_steps(deps.uow, name, deps.config.MAX_PAGE_SIZE)]
-    previous = next(
-        (s.previous for s in reversed(steps) if s.alias == alias and s.kind == "promote"), None
-    )
+    previous = alias_service.rollback_target(deps.uow, name, alias)
     return render_template(
         "rollback.html",
         viewer=viewer,
@@ -439,16 +436,22 @@ def rollback(name: str, alias: str) -> Response:
     if not reason:
         raise InvalidInput("a reason is required", {"reason": "say why, for the audit trail"})
     seen = _seen_version(request.form.get("seen", ""))
-    current = model_service.get_model(deps.uow, name).aliases.get(alias)
-    if current != seen:  # the page confirmed a rollback from another version
-        raise Conflict(
-            f"not rolled back: alias '{alias}' moved since this page was shown (it is at "
-            f"{current if current is not None else 'nothing'} now). Reload and decide again.",
-            {"seen": "out of date"},
+    try:
+        move = alias_service.rollback_alias(
+            deps.uow,
+            name,
+            alias,
+            reason=reason,
+            actor=viewer.identity.name,
+            check=deps.check_version,
+            expected_version=seen,
         )
-    move = alias_service.rollback_alias(
-        deps.uow, name, alias, reason=reason, actor=viewer.identity.name, check=deps.check_version
-    )
+    except Conflict as error:
+        raise Conflict(
+            f"not rolled back: this page was out of date or there is nothing to go back to. "
+            f"{error.detail} Reload the page and decide again.",
+            error.errors,
+        ) from None
     done = f"{alias} rolled back to version {move.version}"
     return redirect(url_for("ui.model", name=name, done=done), code=303)
 

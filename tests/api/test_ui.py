@@ -259,7 +259,28 @@ def test_rollback_asks_first_then_moves_the_alias_back(world):
     assert world.events("m")[0]["type"] == "rollback"
     again = client.post("/ui/models/m/aliases/production/rollback", data=data)
     assert again.status_code == 409  # the confirmation page showed version 2
+    assert "not rolled back" in again.get_data(as_text=True)
     assert world.alias("m", "production") == 1
+
+
+def test_a_stale_rollback_confirmation_is_refused_by_compare_and_set(world):
+    for _ in range(3):
+        world.version("m")
+    client = world.browser("root")
+    csrf = page_csrf(client, "/ui/models/m")
+    _promote(client, csrf, 1, "one")
+    _promote(client, csrf, 2, "two", production="1")
+    confirm = client.get("/ui/models/m/aliases/production/rollback").get_data(as_text=True)
+    assert "moves it to <strong>version 1</strong>" in confirm
+    moved = world.api("POST", "/models/m/versions/3/promote", json={"reason": "meanwhile"})
+    assert moved.status_code == 200  # someone else, after the page was shown
+    data = {"reason": "undo two", "seen": "2", "csrf_token": csrf}
+    refused = client.post("/ui/models/m/aliases/production/rollback", data=data)
+    assert refused.status_code == 409
+    text = refused.get_data(as_text=True)
+    assert "is at version 3, expected version 2; not rolled back" in text
+    assert world.alias("m", "production") == 3
+    assert world.events("m")[0]["reason"] == "meanwhile"  # nothing recorded
 
 
 def test_compare_marks_the_rows_that_differ(world):
