@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, redirect, render_template, request, url_for
 
 from registry.access import public
+from registry.endpoints import undocumented
 from registry.errors import (
     Conflict,
     InvalidInput,
@@ -16,6 +17,7 @@ from registry.services import aliases as alias_service
 from registry.services import models as model_service
 from registry.ui import guard
 from registry.ui.blueprint import (
+    UI_ROUTE,
     bp,
     viewer_for,
 )
@@ -33,6 +35,7 @@ def _seen_version(raw: str) -> int | None:
 
 
 @bp.post("/models/<name>/promote")
+@undocumented(UI_ROUTE)
 @public
 def promote(name: str) -> Response:
     viewer = guard.current_viewer()
@@ -75,6 +78,7 @@ def promote(name: str) -> Response:
 
 
 @bp.get("/models/<name>/aliases/<alias>/rollback")
+@undocumented(UI_ROUTE)
 @public
 def rollback_confirm(name: str, alias: str) -> str:
     viewer = viewer_for(name)
@@ -95,6 +99,7 @@ def rollback_confirm(name: str, alias: str) -> str:
 
 
 @bp.post("/models/<name>/aliases/<alias>/rollback")
+@undocumented(UI_ROUTE)
 @public
 def rollback(name: str, alias: str) -> Response:
     viewer = guard.current_viewer()

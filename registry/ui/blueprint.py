@@ -39,6 +39,8 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 PAGE_SIZE = 25
+# Kept out of /openapi.json: the UI is pages for people, the API is documented there.
+UI_ROUTE = "a web UI page, not an API operation"
 
 
 @bp.app_template_filter("update_query")

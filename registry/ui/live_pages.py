@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from flask import render_template, request
 
 from registry.access import public
+from registry.endpoints import undocumented
 from registry.errors import (
     InvalidInput,
 )
@@ -16,6 +17,7 @@ from registry.monitoring import service as monitoring_service
 from registry.names import validate_alias
 from registry.policies import service as policy_service
 from registry.ui.blueprint import (
+    UI_ROUTE,
     bp,
     reference,
     viewer_for,
@@ -25,6 +27,7 @@ from registry.ui.blueprint import (
 
 
 @bp.get("/models/<name>/aliases/<alias>/policy")
+@undocumented(UI_ROUTE)
 @public
 def policy(name: str, alias: str) -> str:
     viewer = viewer_for(name)
@@ -46,6 +49,7 @@ def policy(name: str, alias: str) -> str:
 
 
 @bp.get("/models/<name>/versions/<int:number>/monitoring")
+@undocumented(UI_ROUTE)
 @public
 def monitoring(name: str, number: int) -> str:
     viewer = viewer_for(name)

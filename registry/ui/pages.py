@@ -11,6 +11,7 @@ from flask import Response, render_template, request, send_file
 from sqlalchemy import text
 
 from registry.access import public
+from registry.endpoints import undocumented
 from registry.errors import (
     DependencyUnavailable,
     InvalidInput,
@@ -25,6 +26,7 @@ from registry.services import versions as version_service
 from registry.ui.blueprint import (
     MAX_COMPARED,
     PAGE_SIZE,
+    UI_ROUTE,
     bp,
     page_of,
     reference,
@@ -39,6 +41,7 @@ from storage import StorageError
 
 
 @bp.get("/")
+@undocumented(UI_ROUTE)
 @public
 def models() -> str:
     viewer = viewer_for()
@@ -59,6 +62,7 @@ def models() -> str:
 
 
 @bp.get("/models/<name>")
+@undocumented(UI_ROUTE)
 @public
 def model(name: str) -> str:
     viewer = viewer_for(name)
@@ -101,6 +105,7 @@ def _events_page() -> Any:
 
 
 @bp.get("/models/<name>/versions/<ref>")
+@undocumented(UI_ROUTE)
 @public
 def version(name: str, ref: str) -> str:
     viewer = viewer_for(name)
@@ -122,6 +127,7 @@ def version(name: str, ref: str) -> str:
 
 
 @bp.get("/models/<name>/compare")
+@undocumented(UI_ROUTE)
 @public
 def compare(name: str) -> str:
     viewer = viewer_for(name)
@@ -139,6 +145,7 @@ def compare(name: str) -> str:
 
 
 @bp.get("/models/<name>/versions/<int:number>/artifact")
+@undocumented(UI_ROUTE)
 @public
 def artifact(name: str, number: int) -> Response:
     viewer_for(name)
@@ -161,6 +168,7 @@ def artifact(name: str, number: int) -> Response:
 
 
 @bp.get("/processes")
+@undocumented(UI_ROUTE)
 @public
 def processes() -> str:
     viewer = viewer_for()

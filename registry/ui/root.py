@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response, redirect, request, url_for
 
 from registry.access import public
+from registry.endpoints import undocumented
 from registry.errors import NotFound
 
 root_bp = Blueprint("ui_root", __name__)
+UI_ROUTE = "the root: a browser is sent to /ui/, any other client gets a 404"
 
 
 def wants_html() -> bool:
@@ -18,6 +20,7 @@ def wants_html() -> bool:
 
 
 @root_bp.get("/")
+@undocumented(UI_ROUTE)
 @public
 def root() -> Response:
     if wants_html():

@@ -9,6 +9,7 @@ from flask import Response, redirect, render_template, request, url_for
 
 from registry.access import public
 from registry.auth import hash_token
+from registry.endpoints import undocumented
 from registry.errors import (
     Forbidden,
     NotFound,
@@ -18,6 +19,7 @@ from registry.http import app_services
 from registry.ui import guard
 from registry.ui.blueprint import (
     STATIC_FILES,
+    UI_ROUTE,
     bp,
 )
 
@@ -25,6 +27,7 @@ from registry.ui.blueprint import (
 
 
 @bp.get("/static/<filename>")
+@undocumented(UI_ROUTE)
 @public
 def static(filename: str) -> Response:
     media = STATIC_FILES.get(filename)
@@ -57,6 +60,7 @@ def _set_session_cookie(response: Response, session_id: str, max_age: int) -> No
 
 
 @bp.get("/signin")
+@undocumented(UI_ROUTE)
 @public
 def sign_in() -> Response:
     deps = app_services()
@@ -91,6 +95,7 @@ def sign_in() -> Response:
 
 
 @bp.post("/signin")
+@undocumented(UI_ROUTE)
 @public
 def sign_in_post() -> Response | tuple[str, int]:
     deps = app_services()
@@ -120,6 +125,7 @@ def sign_in_post() -> Response | tuple[str, int]:
 
 
 @bp.post("/signout")
+@undocumented(UI_ROUTE)
 @public
 def sign_out() -> Response:
     viewer = guard.current_viewer()
