@@ -193,6 +193,10 @@ class Config:
     # which flush and evaluate by hand.
     MONITORING: bool = True
     MONITOR_BACKGROUND: bool = True
+    # Progressive canaries (docs/policies.md): each serving process flushes its counts and
+    # the lease holder judges every running canary once per CANARY_TICK_SECONDS.
+    CANARY_BACKGROUND: bool = True
+    CANARY_TICK_SECONDS: float = 1.0
     MONITOR_WINDOW_SECONDS: int = 300
     MONITOR_FLUSH_SECONDS: float = 5.0
     MONITOR_EVALUATE_SECONDS: float = 30.0
@@ -275,6 +279,7 @@ class TestConfig(Config):
     WEBHOOK_DISPATCH: bool = False
     # No monitoring thread per test app; monitoring tests flush and evaluate by hand.
     MONITOR_BACKGROUND: bool = False
+    CANARY_BACKGROUND: bool = False
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

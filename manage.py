@@ -136,6 +136,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.extensions[MONITORING_KEY] = build_monitoring(
         uow, config, dataplane, metrics, serving.check_version
     )
+    app.extensions[CANARY_KEY] = _canary_controller(uow, config, dataplane, serving)
     app.extensions[EXTENSION_KEY] = AppServices(
         config=config,
         engine=engine,
@@ -198,6 +199,41 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         max_body_bytes=config.MAX_PREDICT_BODY_BYTES,
     )
     return app
+
+
+CANARY_KEY = "modelreg.canary"
+
+
+def _canary_controller(uow: UnitOfWorkFactory, config: Config, dataplane: Any, serving: Any) -> Any:
+    """This process's canary controller; its thread runs where CANARY_BACKGROUND is on (every
+    `modelreg serve` process; test apps tick it by hand)."""
+    import atexit
+
+    from registry.services import aliases as alias_service
+    from serving.canary import CanaryController
+
+    def promote(name: str, version: int, alias: str, control: int) -> Any:
+        return alias_service.promote_version(
+            uow,
+            name,
+            version,
+            alias=alias,
+            reason="canary completed: every step held its guardrails",
+            expected_version=control,
+            actor="canary",
+            check=serving.check_version,
+            example_required_for=alias_service.example_required_for(
+                config.REQUIRE_INPUT_EXAMPLE_FOR
+            ),
+        )
+
+    controller = CanaryController(
+        uow, dataplane.policy_stats, promote, tick_seconds=float(config.CANARY_TICK_SECONDS)
+    )
+    if config.CANARY_BACKGROUND:
+        controller.start()
+        atexit.register(controller.stop)
+    return controller
 
 
 def _webhook_dispatcher(uow: UnitOfWorkFactory, config: Config, metrics: Any) -> Any:

@@ -24,11 +24,11 @@ import mmh3
 import numpy as np
 
 from registry.policies.allocation import BUCKETS, bucket_table
+from registry.policies.latency import BUCKETS as LATENCY_BUCKETS
+from registry.policies.latency import LATENCY_BOUNDS, quantile
 
 log = logging.getLogger(__name__)
 
-# Latency histogram bounds (seconds): fixed buckets, so memory per variant is constant.
-LATENCY_BOUNDS = tuple(0.00005 * 1.25**i for i in range(60))  # 50 µs .. ~30 s
 SRM_ALPHA = 0.001  # the sample-ratio-mismatch flag's significance level
 SRM_MIN_UNITS = 100
 SHADOW_QUEUE_SIZE = 1000
@@ -48,6 +48,7 @@ class CompiledPolicy:
     header_name: str | None  # the header as configured (x-unit-id)
     field: str | None  # the input field holding the unit key
     shadows: tuple[tuple[int, float], ...]
+    canary: bool = False  # a running canary: counts are flushed for its leader to judge
 
     def assign(self, unit: str | None) -> int:
         """The index of the variant serving this unit (random without a unit key)."""
@@ -74,22 +75,12 @@ def compile_policy(alias: str, policy: dict[str, Any] | None) -> CompiledPolicy 
         header_name=header,
         field=sticky.get("field"),
         shadows=tuple((int(s["version"]), float(s["sample"])) for s in spec.get("shadows", ())),
+        canary=bool(spec.get("canary"))
+        and (spec.get("canary_state") or {}).get("state") == "running",
     )
 
 
 # ---- statistics -----------------------------------------------------------------------------
-
-
-def _quantile(counts: list[int], total: int, q: float) -> float | None:
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, n in enumerate(counts):
-        seen += n
-        if seen >= rank:
-            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else math.inf
-    return math.inf
 
 
 @dataclass(slots=True)
@@ -98,7 +89,7 @@ class _Arm:
 
     requests: int = 0
     errors: int = 0
-    latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
+    latency: list[int] = field(default_factory=lambda: [0] * LATENCY_BUCKETS)
     rows: int = 0
     total: float = 0.0
     squares: float = 0.0
@@ -132,7 +123,6 @@ class _Arm:
                 self.classes[key] = self.classes.get(key, 0) + count
 
     def view(self) -> dict[str, Any]:
-        total = sum(self.latency)
         summary: dict[str, Any] = {"rows": self.rows}
         if self.classes:
             summary["classes"] = dict(sorted(self.classes.items()))
@@ -147,9 +137,9 @@ class _Arm:
             if self.requests + self.errors
             else None,
             "latency_seconds": {
-                "p50": _quantile(self.latency, total, 0.5),
-                "p90": _quantile(self.latency, total, 0.9),
-                "p99": _quantile(self.latency, total, 0.99),
+                "p50": quantile(self.latency, 0.5),
+                "p90": quantile(self.latency, 0.9),
+                "p99": quantile(self.latency, 0.99),
             },
             "predictions": summary,
         }
@@ -217,6 +207,8 @@ class PolicyStats:
         self._policies: dict[tuple[str, str], tuple[int, dict[int, _Arm], dict[int, _Arm]]] = {}
         self.on_route = on_route
         self.started = time.time()
+        # Counts of running canaries since the last flush: (name, alias, revision, version)
+        self._pending: dict[tuple[str, str, int, int], _Arm] = {}
 
     def _arms(self, name: str, policy: CompiledPolicy) -> tuple[dict[int, _Arm], dict[int, _Arm]]:
         key = (name, policy.alias)
@@ -240,6 +232,8 @@ class PolicyStats:
         if arm is not None:
             with self._lock:
                 arm.observe(seconds, outputs)
+                if policy.canary:
+                    self._pending_arm(name, policy, version).observe(seconds, outputs)
         if self.on_route is not None:
             self.on_route(name, policy.alias, version, "success")
 
@@ -248,8 +242,41 @@ class PolicyStats:
         if arm is not None:
             with self._lock:
                 arm.errors += 1
+                if policy.canary:
+                    self._pending_arm(name, policy, version).errors += 1
         if self.on_route is not None:
             self.on_route(name, policy.alias, version, "error")
+
+    def _pending_arm(self, name: str, policy: CompiledPolicy, version: int) -> _Arm:
+        """The caller holds the lock."""
+        key = (name, policy.alias, policy.revision, version)
+        arm = self._pending.get(key)
+        if arm is None:
+            arm = self._pending[key] = _Arm()
+        return arm
+
+    def drain(self) -> list[tuple[str, str, int, int, dict[str, Any]]]:
+        """The canary counts since the last drain, as (name, alias, revision, version,
+        counts), and start again from zero."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        return [
+            (
+                name,
+                alias,
+                revision,
+                version,
+                {
+                    "requests": arm.requests,
+                    "errors": arm.errors,
+                    "latency": arm.latency,
+                    "rows": arm.rows,
+                    "total": arm.total,
+                    "squares": arm.squares,
+                },
+            )
+            for (name, alias, revision, version), arm in pending.items()
+        ]
 
     def shadow(self, name: str, policy: CompiledPolicy, version: int) -> _Arm | None:
         return self._arms(name, policy)[1].get(version)

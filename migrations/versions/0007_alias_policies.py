@@ -1,4 +1,4 @@
-"""Traffic policies on aliases.
+"""Traffic policies on aliases, and the per-variant counts their canaries are judged on.
 
 Revision ID: 0007
 Revises: 0006
@@ -37,7 +37,24 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_alias_policies")),
         sa.UniqueConstraint("model_id", "alias", name=op.f("uq_alias_policies_model_id_alias")),
     )
+    op.create_table(
+        "policy_counts",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("model", sa.String(128), nullable=False),
+        sa.Column("alias", sa.String(64), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("writer", sa.String(64), nullable=False),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.Column("summary", sa.JSON(), nullable=False),
+        sa.Column("written_at", UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_policy_counts")),
+    )
+    op.create_index("ix_policy_counts_policy", "policy_counts", ["model", "alias", "revision"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_policy_counts_policy", table_name="policy_counts")
+    op.drop_table("policy_counts")
     op.drop_table("alias_policies")

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -188,6 +188,63 @@ def prune(
         )
         if cutoff is not None:
             session.execute(delete(PayloadLogEntry).where(PayloadLogEntry.id <= cutoff))
+
+
+def compact(sessions: SessionFactory, *, before: int, limit: int = 200) -> int:
+    """Replace the rows of each closed window (start < `before`) by their sum, so reads stay
+    short however many processes and flushes wrote. Only the rows read are deleted: a late
+    flush of the same window adds a row and the sums stay exact. Returns windows compacted."""
+    groups = (
+        select(
+            MonitorSummary.model,
+            MonitorSummary.version,
+            MonitorSummary.variant,
+            MonitorSummary.window_start,
+        )
+        .where(MonitorSummary.window_start < before)
+        .group_by(
+            MonitorSummary.model,
+            MonitorSummary.version,
+            MonitorSummary.variant,
+            MonitorSummary.window_start,
+        )
+        .having(func.count() > 1)
+        .limit(limit)
+    )
+    with sessions() as session:
+        keys = session.execute(groups).all()
+    for model, version, variant, start in keys:
+        with sessions() as session, session.begin():
+            rows = session.scalars(
+                select(MonitorSummary).where(
+                    MonitorSummary.model == model,
+                    MonitorSummary.version == version,
+                    MonitorSummary.variant == variant,
+                    MonitorSummary.window_start == start,
+                )
+            ).all()
+            if len(rows) < 2:
+                continue
+            merged = summary_format.empty()
+            for row in rows:
+                summary_format.merge(merged, row.summary)
+            session.execute(
+                delete(MonitorSummary).where(MonitorSummary.id.in_([r.id for r in rows]))
+            )
+            session.add(
+                MonitorSummary(
+                    model=model,
+                    version=version,
+                    variant=variant,
+                    window_start=start,
+                    window_seconds=rows[0].window_seconds,
+                    writer="compacted",
+                    rows=merged["rows"],
+                    summary=merged,
+                    written_at=utcnow(),
+                )
+            )
+    return len(keys)
 
 
 def take_lease(sessions: SessionFactory, name: str, holder: str, seconds: float) -> bool:

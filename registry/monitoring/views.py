@@ -14,11 +14,11 @@ from marshmallow import fields, validate
 from registry import schemas
 from registry.access import requires
 from registry.endpoints import BODY_ERRORS, JsonSchema, endpoint, json_answer, request_body
-from registry.errors import InvalidInput, TooLarge, UnsupportedMediaType
+from registry.errors import InvalidInput, NotFound, TooLarge, UnsupportedMediaType
 from registry.http import app_services, current_actor, json_body, json_response
 from registry.monitoring import service
 from registry.monitoring.reference import parse_reference
-from registry.names import Reference, validate_model_name
+from registry.names import Reference, is_model_name
 from registry.names import parse_reference as parse_ref
 
 bp = Blueprint("monitoring", __name__)
@@ -98,11 +98,15 @@ def _monitoring() -> Any:
     return current_app.extensions[MONITORING_KEY]
 
 
+def validate_model_name(name: str) -> None:
+    """A name no model can have is not found (as on the registry's routes)."""
+    if not is_model_name(name):
+        raise NotFound(f"no model named {name!r}: not a valid model name")
+
+
 def _ref(ref: str) -> Reference:
     reference = parse_ref(ref)
     if reference is None:
-        from registry.errors import NotFound
-
         raise NotFound(f"{ref!r} is not a version number, an alias or 'latest'")
     return reference
 

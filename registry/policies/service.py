@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from typing import Any
 
 from registry.changes import AliasMoved
@@ -16,7 +17,7 @@ from registry.models import ModelVersion, RegisteredModel
 from registry.names import Reference, validate_alias
 from registry.policies import allocation, store
 from registry.policies.lifecycle import end_policy, public_spec
-from registry.policies.spec import PolicySpec, parse_policy
+from registry.policies.spec import PolicySpec, Variant, parse_policy
 from registry.policies.tables import AliasPolicy
 from registry.records import VersionRecord
 from registry.repository import Repository
@@ -46,6 +47,15 @@ def _fields(spec: PolicySpec) -> dict[int, str]:
     return named
 
 
+def with_canary_weights(spec: PolicySpec, control: int, share: float) -> PolicySpec:
+    """The spec with the candidate at `share` percent and the control at the rest."""
+    variants = tuple(
+        Variant(v.version, 100.0 - share if v.version == control else float(share))
+        for v in spec.variants
+    )
+    return dataclasses.replace(spec, variants=variants)
+
+
 def policy_view(
     name: str, alias: str, row: AliasPolicy | None, control: int | None
 ) -> dict[str, Any]:
@@ -59,6 +69,7 @@ def policy_view(
         "variants": None,
         "sticky": None,
         "shadows": [],
+        "canary": None,
         "updated_at": row.updated_at.isoformat() if row else None,
         "updated_by": row.updated_by if row else None,
     }
@@ -72,6 +83,16 @@ def policy_view(
         ]
         view["sticky"] = spec["sticky"]
         view["shadows"] = spec["shadows"]
+        if spec.get("canary"):
+            state = spec.get("canary_state") or {}
+            view["canary"] = {
+                **spec["canary"],
+                "state": state.get("state"),
+                "step": state.get("step"),
+                "share": spec["canary"]["steps"][state.get("step", 0)],
+                "since": state.get("since"),
+                "reason": state.get("reason"),
+            }
     return view
 
 
@@ -154,6 +175,8 @@ def set_policy(
         row = store.find(session, model, alias)
         current = _check_revision(row, expected_revision, name, alias)
         before = row.spec if row else None
+        if spec.canary is not None:  # the first step decides the weights
+            spec = with_canary_weights(spec, control, spec.canary.steps[0])
         counts = allocation.bucket_counts([v.weight for v in spec.variants])
         if before is not None:
             old = [v["version"] for v in before["variants"]]
@@ -169,6 +192,8 @@ def set_policy(
         if before is None:  # a new policy: a new salt, so its units are assigned afresh
             row.salt = secrets.token_hex(8)
         row.spec = {**spec.as_dict(), "ranges": ranges}
+        if spec.canary is not None:
+            row.spec["canary_state"] = {"step": 0, "state": "running", "since": time.time()}
         row.revision = current + 1
         row.updated_at = at
         row.updated_by = actor

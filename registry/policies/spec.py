@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 from registry.errors import InvalidInput
@@ -29,10 +30,36 @@ class Shadow:
 
 
 @dataclass(frozen=True, slots=True)
+class Canary:
+    """A progressive canary: the candidate's share walks `steps` (percent), each held for
+    `bake_seconds` and `min_requests` candidate requests while the guardrails hold."""
+
+    steps: tuple[int, ...]
+    bake_seconds: float
+    min_requests: int
+    max_error_rate_delta: float
+    max_p99_ratio: float
+    max_mean_shift: float | None  # |candidate mean - control mean| / control std
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "steps": list(self.steps),
+            "bake_seconds": self.bake_seconds,
+            "min_requests": self.min_requests,
+            "guardrails": {
+                "max_error_rate_delta": self.max_error_rate_delta,
+                "max_p99_ratio": self.max_p99_ratio,
+                "max_mean_shift": self.max_mean_shift,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PolicySpec:
     variants: tuple[Variant, ...]
     sticky: dict[str, str] | None  # {"header": name} or {"field": name}
     shadows: tuple[Shadow, ...]
+    canary: Canary | None = None
 
     def versions(self) -> list[int]:
         return [v.version for v in self.variants] + [s.version for s in self.shadows]
@@ -42,6 +69,7 @@ class PolicySpec:
             "variants": [{"version": v.version, "weight": v.weight} for v in self.variants],
             "sticky": self.sticky,
             "shadows": [{"version": s.version, "sample": s.sample} for s in self.shadows],
+            "canary": self.canary.as_dict() if self.canary else None,
         }
 
 
@@ -93,14 +121,6 @@ def parse_policy(body: Any) -> PolicySpec:
     unknown = sorted(set(body) - KNOWN_KEYS)
     if unknown:
         raise InvalidInput("invalid policy", {unknown[0]: "unknown field"})
-    if body.get("canary") is not None:
-        raise InvalidInput(
-            "invalid policy",
-            {
-                "canary": "progressive canaries are not available on this server yet; set the "
-                "weights yourself"
-            },
-        )
     variants = []
     for i, item in enumerate(_list(body, "variants", MAX_VARIANTS, required=True)):
         extra = sorted(set(item) - {"version", "weight"})
@@ -142,4 +162,75 @@ def parse_policy(body: Any) -> PolicySpec:
         shadows.append(Shadow(version, sample))
     if len(set(seen)) != len(seen):
         raise InvalidInput("invalid policy", {"shadows": "each version at most once"})
-    return PolicySpec(tuple(variants), _sticky(body.get("sticky")), tuple(shadows))
+    canary = _canary(body.get("canary"), len(variants))
+    return PolicySpec(tuple(variants), _sticky(body.get("sticky")), tuple(shadows), canary)
+
+
+CANARY_KEYS = frozenset({"steps", "bake_seconds", "min_requests", "guardrails"})
+GUARDRAIL_KEYS = frozenset({"max_error_rate_delta", "max_p99_ratio", "max_mean_shift"})
+
+
+def _canary(value: Any, variants: int) -> Canary | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput("invalid policy", {"canary": "an object"})
+    unknown = sorted(set(value) - CANARY_KEYS)
+    if unknown:
+        raise InvalidInput("invalid policy", {f"canary.{unknown[0]}": "unknown field"})
+    if variants != 2:
+        raise InvalidInput(
+            "invalid policy",
+            {"variants": "a canary has exactly two variants: the control and the candidate"},
+        )
+    steps = value.get("steps", [5, 25, 50, 100])
+    if (
+        not isinstance(steps, list)
+        or not 1 <= len(steps) <= 20
+        or any(isinstance(x, bool) or not isinstance(x, int) or not 0 < x <= 100 for x in steps)
+        or any(a >= b for a, b in pairwise(steps))
+        or steps[-1] != 100
+    ):
+        raise InvalidInput(
+            "invalid policy",
+            {"canary.steps": "1 to 20 increasing whole percentages, ending at 100"},
+        )
+    guardrails = value.get("guardrails") or {}
+    if not isinstance(guardrails, dict):
+        raise InvalidInput("invalid policy", {"canary.guardrails": "an object"})
+    unknown = sorted(set(guardrails) - GUARDRAIL_KEYS)
+    if unknown:
+        raise InvalidInput("invalid policy", {f"canary.guardrails.{unknown[0]}": "unknown field"})
+    shift = guardrails.get("max_mean_shift")
+    return Canary(
+        steps=tuple(steps),
+        bake_seconds=_number(
+            value.get("bake_seconds", 600),
+            "canary.bake_seconds",
+            0.1,
+            7 * 86400,
+            "seconds from 0.1 to a week",
+        ),
+        min_requests=int(
+            _number(
+                value.get("min_requests", 500), "canary.min_requests", 0, 10**9, "a count from 0"
+            )
+        ),
+        max_error_rate_delta=_number(
+            guardrails.get("max_error_rate_delta", 0.01),
+            "canary.guardrails.max_error_rate_delta",
+            0,
+            1,
+            "a rate from 0 to 1",
+        ),
+        max_p99_ratio=_number(
+            guardrails.get("max_p99_ratio", 2.0),
+            "canary.guardrails.max_p99_ratio",
+            1,
+            1000,
+            "a ratio from 1",
+        ),
+        max_mean_shift=None
+        if shift is None
+        else _number(shift, "canary.guardrails.max_mean_shift", 0, 1e6, "a number from 0"),
+    )

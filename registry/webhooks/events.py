@@ -31,13 +31,12 @@ FROM_AUDIT: dict[str, str] = {
     "alert_resolved": "monitor.alert_resolved",
     "policy_set": "policy.set",
     "policy_cleared": "policy.cleared",
+    "canary_step": "canary.advanced",
+    "canary_aborted": "canary.aborted",
+    "canary_completed": "canary.completed",
 }
 TOKEN_EVENTS = ("token.created", "token.revoked")
-RESERVED_EVENTS = (
-    "canary.advanced",
-    "canary.completed",
-    "canary.aborted",
-)
+RESERVED_EVENTS: tuple[str, ...] = ()
 TEST_EVENT = "webhook.test"  # POST /webhooks/<id>/test; sent whatever the subscription asks
 REGISTRY_EVENTS = tuple(FROM_AUDIT.values())
 KNOWN_EVENTS = (*REGISTRY_EVENTS, *TOKEN_EVENTS, *RESERVED_EVENTS)

@@ -305,7 +305,12 @@ def retry_delivery(uow: UnitOfWorkFactory, webhook_id: int, delivery_id: int) ->
     return record
 
 
+_MAX_ID = 2**31 - 1  # the id columns are 32-bit integers; a larger id names nothing
+
+
 def _subscription(session: Any, webhook_id: int, *, lock: bool = False) -> WebhookSubscription:
+    if not 0 < webhook_id <= _MAX_ID:
+        raise NotFound(f"no webhook {webhook_id}")
     query = select(WebhookSubscription).where(WebhookSubscription.id == webhook_id)
     if lock:
         query = query.with_for_update()
@@ -319,6 +324,8 @@ def _delivery(
     session: Any, webhook_id: int, delivery_id: int, *, lock: bool = False
 ) -> WebhookDelivery:
     _subscription(session, webhook_id)
+    if not 0 < delivery_id <= _MAX_ID:
+        raise NotFound(f"no delivery {delivery_id} of webhook {webhook_id}")
     query = select(WebhookDelivery).where(
         WebhookDelivery.id == delivery_id, WebhookDelivery.subscription_id == webhook_id
     )

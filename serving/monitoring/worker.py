@@ -129,6 +129,12 @@ class MonitoringWorker:
                 grace_seconds=2 * self.flush_seconds + 1,
                 rollback=self.rollback,
             )
+            closed = self.clock() - 2 * self.flush_seconds - 1
+            store.compact(
+                self.uow.session_factory,
+                before=int(closed // self.live.settings.window_seconds)
+                * self.live.settings.window_seconds,
+            )
             now = utcnow()
             if time.monotonic() - self._last_prune >= PRUNE_SECONDS or self._last_prune == 0.0:
                 self._last_prune = time.monotonic()

@@ -370,3 +370,32 @@ def test_classifier_live_accuracy_and_log_loss_match_offline(app, client):
     y_true = np.concatenate([li for li, _ in probabilities])
     p = np.concatenate([pr for _, pr in probabilities])
     assert abs(metrics["log_loss"] - log_loss(y_true, p, labels=model.classes_)) <= 1e-9
+
+
+def test_closed_windows_are_compacted_to_one_row_with_the_same_sums(app, client):
+    from sqlalchemy import func, select
+
+    from registry.monitoring.tables import MonitorSummary
+
+    model, X, y = _fit()
+    _register(client, "house", model, _csv(X, y), target="price")
+    rng = np.random.default_rng(9)
+    for _ in range(3):  # three flushes of window 0 (three rows, as from three processes)
+        _feed_window(app, client, "house", "1", 0, _data(rng, 100)[0])
+    _feed_window(app, client, "house", "1", 1, _data(rng, 100)[0])  # window 1 still open
+    url = f"/models/house/versions/1/monitoring?since={T0}"
+    before = client.get(url).get_json()["windows"]
+    app.clock.now = T0 + WINDOW + 30  # window 0 closed and past the flush grace
+    _monitoring(app).worker.evaluate(lead=True)
+    with app.extensions["modelreg"].uow() as work:
+        counts = dict(
+            work.session.execute(
+                select(MonitorSummary.window_start, func.count()).group_by(
+                    MonitorSummary.window_start
+                )
+            ).all()
+        )
+    assert counts == {T0: 1, T0 + WINDOW: 1}
+    after = client.get(url).get_json()["windows"]
+    assert [w["rows"] for w in after] == [w["rows"] for w in before] == [300, 100]
+    assert after[0]["features"] == before[0]["features"]

@@ -135,7 +135,42 @@ def test_sample_ratio_mismatch_flags_a_broken_split_and_not_a_fair_one():
             {"variants": [{"version": 1, "weight": 1}], "shadows": [{"version": 2, "sample": 2}]},
             "shadows[0].sample",
         ),
-        ({"variants": [{"version": 1, "weight": 1}], "canary": {"steps": [5]}}, "canary"),
+        ({"variants": [{"version": 1, "weight": 1}], "canary": {}}, "variants"),
+        (
+            {
+                "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+                "canary": {"steps": [5]},
+            },
+            "canary.steps",
+        ),
+        (
+            {
+                "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+                "canary": {"steps": [50, 25, 100]},
+            },
+            "canary.steps",
+        ),
+        (
+            {
+                "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+                "canary": {"bake_seconds": 0},
+            },
+            "canary.bake_seconds",
+        ),
+        (
+            {
+                "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+                "canary": {"guardrails": {"p95": 1}},
+            },
+            "canary.guardrails.p95",
+        ),
+        (
+            {
+                "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+                "canary": {"colour": 1},
+            },
+            "canary.colour",
+        ),
         ({"variants": [{"version": 1, "weight": 1}], "colour": 1}, "colour"),
     ],
 )
