@@ -75,3 +75,19 @@ def test_the_policy_page_shows_variants_and_this_processs_stats(app, browser):  
     assert sum(v["requests"] for v in stats["variants"]) == 20
     missing = browser.get("/ui/models/house/aliases/staging/policy")
     assert missing.status_code == 404
+
+
+def test_the_policy_page_shows_a_canarys_progress(app, browser):  # noqa: F811
+    client = app.test_client()
+    for seed in (0, 1):
+        assert _register(client, "house", _fit(seed)[0]).status_code == 201
+    assert client.post("/models/house/versions/1/promote", json={}).status_code == 200
+    body = {
+        "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
+        "canary": {"steps": [5, 25, 100], "bake_seconds": 600, "min_requests": 500},
+    }
+    put = client.put("/models/house/aliases/production/policy", json=body)
+    assert put.status_code == 200, put.get_data(as_text=True)
+    html = browser.get("/ui/models/house/aliases/production/policy").get_data(as_text=True)
+    assert "State <strong>running</strong>, step 1 of 3: the candidate gets 5%" in html
+    assert '<li class="current">5% (now)</li><li class="next">25%</li>' in html
