@@ -21,8 +21,9 @@ from registry.errors import (
 from registry.http import app_services
 from registry.names import parse_reference
 from registry.pagination import make_page
-from registry.problems import problem_for
+from registry.problems import problem_for, problem_response
 from registry.ui import guard
+from registry.ui.root import wants_html
 
 bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
 
@@ -69,7 +70,10 @@ def _sign_in_first(error: guard.SignInRequired) -> Response:
 
 
 @bp.errorhandler(ModelregError)
-def _error_page(error: ModelregError) -> tuple[str, int]:
+def _error_page(error: ModelregError) -> Response | tuple[str, int]:
+    """A page for a browser; for any other client the API's problem+json, the same answer."""
+    if not wants_html():
+        return problem_response(error)
     problem = problem_for(error)
     return render_template("error.html", problem=problem, viewer=g.get("ui_viewer")), problem.status
 

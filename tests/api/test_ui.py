@@ -356,3 +356,14 @@ def test_the_models_list_searches_and_pages(world):
     assert "/ui/models/beta" in tagged and "/ui/models/alpha" not in tagged
     assert client.get("/ui/?limit=lots").status_code == 422
     assert client.get("/ui/?cursor=bogus").status_code == 422
+
+
+def test_an_error_is_a_page_for_a_browser_and_problem_json_for_other_clients(world):
+    client = world.browser("root")
+    html = client.get("/ui/models/nope", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert html.status_code == 404 and html.mimetype == "text/html"
+    assert "model &#39;nope&#39; not found" in html.get_data(as_text=True)
+    api = client.get("/ui/models/nope")
+    assert api.status_code == 404
+    assert api.headers["Content-Type"].startswith("application/problem+json")
+    assert api.get_json()["detail"] == "model 'nope' not found"
