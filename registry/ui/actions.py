@@ -13,6 +13,7 @@ from registry.errors import (
 )
 from registry.http import app_services
 from registry.names import validate_alias
+from registry.policies import service as policy_service
 from registry.services import aliases as alias_service
 from registry.services import models as model_service
 from registry.ui import guard
@@ -128,3 +129,33 @@ def rollback(name: str, alias: str) -> Response:
         ) from None
     done = f"{alias} rolled back to version {move.version}"
     return redirect(url_for("ui.model", name=name, done=done), code=303)
+
+
+@bp.post("/models/<name>/aliases/<alias>/policy/clear")
+@undocumented(UI_ROUTE)
+@public
+def clear_policy(name: str, alias: str) -> Response:
+    viewer = guard.current_viewer()
+    guard.check_post(viewer)
+    guard.require(viewer, "operator", name)
+    reason = request.form.get("reason", "").strip()
+    if not reason:
+        raise InvalidInput("a reason is required", {"reason": "say why, for the audit trail"})
+    raw = request.form.get("revision", "")
+    if not (raw.isdigit() and raw.isascii()):
+        raise InvalidInput("the form is incomplete", {"revision": "expected a revision number"})
+    try:
+        policy_service.clear_policy(
+            app_services().uow,
+            name,
+            validate_alias(alias),
+            actor=viewer.identity.name,
+            reason=reason,
+            expected_revision=int(raw),
+        )
+    except Conflict as error:
+        raise Conflict(
+            f"not cleared: this page was out of date. {error.detail} Reload and decide again.",
+            error.errors,
+        ) from None
+    return redirect(url_for("ui.policy", name=name, alias=alias), code=303)

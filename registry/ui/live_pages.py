@@ -45,6 +45,7 @@ def policy(name: str, alias: str) -> str:
         policy=current,
         stats=stats,
         pid=os.getpid(),
+        may_change=viewer.identity.has_role("operator"),
     )
 
 

@@ -17,6 +17,7 @@ from tests.api.test_monitoring_api import (
     _register,
     app,  # noqa: F401 - the fixture: monitoring with a settable clock
 )
+from tests.ui_helpers import csrf_of
 
 
 @pytest.fixture
@@ -75,6 +76,19 @@ def test_the_policy_page_shows_variants_and_this_processs_stats(app, browser):  
     assert sum(v["requests"] for v in stats["variants"]) == 20
     missing = browser.get("/ui/models/house/aliases/staging/policy")
     assert missing.status_code == 404
+    # Clearing is a compare-and-set on the revision the page showed.
+    csrf = csrf_of(html)
+    assert 'name="revision" value="1"' in html
+    target = "/ui/models/house/aliases/production/policy/clear"
+    form = {"csrf_token": csrf, "reason": "enough data"}
+    assert browser.post(target, data={**form, "revision": "0"}).status_code == 409
+    assert client.get("/models/house/aliases/production/policy").get_json()["state"] == "active"
+    assert browser.post(target, data={"reason": "x", "revision": "1"}).status_code == 403
+    cleared = browser.post(target, data={**form, "revision": "1"})
+    assert cleared.status_code == 303
+    assert client.get("/models/house/aliases/production/policy").get_json()["state"] == "none"
+    event = client.get("/models/house/events").get_json()["events"][0]
+    assert (event["type"], event["reason"]) == ("policy_cleared", "enough data")
 
 
 def test_the_policy_page_shows_a_canarys_progress(app, browser):  # noqa: F811
