@@ -29,7 +29,18 @@ from tests.conftest import fit_linear, joblib_bytes, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens", "webhooks", "monitoring"}
+TAGS = {
+    "registry",
+    "serving",
+    "v2",
+    "v1",
+    "mlflow",
+    "ops",
+    "tokens",
+    "webhooks",
+    "monitoring",
+    "policies",
+}
 MODEL = openapi.EXAMPLE_MODEL
 
 
