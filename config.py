@@ -154,6 +154,8 @@ class Config:
     # How long a verified token is used before it is read again (revocations do not wait).
     AUTH_CACHE_SECONDS: float = 5.0
     LOCAL_ACTOR: str = "anonymous"
+    # How long a web UI session lasts after sign-in (its token is still checked on every page).
+    UI_SESSION_SECONDS: int = 8 * 3600
 
     # Prometheus: the most (model, version) label pairs a process names; beyond them, "_other".
     METRICS_MAX_MODEL_LABELS: int = 1000

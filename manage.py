@@ -163,6 +163,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     from registry.openapi_views import bp as openapi_bp
     from registry.policies.views import bp as policies_bp
     from registry.token_views import bp as tokens_bp
+    from registry.ui.root import root_bp as ui_root_bp
+    from registry.ui.views import bp as ui_bp
     from registry.views import bp as registry_bp
     from registry.webhook_views import bp as webhooks_bp
     from serving.invocations import bp as invocations_bp
@@ -184,6 +186,8 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(v1_bp)
     app.register_blueprint(invocations_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(ui_bp)
+    app.register_blueprint(ui_root_bp)
     from serving.fastpath import PredictFastPath
 
     app.wsgi_app = PredictFastPath(  # type: ignore[method-assign]

@@ -325,7 +325,11 @@ class Authenticator:
         self._unavailable_until = float("-inf")
 
     def authenticate(self, secret: str) -> Identity:
-        digest = hash_token(secret)
+        return self.authenticate_digest(hash_token(secret))
+
+    def authenticate_digest(self, digest: str) -> Identity:
+        """`authenticate` for a caller that kept only the token's sha256 (a web UI session):
+        the same cache, epoch check and revocation bound."""
         now = self._clock()
         entry = self._known.get(digest)
         if entry is not None:

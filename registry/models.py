@@ -224,6 +224,20 @@ class WebhookAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class UiSession(Base):
+    """A signed-in browser: the web UI's server-side session. Only sha256 digests are kept:
+    of the cookie's session id, and of the token it was opened with, so that the token is
+    checked again (through the API's cached path) on every page; the secret is never stored."""
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 # The monitoring tables live with their feature; imported here so that the metadata holds them.
 from registry.monitoring import tables as _monitoring_tables  # noqa: E402, F401
 from registry.policies import tables as _policy_tables  # noqa: E402, F401

@@ -148,11 +148,14 @@ def rollback_alias(
     reason: str = "",
     actor: str,
     check: VersionCheck | None = None,
+    expected_version: int | _NotGiven | None = NOT_GIVEN,
 ) -> AliasMove:
     """Undo the most recent promotion of `alias` that has not been undone yet.
 
     Successive rollbacks walk back through the history (v3 -> v2 -> v1) and never
     flip-flop; when the oldest promotion had no predecessor there is nothing to return to.
+    `expected_version`, as for a promotion, makes it a compare-and-set on where the alias
+    points now (the web UI's confirmation page sends what it showed).
     """
     with uow() as work:
         repo = work.repo
@@ -182,6 +185,13 @@ def rollback_alias(
             raise Conflict(f"alias '{alias}' of '{name}' moved during the rollback; retry")
         target = _ready_version(repo, model, target_number)
         _, current = repo.alias_target(model, alias)
+        if not isinstance(expected_version, _NotGiven) and current != expected_version:
+            expected = "absent" if expected_version is None else f"version {expected_version}"
+            actual = "absent" if current is None else f"at version {current}"
+            raise Conflict(
+                f"alias '{alias}' of '{name}' is {actual}, expected {expected}; not rolled back",
+                {"expected_version": f"alias is {actual}"},
+            )
         now = utcnow()
         repo.point_alias(model, alias, target, actor=actor, at=now)
         top.rolled_back_at = now
@@ -207,6 +217,14 @@ def rollback_alias(
         work.announce(AliasMoved(name, alias))
         work.commit()
     return AliasMove(name, alias, target_number, current)
+
+
+def rollback_target(uow: UnitOfWorkProvider, name: str, alias: str) -> int | None:
+    """The version a rollback of `alias` would return to now; None when there is none."""
+    with uow() as work:
+        model = work.repo.get_model(name)
+        top = work.repo.last_promotion(model, alias)
+        return None if top is None else top.previous_version
 
 
 def list_aliases(uow: UnitOfWorkProvider, name: str, page: Page) -> PageOf:

@@ -29,13 +29,26 @@ from tests.conftest import fit_linear, joblib_bytes, make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "patch", "delete"}
-TAGS = {"registry", "serving", "v2", "v1", "mlflow", "ops", "tokens", "webhooks", "monitoring"}
+TAGS = {
+    "registry",
+    "serving",
+    "v2",
+    "v1",
+    "mlflow",
+    "ops",
+    "tokens",
+    "webhooks",
+    "monitoring",
+    "policies",
+}
 MODEL = openapi.EXAMPLE_MODEL
 
 
 def _not_api_route(rule: Any) -> bool:
-    """Flask's static files, the reference page's assets and V2's catch-all for unknown paths
-    are not API operations."""
+    """Flask's static files, the reference page's assets, V2's catch-all for unknown paths and
+    the web UI's pages (and the root that sends a browser there) are not API operations."""
+    if rule.endpoint == "ui_root.root" or rule.rule.startswith("/ui/"):
+        return True
     return rule.endpoint in ("static", "v2.unknown_route") or rule.rule.startswith("/docs/")
 
 

@@ -134,8 +134,7 @@ def test_a_server_process_serves_through_a_database_outage_and_recovers(
 
     postgres.start()  # the same server process, never restarted
     wait_until(
-        lambda: http.post(f"{url}/models", json={"name": "other"}, timeout=30).status_code
-        == 201,
+        lambda: http.post(f"{url}/models", json={"name": "other"}, timeout=30).status_code == 201,
         timeout=30,
         interval=0.2,
         what="writes to recover",

@@ -40,10 +40,13 @@ def _write_multipart(path: Path, artifact_head: bytes, padding: int) -> str:
     digest = hashlib.sha256(artifact_head)
     with open(path, "wb") as body:
         body.write(
-            (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n"
-             f"{json.dumps({'format': 'joblib'})}\r\n"
-             f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"; "
-             "filename=\"big.joblib\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode())
+            (
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
+                f"{json.dumps({'format': 'joblib'})}\r\n"
+                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="artifact"; '
+                'filename="big.joblib"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            ).encode()
+        )
         body.write(artifact_head)
         zeros = bytes(CHUNK)
         left = padding
@@ -58,10 +61,14 @@ def _write_multipart(path: Path, artifact_head: bytes, padding: int) -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-           "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
-           "INSTANCE_PATH": str(tmp_path / "instance"), "AUTH_DISABLED": "true",
-           "ACCELERATE": "off", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTH_DISABLED": "true",
+        "ACCELERATE": "off",
+        "LOG_LEVEL": "WARNING",
+    }
     process = ServerProcess(env, tmp_path, workers=1, threads=2, name="upload")
     yield process
     process.stop()
@@ -69,10 +76,14 @@ def server(tmp_path):
 
 def test_500_mb_upload_registers_with_flat_memory(server, tmp_path):
     head = joblib_bytes(fit_linear())
-    warm = requests.post(f"{server.url}/models/big/versions",
-                         files={"artifact": ("w.joblib", head),
-                                "metadata": (None, json.dumps({"format": "joblib"}))},
-                         timeout=60)
+    warm = requests.post(
+        f"{server.url}/models/big/versions",
+        files={
+            "artifact": ("w.joblib", head),
+            "metadata": (None, json.dumps({"format": "joblib"})),
+        },
+        timeout=60,
+    )
     assert warm.status_code == 201  # every code path of a registration has run once
     (worker,) = _worker_pids(server)
     before = _peak_rss_kib(worker)
@@ -81,8 +92,11 @@ def test_500_mb_upload_registers_with_flat_memory(server, tmp_path):
     sha256 = _write_multipart(body_path, head, SIZE - len(head))
     with open(body_path, "rb") as body:
         response = requests.post(
-            f"{server.url}/models/big/versions", data=body, timeout=600,
-            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
+            f"{server.url}/models/big/versions",
+            data=body,
+            timeout=600,
+            headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+        )
     body_path.unlink()
     assert response.status_code == 201, response.text
     record = response.json()
@@ -92,33 +106,48 @@ def test_500_mb_upload_registers_with_flat_memory(server, tmp_path):
     assert growth_mib < 64, f"peak RSS grew by {growth_mib:.1f} MiB for a 500 MB upload"
     stored = tmp_path / "artifacts" / "sha256" / sha256[:2] / sha256
     assert stored.stat().st_size == SIZE
-    predicted = requests.post(f"{server.url}/models/big/2/predict",
-                              json={"instances": [[1, 2, 3]]}, timeout=120)
+    predicted = requests.post(
+        f"{server.url}/models/big/2/predict", json={"instances": [[1, 2, 3]]}, timeout=120
+    )
     assert predicted.status_code == 200
 
 
 def test_client_disconnect_mid_upload_leaves_nothing(server, tmp_path):
     head = joblib_bytes(fit_linear())
-    preamble = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n"
-                "{}\r\n"
-                f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"artifact\"; "
-                "filename=\"m.joblib\"\r\n\r\n").encode()
+    preamble = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="metadata"\r\n\r\n'
+        "{}\r\n"
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="artifact"; '
+        'filename="m.joblib"\r\n\r\n'
+    ).encode()
     declared = len(preamble) + 50 * 1024 * 1024
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(
-            (f"POST /models/gone/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-             f"Content-Length: {declared}\r\n\r\n").encode() + preamble + head)
+            (
+                f"POST /models/gone/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+                f"Content-Length: {declared}\r\n\r\n"
+            ).encode()
+            + preamble
+            + head
+        )
         sock.sendall(os.urandom(8 * 1024 * 1024))
         time.sleep(0.5)  # the server is now streaming the part into a staged file
     staging = tmp_path / "artifacts" / ".staging"
-    wait_until(lambda: not list(staging.glob("*.part")), timeout=10,
-               what="the staged upload to be discarded")
+    wait_until(
+        lambda: not list(staging.glob("*.part")),
+        timeout=10,
+        what="the staged upload to be discarded",
+    )
     assert requests.get(f"{server.url}/models/gone", timeout=30).status_code == 404
     assert not list((tmp_path / "artifacts").glob("sha256/*/*"))
     # The server is still healthy and takes the next upload.
-    again = requests.post(f"{server.url}/models/gone/versions",
-                          files={"artifact": ("m.joblib", head),
-                                 "metadata": (None, json.dumps({"format": "joblib"}))},
-                          timeout=60)
+    again = requests.post(
+        f"{server.url}/models/gone/versions",
+        files={
+            "artifact": ("m.joblib", head),
+            "metadata": (None, json.dumps({"format": "joblib"})),
+        },
+        timeout=60,
+    )
     assert again.status_code == 201 and again.json()["version"] == 1

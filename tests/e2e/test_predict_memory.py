@@ -43,9 +43,7 @@ BODIES = {
     "inputs rows": (PREDICT, lambda: _padded(b'{"inputs": [', b"[1234567]", b"]}")),
     "instances rows": (PREDICT, lambda: _padded(b'{"instances": [', b"[1.5]", b"]}")),
     "instances flat": (PREDICT, lambda: _padded(b'{"instances": [', b"1", b"]}")),
-    "dataframe_records": (
-        PREDICT, lambda: _padded(b'{"dataframe_records": [', b'{"x":1}', b"]}")
-    ),
+    "dataframe_records": (PREDICT, lambda: _padded(b'{"dataframe_records": [', b'{"x":1}', b"]}")),
     "dataframe_split": (
         PREDICT,
         lambda: _padded(b'{"dataframe_split": {"columns": ["x"], "data": [', b"[1]", b"]}}"),
@@ -65,9 +63,7 @@ def _peak_rss_kib(pid: int) -> int:
 
 SMALL = {
     PREDICT: {"inputs": [[1.0], [2.0]]},
-    INFER: {
-        "inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 1], "data": [1, 2]}]
-    },
+    INFER: {"inputs": [{"name": "input", "datatype": "FP64", "shape": [2, 1], "data": [1, 2]}]},
 }
 
 
@@ -76,10 +72,14 @@ def server(tmp_path_factory):
     """A one-worker server with a warm model, and the worker's peak memory before any large
     body: every test is measured against it, so no body may raise the peak much above it."""
     tmp_path = tmp_path_factory.mktemp("memory")
-    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
-           "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
-           "INSTANCE_PATH": str(tmp_path / "instance"), "AUTH_DISABLED": "true",
-           "ACCELERATE": "off", "LOG_LEVEL": "WARNING"}
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'r.db'}",
+        "STORAGE_URL": (tmp_path / "artifacts").as_uri(),
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "AUTH_DISABLED": "true",
+        "ACCELERATE": "off",
+        "LOG_LEVEL": "WARNING",
+    }
     process = ServerProcess(env, tmp_path, workers=1, threads=2, name="memory")
     import pandas as pd
 
@@ -87,8 +87,10 @@ def server(tmp_path_factory):
     model.fit(pd.DataFrame({"x": [0.0, 1.0, 2.0]}), [0.0, 1.0, 2.0])  # feature name "x"
     registered = requests.post(
         f"{process.url}/models/one/versions",
-        files={"artifact": ("m.joblib", joblib_bytes(model)),
-               "metadata": (None, json.dumps({"format": "joblib"}))},
+        files={
+            "artifact": ("m.joblib", joblib_bytes(model)),
+            "metadata": (None, json.dumps({"format": "joblib"})),
+        },
         timeout=60,
     )
     assert registered.status_code == 201, registered.text
@@ -107,7 +109,9 @@ def test_a_body_far_over_the_row_limit_is_refused_with_bounded_memory(server, fo
     assert BODY_BYTES - 64 < len(body) <= BODY_BYTES
 
     response = requests.post(
-        f"{process.url}{path}", data=body, headers={"Content-Type": "application/json"},
+        f"{process.url}{path}",
+        data=body,
+        headers={"Content-Type": "application/json"},
         timeout=300,
     )
 
@@ -120,6 +124,8 @@ def test_a_body_far_over_the_row_limit_is_refused_with_bounded_memory(server, fo
         assert response.headers["Content-Type"] == "application/problem+json"
         detail = response.json()["detail"]
     assert "too many" in detail and "the limit is 100000 rows" in detail, detail
-    print(f"{form}: peak memory {growth / 2**20:.0f} MiB above the warm worker's, "
-          f"for a {len(body) / 2**20:.0f} MiB body")
+    print(
+        f"{form}: peak memory {growth / 2**20:.0f} MiB above the warm worker's, "
+        f"for a {len(body) / 2**20:.0f} MiB body"
+    )
     assert growth <= MAX_GROWTH * len(body), f"{growth / 2**20:.0f} MiB"

@@ -18,9 +18,16 @@ def test_a_short_soak_has_no_failed_or_mixed_answers_and_no_version_gaps(tmp_pat
 
     from bench import soak
 
-    args = argparse.Namespace(seconds=45.0, concurrency=16, workers=2, outages=True,
-                              outage_seconds=5.0, max_growth_mib=512.0,
-                              revocation_bound=2.0, out=str(tmp_path / "soak.md"))
+    args = argparse.Namespace(
+        seconds=45.0,
+        concurrency=16,
+        workers=2,
+        outages=True,
+        outage_seconds=5.0,
+        max_growth_mib=512.0,
+        revocation_bound=2.0,
+        out=str(tmp_path / "soak.md"),
+    )
     try:
         status = soak.run(args)
     except RuntimeError as error:  # no initdb/pg_ctl or weed on this machine

@@ -53,8 +53,9 @@ def env(request, tmp_path) -> dict[str, str]:
 def servers(tmp_path, env):
     assert "database at revision" in modelreg_cli("db", "upgrade", env=env)
     admin = modelreg_cli("tokens", "create", "--name", "ops", "--role", "admin", env=env).strip()
-    started = start_servers(env, tmp_path, [{"workers": 1, "name": "a"},
-                                             {"workers": 2, "name": "b"}])
+    started = start_servers(
+        env, tmp_path, [{"workers": 1, "name": "a"}, {"workers": 2, "name": "b"}]
+    )
     a, b = started
     http = requests.Session()
     http.headers["Authorization"] = f"Bearer {admin}"

@@ -105,9 +105,7 @@ def test_health_and_server_metadata(client):
     assert client.is_server_ready()
     metadata = client.get_server_metadata()
     assert metadata["name"] == "modelreg"
-    assert {"binary_tensor_data", "model_repository", "statistics"} <= set(
-        metadata["extensions"]
-    )
+    assert {"binary_tensor_data", "model_repository", "statistics"} <= set(metadata["extensions"])
 
 
 def test_model_metadata_and_readiness(client):

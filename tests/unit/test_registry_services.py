@@ -158,6 +158,21 @@ def test_rollback_returns_to_the_previous_version_and_is_audited(uow, register):
     assert models.get_model(uow, "a").aliases == {"production": 1}
 
 
+def test_rollback_with_expected_version_is_a_compare_and_set(uow, register):
+    for _ in range(3):
+        register("a")
+    for number in (1, 2, 3):
+        aliases.promote_version(uow, "a", number, actor=ACTOR)
+    assert aliases.rollback_target(uow, "a", "production") == 2
+    with pytest.raises(Conflict, match="is at version 3, expected version 2; not rolled back"):
+        aliases.rollback_alias(uow, "a", "production", actor=ACTOR, expected_version=2)
+    assert models.get_model(uow, "a").aliases == {"production": 3}
+    assert _events(uow, "a")[0].type == "promote"  # the refusal recorded nothing
+    move = aliases.rollback_alias(uow, "a", "production", actor=ACTOR, expected_version=3)
+    assert move.version == 2
+    assert aliases.rollback_target(uow, "a", "production") == 1
+
+
 def test_rollback_to_a_deleted_version_is_refused(uow, register):
     register("a")
     register("a")
