@@ -120,6 +120,7 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         alias_refresh_seconds=config.ALIAS_REFRESH_SECONDS,
         on_policy_route=metrics.on_policy_route,
         on_shadow_outcome=metrics.on_shadow_outcome,
+        shadow_max_share=float(config.SHADOW_MAX_SHARE),
     )
     finisher = AnswerFinisher(
         metrics,

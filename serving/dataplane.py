@@ -129,13 +129,17 @@ class DataPlane:
         clock: Callable[[], int] = time.perf_counter_ns,
         on_policy_route: OnRoute | None = None,
         on_shadow_outcome: OnRoute | None = None,
+        shadow_max_share: float = 0.1,
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
         self._routed: dict[tuple[Any, bool, str, int], Resolution] = {}
         self.policy_stats = PolicyStats(on_route=on_policy_route)
         self.shadows = ShadowWorker(
-            self._run_shadow, self.policy_stats, on_outcome=on_shadow_outcome
+            self._run_shadow,
+            self.policy_stats,
+            on_outcome=on_shadow_outcome,
+            max_share=shadow_max_share,
         )
         self._ready_versions = ready_versions
         self._alias_refresh = alias_refresh_seconds

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 SRM_ALPHA = 0.001  # the sample-ratio-mismatch flag's significance level
 SRM_MIN_UNITS = 100
 SHADOW_QUEUE_SIZE = 1000
+SHADOW_MAX_SHARE = 0.1  # of the process's time the shadow thread may take (SHADOW_MAX_SHARE)
 DELTA_RESERVOIR = 2048
 MAX_CLASSES = 50
 
@@ -345,7 +346,12 @@ ShadowJob = tuple[str, CompiledPolicy, int, Any, tuple[Any, ...]]
 
 class ShadowWorker:
     """Runs shadow copies on one background thread from a bounded queue: a full queue drops
-    the copy (counted), so shadows never hold up the primary's answer."""
+    the copy (counted), so shadows never hold up the primary's answer.
+
+    The thread shares the process (and its GIL) with the primaries, so it takes at most
+    `max_share` of the time: after each copy it rests for the copy's time x (1/share - 1).
+    When copies arrive faster than that budget, the queue fills and the rest are dropped,
+    rather than the shadows halving the primaries' throughput."""
 
     def __init__(
         self,
@@ -354,7 +360,9 @@ class ShadowWorker:
         *,
         queue_size: int = SHADOW_QUEUE_SIZE,
         on_outcome: OnRoute | None = None,
+        max_share: float = SHADOW_MAX_SHARE,
     ) -> None:
+        self._rest_factor = 1.0 / max_share - 1.0 if 0 < max_share < 1 else 0.0
         self._run = run
         self._stats = stats
         self._queue: queue.Queue[ShadowJob] = queue.Queue(maxsize=queue_size)
@@ -409,12 +417,15 @@ class ShadowWorker:
     def _serve(self) -> None:
         while True:
             name, policy, version, decode, primary = self._queue.get()
+            started = time.perf_counter()
             try:
                 self._one(name, policy, version, decode, primary)
             except Exception:
                 log.exception("a shadow copy to %s version %d failed", name, version)
             finally:
                 self._queue.task_done()
+            if self._rest_factor:
+                time.sleep((time.perf_counter() - started) * self._rest_factor)
 
     def _one(
         self, name: str, policy: CompiledPolicy, version: int, decode: Any, primary: tuple[Any, ...]
