@@ -187,16 +187,23 @@ def _policy_row(work: Any, name: str, alias: str, revision: int) -> tuple[Any, A
     return model, row
 
 
-def advance(uow: UnitOfWorkProvider, run: Running, *, now: float) -> bool:
-    """The next step, if the policy is still at the revision judged."""
+def _rewrite(
+    uow: UnitOfWorkProvider,
+    run: Running,
+    share: float,
+    state: dict[str, Any],
+    event: str,
+    reason: str,
+    extra: dict[str, Any] | None = None,
+) -> bool:
+    """Put the candidate at `share` percent and the canary in `state`, as one
+    compare-and-set on the revision judged, with its event; False when it moved since."""
     with uow(write=True) as work:
         found = _policy_row(work, run.model, run.alias, run.revision)
         if found is None:
             return False
         model, row = found
         spec = dict(row.spec)
-        step = spec["canary_state"]["step"] + 1
-        share = spec["canary"]["steps"][step]
         before = [dict(v) for v in spec["variants"]]
         spec["variants"] = [
             {
@@ -205,68 +212,42 @@ def advance(uow: UnitOfWorkProvider, run: Running, *, now: float) -> bool:
             }
             for v in spec["variants"]
         ]
-        previous = spec["ranges"]
         counts = allocation.bucket_counts([v["weight"] for v in spec["variants"]])
-        spec["ranges"] = allocation.reallocate(previous, counts)
-        spec["canary_state"] = {"step": step, "state": "running", "since": now}
+        spec["ranges"] = allocation.reallocate(spec["ranges"], counts)
+        spec["canary_state"] = state
         row.spec = spec
         row.revision += 1
         row.updated_at = utcnow()
         row.updated_by = "canary"
         work.repo.record_event(
             model,
-            "canary_step",
+            event,
             actor="canary",
-            reason=f"step {step}: the candidate at {share}%",
+            reason=reason,
             alias=run.alias,
             version=run.candidate,
-            before={"variants": before, "revision": run.revision, "step": step - 1},
-            after={"variants": spec["variants"], "revision": row.revision, "step": step},
+            before={"variants": before, "revision": run.revision, **(extra or {})},
+            after={"variants": spec["variants"], "revision": row.revision, **state},
         )
         work.announce(AliasMoved(run.model, run.alias))
         work.commit()
         return True
+
+
+def advance(uow: UnitOfWorkProvider, run: Running, *, now: float) -> bool:
+    """The next step, if the policy is still at the revision judged."""
+    step = run.spec["canary_state"]["step"] + 1
+    share = run.spec["canary"]["steps"][step]
+    state = {"step": step, "state": "running", "since": now}
+    reason = f"step {step}: the candidate at {share}%"
+    return _rewrite(uow, run, share, state, "canary_step", reason, {"step": step - 1})
 
 
 def abort(uow: UnitOfWorkProvider, run: Running, reason: str) -> bool:
     """Candidate share 0 and the canary stopped, with the reason; the policy stays in force
     (all traffic on the control) until an operator clears it."""
-    with uow(write=True) as work:
-        found = _policy_row(work, run.model, run.alias, run.revision)
-        if found is None:
-            return False
-        model, row = found
-        spec = dict(row.spec)
-        before = [dict(v) for v in spec["variants"]]
-        spec["variants"] = [
-            {"version": v["version"], "weight": 0 if v["version"] == run.candidate else 100}
-            for v in spec["variants"]
-        ]
-        counts = allocation.bucket_counts([v["weight"] for v in spec["variants"]])
-        spec["ranges"] = allocation.reallocate(spec["ranges"], counts)
-        spec["canary_state"] = {
-            **spec["canary_state"],
-            "state": "aborted",
-            "reason": reason,
-            "at": time.time(),
-        }
-        row.spec = spec
-        row.revision += 1
-        row.updated_at = utcnow()
-        row.updated_by = "canary"
-        work.repo.record_event(
-            model,
-            "canary_aborted",
-            actor="canary",
-            reason=reason,
-            alias=run.alias,
-            version=run.candidate,
-            before={"variants": before, "revision": run.revision},
-            after={"variants": spec["variants"], "revision": row.revision},
-        )
-        work.announce(AliasMoved(run.model, run.alias))
-        work.commit()
-        return True
+    state = {**run.spec["canary_state"], "state": "aborted", "reason": reason, "at": time.time()}
+    return _rewrite(uow, run, 0, state, "canary_aborted", reason)
 
 
 def complete(
