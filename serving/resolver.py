@@ -124,7 +124,15 @@ class ReferenceResolver:
             )
             return Resolution(known[0], True, known[2])
         spec = self.remember(record)
-        policy = compile_policy(label, record.policy) if ref.alias is not None else None
+        policy = None
+        if ref.alias is not None and record.policy:
+            # The same revision as the one held: keep its compiled form (a refresh every
+            # ALIAS_REFRESH_SECONDS would otherwise rebuild the bucket table each time).
+            held = known[2] if known is not None else None
+            if held is not None and held.revision == record.policy["revision"]:
+                policy = held
+            else:
+                policy = compile_policy(label, record.policy)
         with self._lock:
             self._floating[(name, label)] = (spec, now, policy)
         return Resolution(spec, False, policy)
