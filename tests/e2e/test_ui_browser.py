@@ -111,15 +111,27 @@ def browser(chromium) -> Iterator[Any]:
 def navigating(driver: Any, action: Any) -> None:
     """Do `action` (a click or a key that submits) and wait for the next page to load:
     selenium does not wait for a navigation that a key press starts."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    # A mark on the old document's window: the next document does not have it. (Waiting for
+    # the old <html> element to go stale races Chromium's inspector mid-navigation, which
+    # then answers "Node with given id does not belong to the document".)
+    driver.execute_script("window.__modelregOldPage = true")
     action()
-    wait = WebDriverWait(driver, 15)
-    wait.until(expected_conditions.staleness_of(old))
-    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+    def next_page_loaded(d: Any) -> bool:
+        try:
+            return bool(
+                d.execute_script(
+                    "return window.__modelregOldPage === undefined"
+                    " && document.readyState === 'complete'"
+                )
+            )
+        except WebDriverException:  # the script ran while the documents were swapping
+            return False
+
+    WebDriverWait(driver, 15).until(next_page_loaded)
 
 
 def visit(driver: Any, url: str, shot: str | None = None) -> None:
