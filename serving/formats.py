@@ -22,6 +22,7 @@ import numpy as np
 
 from registry.errors import InvalidInput
 from serving.boosters import BOOSTER_FORMATS, BoosterModel, load_booster
+from serving.complete_rows import without_missing_tracks
 from serving.linear import NativeLinear
 from serving.missing import accepts_missing
 from serving.safeload import TrustPolicy
@@ -154,7 +155,8 @@ def estimate_nbytes(model: Any, artifact_size: int) -> int:
     around them; other objects fall back to twice the artifact.
     """
     if isinstance(model, OnnxModel):
-        return 2 * artifact_size + ONNX_SESSION_BYTES
+        sessions = 1 if model.complete_rows_session is None else 2
+        return sessions * (2 * artifact_size + ONNX_SESSION_BYTES)
     if isinstance(model, NativeLinear):
         return model.nbytes + NATIVE_OVERHEAD_BYTES
     if isinstance(model, BoosterModel):
@@ -168,8 +170,11 @@ def estimate_nbytes(model: Any, artifact_size: int) -> int:
 class OnnxModel:
     """An onnxruntime session with the predict/predict_proba surface of an estimator."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, complete_rows_session: Any = None) -> None:
         self.session = session
+        # The same graph without missing-value tracking, for batches without NaN
+        # (serving/complete_rows.py); None when it would not be faster or not the same.
+        self.complete_rows_session = complete_rows_session
         inputs = session.get_inputs()
         self._inputs = [(i.name, i.type, i.shape) for i in inputs]
         self._outputs = [o.name for o in session.get_outputs()]
@@ -192,9 +197,15 @@ class OnnxModel:
         # measurable for the ML operators scikit-learn converts to (docs/performance.md).
         options.enable_cpu_mem_arena = False
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        check_onnx_inline(model)
+        parsed = check_onnx_inline(model)
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        return cls(session)
+        untracked = without_missing_tracks(parsed)
+        complete = (
+            None
+            if untracked is None
+            else ort.InferenceSession(untracked, options, providers=["CPUExecutionProvider"])
+        )
+        return cls(session, complete)
 
     def signature(self) -> dict[str, Any]:
         signature: dict[str, Any] = {}
@@ -217,7 +228,13 @@ class OnnxModel:
         return {name: array[:, [i]] for i, (name, _, _) in enumerate(self._inputs)}
 
     def _run(self, index: int, X: Any) -> np.ndarray:
-        result = self.session.run([self._outputs[index]], self._feed(X))[0]
+        feed = self._feed(X)
+        session = self.session
+        if self.complete_rows_session is not None and not any(
+            np.isnan(array).any() for array in feed.values()
+        ):
+            session = self.complete_rows_session
+        result = session.run([self._outputs[index]], feed)[0]
         if isinstance(result, list):  # ZipMap output: a list of {class: probability}
             return np.array([list(row.values()) for row in result])
         return np.asarray(result)

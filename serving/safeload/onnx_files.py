@@ -62,9 +62,9 @@ def _tensors(model: Any) -> Iterator[tuple[str, Any]]:
                     yield where, sparse.indices
 
 
-def check_onnx_inline(data: bytes) -> None:
-    """Raise ExternalData (or InvalidInput for an unreadable file) unless every tensor is
-    stored inside the model."""
+def check_onnx_inline(data: bytes) -> Any:
+    """The parsed model (an onnx.ModelProto); raise ExternalData (or InvalidInput for an
+    unreadable file) unless every tensor is stored inside the model."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -83,3 +83,4 @@ def check_onnx_inline(data: bytes) -> None:
                 "save_as_external_data=False))",
                 {"artifact": f"{where} refers to external data"},
             )
+    return model
