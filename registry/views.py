@@ -334,7 +334,9 @@ def register_version(name: str) -> Response:
                 {"artifact": "missing" if not artifacts else "given twice"},
             )
         metadata = _read_metadata(form, files, config.MAX_METADATA_BYTES)
-        reference = registration_reference(files, metadata, config.MONITOR_MAX_REFERENCE_BYTES)
+        reference = registration_reference(
+            files, metadata, config.MONITOR_MAX_REFERENCE_BYTES, form
+        )
         artifact: StagedUpload = artifacts[0].stream
         if is_mlflow_upload(metadata, artifacts[0].filename):
             artifact, metadata = _unpack_mlflow(artifact, metadata, stream_factory(), config)

@@ -23,9 +23,17 @@ MONITORING_KEY = "modelreg.monitoring"
 
 
 def registration_reference(
-    files: Any, metadata: dict[str, Any], limit: int
+    files: Any, metadata: dict[str, Any], limit: int, form: Any = None
 ) -> tuple[ReferenceTable, str | None] | None:
     """The parsed `reference` part and the metadata's `target` (taken out of the metadata)."""
+    if form is not None and "reference" in form:
+        # A part without a filename arrives as a form field: refused, not silently skipped,
+        # so a version is never registered without the profile its client meant to send.
+        raise InvalidInput(
+            "send the reference as a file part (a filename in its Content-Disposition, as "
+            "curl -F 'reference=@train.csv' does), not as a form field",
+            {"reference": "a form field, not a file part"},
+        )
     # Not a mapping: the metadata schema refuses it just after, naming the field.
     target = metadata.pop("target", None) if isinstance(metadata, dict) else None
     parts = files.getlist("reference")

@@ -124,6 +124,20 @@ def test_a_bad_reference_refuses_the_registration_and_stores_nothing(client):
     assert client.get("/models/house").status_code == 404
 
 
+def test_a_reference_sent_as_a_form_field_is_refused_not_ignored(client):
+    model, X, _ = _fit()
+    data = {
+        "artifact": (io.BytesIO(joblib_bytes(model)), "m.joblib"),
+        "metadata": json.dumps({"format": "joblib"}),
+        "reference": _csv(X).decode(),  # no filename: a plain form field
+    }
+    response = client.post("/models/house/versions", data=data, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert "file part" in problem(response)["errors"]["reference"]
+    assert client.get("/models/house").status_code == 404
+
+
 def test_reference_set_later_replaces_and_is_validated(client):
     model, X, _ = _fit()
     assert _register(client, "house", model).status_code == 201
