@@ -271,7 +271,10 @@ def get_monitor(name: str) -> Response:
     ),
     responses={200: json_answer("The monitor and its new revision.", MONITOR)},
     errors=(*BODY_ERRORS, 404, 409),
-    description="409 when `expected_revision` is not the current revision.",
+    description="409 when `expected_revision` is not the current revision. The new "
+    "thresholds judge every window not judged yet (windows already judged keep their "
+    "verdict); the process that answers judges at its next flush (a few seconds), and the "
+    "leader of several processes within `MONITOR_EVALUATE_SECONDS`.",
 )
 @bp.put("/models/<name>/monitor")
 @requires("operator")
@@ -296,4 +299,7 @@ def put_monitor(name: str) -> Response:
         reason=reason,
         expected_revision=expected,
     )
+    # Windows are judged once: the new thresholds judge every window not judged yet, and
+    # this process (the leader on SQLite) judges at its next flush, not in up to 30 s.
+    _monitoring().worker.evaluate_soon()
     return json_response(result)

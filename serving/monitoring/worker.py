@@ -155,6 +155,11 @@ class MonitoringWorker:
             payload_max_rows=int(config.MONITOR_PAYLOAD_MAX_ENTRIES),
         )
 
+    def evaluate_soon(self) -> None:
+        """Judge at the next flush instead of at the end of the evaluation period: a monitor
+        just changed, and its new thresholds apply to every window not yet judged."""
+        self._last_evaluate = float("-inf")
+
     def tick(self) -> None:
         self.live.fold_pending()
         # Every tick (ALIAS_REFRESH_SECONDS): a reference set through another process is

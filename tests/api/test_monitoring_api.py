@@ -231,6 +231,28 @@ def test_monitor_defaults_validation_and_compare_and_set(client):
     assert event["type"] == "monitor_set" and event["reason"] == "calmer"
 
 
+def test_a_monitor_change_is_judged_at_the_next_flush_not_the_next_period(app, client):
+    import time
+
+    model, _, _ = _fit()
+    _register(client, "house", model)
+    worker = _monitoring(app).worker
+    judged = []
+    real = worker.evaluate
+    worker.evaluate = lambda **kw: judged.append(kw) or real(lead=True)
+    try:
+        worker._last_evaluate = time.monotonic()  # judged just now: the period has not run
+        worker._last_flush = float("-inf")
+        worker.tick()
+        assert judged == []
+        assert client.put("/models/house/monitor", json={"fire_after": 1}).status_code == 200
+        worker._last_flush = float("-inf")  # the next flush is due
+        worker.tick()
+        assert len(judged) == 1
+    finally:
+        worker.evaluate = real
+
+
 def _feed_window(app, client, name, ref, k, X):
     app.clock.now = T0 + k * WINDOW + 1
     _predict(client, name, ref, X)
