@@ -122,7 +122,13 @@ def answered_by(app, send: Callable[[], Any]) -> tuple[str, Any]:
 
 
 def fast_predict(app, client, *args: Any, **kwargs: Any):
-    layer, response = answered_by(app, lambda: predict(client, *args, **kwargs))
+    # The fast path answers only from memory and hands a request to Flask when a bounded
+    # freshness check is due (a half-second token epoch, a one-second alias); on a loaded
+    # machine one such hand-over can fall between two calls, and Flask's answer renews it.
+    for _ in range(3):
+        layer, response = answered_by(app, lambda: predict(client, *args, **kwargs))
+        if layer == "fast":
+            return response
     assert layer == "fast", response.get_data(as_text=True)
     return response
 

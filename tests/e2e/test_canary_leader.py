@@ -79,17 +79,25 @@ def test_killing_the_leader_mid_canary_loses_no_step_and_repeats_none(tmp_path, 
         alive.discard(leader.url)
         leader.kill()
 
-        wait_until(
-            lambda: (
-                requests.get(f"{survivor.url}/models/price/aliases", timeout=10).json()["aliases"][
-                    0
-                ]["version"]
-                == 2
-            ),
-            timeout=40,
-            interval=0.1,
-            what="the survivor to complete the canary",
-        )
+        try:
+            wait_until(
+                lambda: (
+                    requests.get(f"{survivor.url}/models/price/aliases", timeout=10).json()[
+                        "aliases"
+                    ][0]["version"]
+                    == 2
+                ),
+                # the remaining steps' bake times plus a lease hand-over; generous for a
+                # loaded machine (the property checked below is the trail, not the speed)
+                timeout=90,
+                interval=0.1,
+                what="the survivor to complete the canary",
+            )
+        except TimeoutError:  # say where the canary stands, not only that time ran out
+            trail = requests.get(f"{survivor.url}/models/price/events?limit=100", timeout=10)
+            raise AssertionError(
+                f"policy {_policy(survivor.url)}; events {trail.json()['events'][:12]}"
+            ) from None
         events = requests.get(f"{survivor.url}/models/price/events?limit=100", timeout=10).json()[
             "events"
         ]
