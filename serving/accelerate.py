@@ -161,11 +161,11 @@ def _check_candidate(
     with and without missing values go in separate batches: a served ONNX tree ensemble runs
     a batch without NaN on its own session (serving/complete_rows.py), and both are checked."""
     holed = np.isnan(X).any(axis=1)
-    if holed.any() and not holed.all():
+    complete = int((~holed).sum())
+    batches = [slice(0, len(X))]
+    if 0 < complete < len(X):
         X = np.vstack([X[~holed], X[holed]])
-        batches = [slice(0, int((~holed).sum())), slice(int((~holed).sum()), len(X))]
-    else:
-        batches = [slice(0, len(X))]
+        batches = [slice(0, complete), slice(complete, len(X))]
     inputs = _as_model_input(model, X, names)
     result: dict[str, Any] = {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "matches": True}
     is_classifier = getattr(model, "classes_", None) is not None
