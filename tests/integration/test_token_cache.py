@@ -70,12 +70,18 @@ def _random_secret() -> str:
 @pytest.fixture
 def sqlite_app(tmp_path):
     """The flood's 20,000 lookups take a while on any backend, and the bound under test is
-    the cache's own: SQLite only (the other tests here run on both)."""
+    the cache's own: SQLite only (the other tests here run on both). The lookup deadline is
+    long because four threads hammering SQLite on a loaded machine can take more than the
+    default 2 s for one lookup, and that deadline is not what this test is about."""
     from manage import create_app
 
     application = create_app(
         make_config(
-            tmp_path, AUTH_DISABLED=False, AUTH_CACHE_SECONDS=3600.0, ALIAS_REFRESH_SECONDS=3600.0
+            tmp_path,
+            AUTH_DISABLED=False,
+            AUTH_CACHE_SECONDS=3600.0,
+            ALIAS_REFRESH_SECONDS=3600.0,
+            REGISTRY_LOOKUP_TIMEOUT=60.0,
         )
     )
     yield application
