@@ -525,7 +525,6 @@ def start_tree(target: TreeTarget, models: Sequence[TrainedModel]) -> None:
             raise RuntimeError(f"{target.name}: wrong predictions for {model.spec.name}")
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     stop_on_sigterm()
     args = parse_args(argv)

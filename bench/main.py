@@ -256,7 +256,6 @@ def full_run(
     return 0
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     stop_on_sigterm()
     args = parse_args(argv)

@@ -549,7 +549,6 @@ def render_peers(
 # ---- the command -------------------------------------------------------------------------------
 
 
-
 def _run_peer(
     outcome: PeerOutcome,
     target: MlflowTarget | MlserverTarget | None,

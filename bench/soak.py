@@ -133,8 +133,15 @@ class Tokens:
         return entry[1] if entry else None
 
 
-def predictor(urls, tokens: Tokens, tally: Tally, outages: Outages, stop: threading.Event,
-              max_version: list[int], bound: float) -> None:
+def predictor(
+    urls,
+    tokens: Tokens,
+    tally: Tally,
+    outages: Outages,
+    stop: threading.Event,
+    max_version: list[int],
+    bound: float,
+) -> None:
     sessions = {url: requests.Session() for url in urls}
     rows = np.random.default_rng(threading.get_ident() % 1000).random((3, WIDTH)).tolist()
     body = json.dumps({"instances": rows})
@@ -144,9 +151,11 @@ def predictor(urls, tokens: Tokens, tally: Tally, outages: Outages, stop: thread
         started = time.monotonic()
         try:
             response = sessions[url].post(
-                f"{url}/models/{MODEL}/production/predict", data=body, timeout=30,
-                headers={"Authorization": f"Bearer {secret}",
-                         "Content-Type": "application/json"})
+                f"{url}/models/{MODEL}/production/predict",
+                data=body,
+                timeout=30,
+                headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+            )
         except requests.RequestException as error:
             tally.fail(f"{url}: {type(error).__name__}: {error}")
             continue
@@ -178,8 +187,15 @@ def predictor(urls, tokens: Tokens, tally: Tally, outages: Outages, stop: thread
             tally.fail(f"{url}: {status} {response.text[:200]}")
 
 
-def control(urls, admin: requests.Session, tokens: Tokens, tally: Tally, outages: Outages,
-            stop: threading.Event, max_version: list[int]) -> None:
+def control(
+    urls,
+    admin: requests.Session,
+    tokens: Tokens,
+    tally: Tally,
+    outages: Outages,
+    stop: threading.Event,
+    max_version: list[int],
+) -> None:
     step = 0
     while not stop.wait(1.0):
         step += 1
@@ -190,10 +206,16 @@ def control(urls, admin: requests.Session, tokens: Tokens, tally: Tally, outages
             if step % 3 == 0:
                 version = max_version[0] + 1
                 response = admin.post(
-                    f"{url}/models/{MODEL}/versions", timeout=60,
-                    files={"artifact": ("m.skops", model_bytes(version)),
-                           "metadata": (None, json.dumps({
-                               "format": "skops", "input_example": [[0.5] * WIDTH]}))})
+                    f"{url}/models/{MODEL}/versions",
+                    timeout=60,
+                    files={
+                        "artifact": ("m.skops", model_bytes(version)),
+                        "metadata": (
+                            None,
+                            json.dumps({"format": "skops", "input_example": [[0.5] * WIDTH]}),
+                        ),
+                    },
+                )
                 if response.status_code == 201:
                     got = response.json()["version"]
                     with tally.lock:
@@ -201,22 +223,34 @@ def control(urls, admin: requests.Session, tokens: Tokens, tally: Tally, outages
                     if got != version:
                         tally.fail(f"registered version {got}, expected {version}")
                     max_version[0] = max(max_version[0], got)
-                    promoted = admin.post(f"{url}/models/{MODEL}/versions/{got}/promote",
-                                          json={"reason": "soak"}, timeout=60)
+                    promoted = admin.post(
+                        f"{url}/models/{MODEL}/versions/{got}/promote",
+                        json={"reason": "soak"},
+                        timeout=60,
+                    )
                     _expect(promoted, 200, "promote", tally, outages)
                     tally.promotions += promoted.status_code == 200
                 else:
                     _expect(response, 201, "register", tally, outages)
             elif step % 7 == 0:
-                response = admin.post(f"{url}/models/{MODEL}/aliases/production/rollback",
-                                      json={"reason": "soak"}, timeout=60)
+                response = admin.post(
+                    f"{url}/models/{MODEL}/aliases/production/rollback",
+                    json={"reason": "soak"},
+                    timeout=60,
+                )
                 if response.status_code != 409:  # nothing left to roll back to
                     _expect(response, 200, "rollback", tally, outages)
                     tally.rollbacks += response.status_code == 200
             elif step % 5 == 0:
+
                 def revoke(name: str, url: str = url) -> None:
-                    _expect(admin.delete(f"{url}/tokens/{name}", timeout=30), 200, "revoke",
-                            tally, outages)
+                    _expect(
+                        admin.delete(f"{url}/tokens/{name}", timeout=30),
+                        200,
+                        "revoke",
+                        tally,
+                        outages,
+                    )
 
                 secret = tokens.revoke(revoke)
                 tally.revocations += 1
@@ -236,9 +270,12 @@ def _refused_everywhere(urls, secret: str, give_up: float = 10.0) -> float:
     while pending and time.monotonic() - revoked < give_up:
         for url, probe in sorted(pending):
             with requests.Session() as fresh:
-                answer = fresh.post(f"{url}/models/{MODEL}/production/predict", timeout=10,
-                                    json={"instances": [[0.5] * WIDTH]},
-                                    headers={"Authorization": f"Bearer {secret}"})
+                answer = fresh.post(
+                    f"{url}/models/{MODEL}/production/predict",
+                    timeout=10,
+                    json={"instances": [[0.5] * WIDTH]},
+                    headers={"Authorization": f"Bearer {secret}"},
+                )
             if answer.status_code == 401:
                 pending.discard((url, probe))
         if pending:
@@ -288,8 +325,9 @@ def run(args: argparse.Namespace) -> int:
             "DB_CONNECT_TIMEOUT": "2",
         }
         modelreg_cli("db", "upgrade", env=env)
-        secret = modelreg_cli("tokens", "create", "--name", "soak-admin", "--role", "admin",
-                              env=env).strip()
+        secret = modelreg_cli(
+            "tokens", "create", "--name", "soak-admin", "--role", "admin", env=env
+        ).strip()
         servers = [ServerProcess(env, workdir, workers=args.workers, name=n) for n in "ab"]
         urls = [s.url for s in servers]
         admin = requests.Session()
@@ -301,28 +339,46 @@ def run(args: argparse.Namespace) -> int:
 
         def mint() -> tuple[str, str]:
             name = f"reader-{next(counter)}"
-            response = admin.post(f"{urls[0]}/tokens", json={"name": name, "role": "reader"},
-                                  timeout=30)
+            response = admin.post(
+                f"{urls[0]}/tokens", json={"name": name, "role": "reader"}, timeout=30
+            )
             response.raise_for_status()
             return name, response.json()["token"]
 
         tally, outages, stop = Tally(), Outages(), threading.Event()
-        first = admin.post(f"{urls[0]}/models/{MODEL}/versions", timeout=60, files={
-            "artifact": ("m.skops", model_bytes(1)),
-            "metadata": (None, json.dumps({"format": "skops",
-                                           "input_example": [[0.5] * WIDTH]}))})
+        first = admin.post(
+            f"{urls[0]}/models/{MODEL}/versions",
+            timeout=60,
+            files={
+                "artifact": ("m.skops", model_bytes(1)),
+                "metadata": (
+                    None,
+                    json.dumps({"format": "skops", "input_example": [[0.5] * WIDTH]}),
+                ),
+            },
+        )
         first.raise_for_status()
-        admin.post(f"{urls[0]}/models/{MODEL}/versions/1/promote", json={},
-                   timeout=60).raise_for_status()
+        admin.post(
+            f"{urls[0]}/models/{MODEL}/versions/1/promote", json={}, timeout=60
+        ).raise_for_status()
         tally.registered.append(1)
         max_version = [1]
         tokens = Tokens(mint)
-        threads = [threading.Thread(target=predictor, daemon=True,
-                                    args=(urls, tokens, tally, outages, stop, max_version,
-                                          args.revocation_bound))
-                   for _ in range(args.concurrency)]
-        threads.append(threading.Thread(target=control, daemon=True, args=(
-            urls, admin, tokens, tally, outages, stop, max_version)))
+        threads = [
+            threading.Thread(
+                target=predictor,
+                daemon=True,
+                args=(urls, tokens, tally, outages, stop, max_version, args.revocation_bound),
+            )
+            for _ in range(args.concurrency)
+        ]
+        threads.append(
+            threading.Thread(
+                target=control,
+                daemon=True,
+                args=(urls, admin, tokens, tally, outages, stop, max_version),
+            )
+        )
         started = time.monotonic()
         for thread in threads:
             thread.start()
@@ -334,9 +390,15 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{elapsed:6.1f}s] {what}", flush=True)
                 if action == "down":
                     outages.begin()
-                (postgres.stop if "database" in what and action == "down" else
-                 postgres.start if "database" in what else
-                 weed.stop if action == "down" else weed.start)()
+                (
+                    postgres.stop
+                    if "database" in what and action == "down"
+                    else postgres.start
+                    if "database" in what
+                    else weed.stop
+                    if action == "down"
+                    else weed.start
+                )()
                 if action == "up":
                     outages.end()
             memory.append((elapsed, sum(group_rss(s.process.pid) for s in servers)))
@@ -362,9 +424,14 @@ def _outage_plan(args, postgres, weed) -> list[tuple[float, str, str]]:
     if not args.outages:
         return []
     s, down = args.seconds, args.outage_seconds
-    return [(0.3 * s, "database down", "down"), (0.3 * s + down, "database up", "up"),
-            (0.55 * s, "object store down", "down"), (0.55 * s + down, "object store up", "up"),
-            (0.8 * s, "database down", "down"), (0.8 * s + down, "database up", "up")]
+    return [
+        (0.3 * s, "database down", "down"),
+        (0.3 * s + down, "database up", "up"),
+        (0.55 * s, "object store down", "down"),
+        (0.55 * s + down, "object store up", "up"),
+        (0.8 * s, "database down", "down"),
+        (0.8 * s + down, "database up", "up"),
+    ]
 
 
 def _all_versions(admin: requests.Session, url: str) -> list[int]:
@@ -421,8 +488,11 @@ def _report(args, tally: Tally, memory, listed: list[int], seconds: float) -> st
         "| revocation refused by every process after (median / max) | "
         + (f"{statistics.median(delays):.2f} / {max(delays):.2f} s |" if delays else "none |"),
         "| servers' RSS after warm-up: first / last; growth over the second half | "
-        + (f"{min(warm[:10]) / 2**20:.0f} / {warm[-1] / 2**20:.0f} MiB; {growth:+.1f} MiB |"
-           if warm and half else "n/a |"),
+        + (
+            f"{min(warm[:10]) / 2**20:.0f} / {warm[-1] / 2**20:.0f} MiB; {growth:+.1f} MiB |"
+            if warm and half
+            else "n/a |"
+        ),
         "| servers' RSS by minute | "
         + " / ".join(f"{rss / 2**20:.0f}" for t, rss in memory if int(t) % 60 == 0 and t >= 1)
         + " MiB |",

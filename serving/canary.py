@@ -67,12 +67,16 @@ class CanaryController:
         with self.uow.session_factory() as session:
             runs = canary.running(session)
             judged = [
-                (run, canary.merged_counts(session, run.model, run.alias, run.revision))
+                (
+                    run,
+                    canary.merged_counts(session, run.model, run.alias, run.revision),
+                    canary.outcome_breach(session, run),
+                )
                 for run in runs
             ]
         now = self.clock()
-        for run, counts in judged:
-            decision = canary.decide(run, counts, now)
+        for run, counts, outcome in judged:
+            decision = canary.decide(run, counts, now, outcome)
             if decision.kind == "advance":
                 canary.advance(self.uow, run, now=now)
             elif decision.kind == "abort":

@@ -32,13 +32,19 @@ _ids = itertools.count(1)
 
 def _node(cls: str, module: str, loader: str, **fields: Any) -> dict[str, Any]:
     # skops memoizes nodes by __id__, so each one needs its own
-    return {"__class__": cls, "__module__": module, "__loader__": loader, **fields,
-            "__id__": next(_ids)}
+    return {
+        "__class__": cls,
+        "__module__": module,
+        "__loader__": loader,
+        **fields,
+        "__id__": next(_ids),
+    }
 
 
 def _json(value: Any) -> dict[str, Any]:
-    return _node(type(value).__name__, "builtins", "JsonNode", content=json.dumps(value),
-                 is_json=True)
+    return _node(
+        type(value).__name__, "builtins", "JsonNode", content=json.dumps(value), is_json=True
+    )
 
 
 def _tuple(*items: dict[str, Any]) -> dict[str, Any]:
@@ -67,22 +73,26 @@ def _touch_code(marker: pathlib.Path) -> str:
 # spawn a process or open files, each writing the marker.
 SKOPS_GADGETS: dict[str, Callable[[pathlib.Path], dict[str, Any]]] = {
     "numpy runstring (exec)": lambda m: _call(
-        "numpy.testing._private.utils", "runstring", _json(_touch_code(m)), _dict()),
+        "numpy.testing._private.utils", "runstring", _json(_touch_code(m)), _dict()
+    ),
     "builtins eval": lambda m: _call("builtins", "eval", _json(_touch_code(m))),
     "builtins exec": lambda m: _call("builtins", "exec", _json(_touch_code(m))),
     "os.system (process)": lambda m: _call("os", "system", _json(f"touch '{m}'")),
     "subprocess.Popen (process)": lambda m: _call(
-        "subprocess", "check_call", _list(_json("touch"), _json(str(m)))),
-    "numpy savetxt (file)": lambda m: _call(
-        "numpy", "savetxt", _json(str(m)), _list(_json(1.0))),
-    "scipy savemat (file)": lambda m: _call(
-        "scipy.io", "savemat", _json(str(m)), _dict()),
+        "subprocess", "check_call", _list(_json("touch"), _json(str(m)))
+    ),
+    "numpy savetxt (file)": lambda m: _call("numpy", "savetxt", _json(str(m)), _list(_json(1.0))),
+    "scipy savemat (file)": lambda m: _call("scipy.io", "savemat", _json(str(m)), _dict()),
     "sklearn dump_svmlight_file (file)": lambda m: _call(
-        "sklearn.datasets._svmlight_format_io", "dump_svmlight_file",
-        _list(_list(_json(1.0))), _list(_json(1.0)), _json(str(m))),
+        "sklearn.datasets._svmlight_format_io",
+        "dump_svmlight_file",
+        _list(_list(_json(1.0))),
+        _list(_json(1.0)),
+        _json(str(m)),
+    ),
     "sklearn run_python_script (process)": lambda m: _call(
-        "sklearn.utils._testing", "assert_run_python_script_without_output",
-        _json(_touch_code(m))),
+        "sklearn.utils._testing", "assert_run_python_script_without_output", _json(_touch_code(m))
+    ),
 }
 
 
@@ -141,7 +151,8 @@ PICKLE_GADGETS: dict[str, Callable[[pathlib.Path], Any]] = {
     "builtins exec": lambda m: _Reduce(exec, _touch_code(m)),
     "numpy runstring": lambda m: _Reduce(_runstring(), _touch_code(m), {}),
     "python subprocess": lambda m: _Reduce(
-        __import__("subprocess").check_call, [sys.executable, "-c", _touch_code(m)]),
+        __import__("subprocess").check_call, [sys.executable, "-c", _touch_code(m)]
+    ),
 }
 
 

@@ -90,6 +90,32 @@ def metrics(rows: list[tuple[str, Any, Any, Any]]) -> dict[str, Any]:
     return out
 
 
+def row_losses(rows: list[tuple[str, Any, Any, Any]]) -> tuple[str, list[float]]:
+    """A per-row loss for every labelled row, lower being better, in a form that averages to
+    the window metric: squared error (regression; RMSE is the root of its mean), log loss
+    (every row a `predict_proba` with its classes), else 0/1 error (1 - accuracy)."""
+    if metrics(rows)["task"] == "regression":
+        return "squared_error", [
+            (float(_scalar(output)) - float(label)) ** 2 for _, output, label, _ in rows
+        ]
+    if all(
+        method == "predict_proba" and classes is not None and isinstance(output, list)
+        for method, output, _, classes in rows
+    ):
+        losses = []
+        for _, output, label, classes in rows:
+            index = next((i for i, c in enumerate(classes) if _same(c, label)), None)
+            p = output[index] if index is not None else 0.0
+            losses.append(-math.log(min(max(float(p), LOG_LOSS_EPSILON), 1.0)))
+        return "log_loss", losses
+    errors = []
+    for method, output, label, classes in rows:
+        if method == "predict_proba" and classes is not None and isinstance(output, list):
+            output = classes[int(np.argmax(output))]
+        errors.append(0.0 if _same(_scalar(output), label) else 1.0)
+    return "error_rate", errors
+
+
 def _looks_like_classes(truth: np.ndarray, predicted: np.ndarray) -> bool:
     """Integer labels and integer predictions from a classifier's `predict`."""
     return bool(

@@ -21,7 +21,8 @@ gain (accuracy: higher is better); `lower_is_better` says which.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 MIN_PER_ARM = 30  # below this the variance estimate is too rough to judge
 
@@ -122,3 +123,64 @@ class SequentialTest:
         if result.verdict != "inconclusive":
             self.decided = result
         return result
+
+
+class _Running:
+    """Count, mean and sum of squared deviations (Welford), one value at a time."""
+
+    __slots__ = ("m2", "mean", "n")
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        step = value - self.mean
+        self.mean += step / self.n
+        self.m2 += step * (value - self.mean)
+
+    def stats(self) -> ArmStats:
+        return ArmStats(self.n, self.mean, self.m2 / max(self.n - 1, 1))
+
+
+def walk(
+    outcomes: Iterable[tuple[int, float]],
+    *,
+    alpha: float = 0.05,
+    lower_is_better: bool = True,
+) -> Comparison:
+    """Replay (arm, outcome) pairs in the order they became known (arm 0 the control, 1
+    the candidate), looking after each one, as a dashboard watching every label would.
+
+    The verdict is the first decisive one (it stands), the p-value the running minimum, and
+    the interval the running intersection of the confidence sequence (valid at every time
+    at once, so it only narrows). Replaying from the stored rows makes the answer the same
+    in every process, with nothing to keep between looks."""
+    arms = (_Running(), _Running())
+    test = SequentialTest(alpha=alpha, lower_is_better=lower_is_better)
+    low, high = -math.inf, math.inf
+    for arm, value in outcomes:
+        arms[arm].add(value)
+        if min(arms[0].n, arms[1].n) < MIN_PER_ARM:
+            continue
+        if test.decided is None:
+            test.look(arms[0].stats(), arms[1].stats())
+        current = compare(
+            arms[0].stats(),
+            arms[1].stats(),
+            alpha=alpha,
+            tau=test.tau,
+            lower_is_better=lower_is_better,
+        )
+        low, high = max(low, current.ci_low), min(high, current.ci_high)
+    final = compare(
+        arms[0].stats(), arms[1].stats(), alpha=alpha, tau=test.tau, lower_is_better=lower_is_better
+    )
+    verdict = test.decided.verdict if test.decided is not None else "inconclusive"
+    return replace(
+        final,
+        verdict=verdict,
+        ci_low=low,
+        ci_high=high,
+        p_value=test.p_value,
+    )

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -24,6 +25,8 @@ from registry.changes import AliasMoved
 from registry.db import utcnow
 from registry.errors import ModelregError
 from registry.models import Alias, ModelVersion, RegisteredModel
+from registry.monitoring import outcomes
+from registry.monitoring.tables import MonitorState
 from registry.policies import allocation, latency, store
 from registry.policies.tables import AliasPolicy, PolicyCount
 from registry.unit_of_work import UnitOfWorkProvider
@@ -162,12 +165,57 @@ def breach(canary: dict[str, Any], control: Counts, candidate: Counts) -> str | 
     return None
 
 
-def decide(canary_run: Running, counts: dict[int, Counts], now: float) -> Decision:
+def outcome_breach(session: Session, run: Running) -> str | None:
+    """The guardrails that read the monitoring tables: a monitor alert firing on the
+    candidate (`monitor_alerts: "abort"`), and labelled outcomes worse than the control's by
+    more than `max_metric_delta`, judged by the always-valid interval (so watching every
+    tick does not inflate the chance of a false abort)."""
+    guard = run.spec["canary"].get("guardrails") or {}
+    if guard.get("monitor_alerts") == "abort":
+        alert = session.scalar(
+            select(MonitorState.alert_id)
+            .where(MonitorState.model == run.model)
+            .where(MonitorState.version == run.candidate)
+            .where(MonitorState.state == "firing")
+            .limit(1)
+        )
+        if alert is not None:
+            return f"monitor alert {alert} is firing on version {run.candidate}"
+    limit = guard.get("max_metric_delta")
+    if limit is None:
+        return None
+    loss, result = outcomes.candidate_comparison(
+        session, run.model, run.alias, run.control, run.candidate, started_at(run.spec)
+    )
+    if result is None or not math.isfinite(result.ci_low) or result.ci_low <= limit:
+        return None
+    return (
+        f"mean {loss} on labelled rows is at least {result.ci_low:.4g} above the control's "
+        f"(limit {limit:g}; {result.n_candidate} candidate and {result.n_control} control "
+        f"labels, always-valid {1 - outcomes.ALPHA:.0%} interval)"
+    )
+
+
+def started_at(spec: dict[str, Any]) -> datetime:
+    """When the policy's experiment began (policies set before it was recorded: when
+    their current step began)."""
+    if spec.get("started_at"):
+        return datetime.fromisoformat(spec["started_at"])
+    return datetime.fromtimestamp(spec["canary_state"]["since"], UTC)
+
+
+def decide(
+    canary_run: Running,
+    counts: dict[int, Counts],
+    now: float,
+    outcome_reason: str | None = None,
+) -> Decision:
+    """`outcome_reason`: what outcome_breach found, judged after the counts' guardrails."""
     canary = canary_run.spec["canary"]
     state = canary_run.spec["canary_state"]
     control = counts.get(canary_run.control, _empty())
     candidate = counts.get(canary_run.candidate, _empty())
-    reason = breach(canary, control, candidate)
+    reason = breach(canary, control, candidate) or outcome_reason
     if reason is not None:
         return Decision("abort", reason)
     baked = now - state["since"] >= canary["bake_seconds"]

@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
+from datetime import datetime
 from typing import Any
 
 from registry.changes import AliasMoved
 from registry.db import utcnow
 from registry.errors import Conflict, InvalidInput, NotFound
 from registry.models import ModelVersion, RegisteredModel
+from registry.monitoring import outcomes
 from registry.names import Reference, validate_alias
 from registry.policies import allocation, store
 from registry.policies.lifecycle import end_policy, public_spec
@@ -70,6 +72,7 @@ def policy_view(
         "sticky": None,
         "shadows": [],
         "canary": None,
+        "started_at": None,
         "updated_at": row.updated_at.isoformat() if row else None,
         "updated_by": row.updated_by if row else None,
     }
@@ -82,6 +85,7 @@ def policy_view(
             for v, n in zip(spec["variants"], buckets, strict=True)
         ]
         view["sticky"] = spec["sticky"]
+        view["started_at"] = spec.get("started_at")
         view["shadows"] = spec["shadows"]
         if spec.get("canary"):
             state = spec.get("canary_state") or {}
@@ -115,6 +119,19 @@ def _check_revision(row: AliasPolicy | None, expected: int | None, name: str, al
             {"expected_revision": f"current revision is {current}"},
         )
     return current
+
+
+def _started_at(before: dict[str, Any] | None, spec: PolicySpec, at: datetime) -> str:
+    """When the experiment began: kept while the same versions compete (a weight change or a
+    canary step goes on comparing the same arms), new when the set of variants changes. The
+    outcome comparison counts labelled rows from then on."""
+    versions = sorted(v.version for v in spec.variants)
+    same_arms = before is not None and (
+        sorted(v["version"] for v in before["variants"]) == versions
+    )
+    if same_arms and before.get("started_at"):
+        return str(before["started_at"])
+    return at.isoformat()
 
 
 def set_policy(
@@ -191,7 +208,11 @@ def set_policy(
             session.add(row)
         if before is None:  # a new policy: a new salt, so its units are assigned afresh
             row.salt = secrets.token_hex(8)
-        row.spec = {**spec.as_dict(), "ranges": ranges}
+        row.spec = {
+            **spec.as_dict(),
+            "ranges": ranges,
+            "started_at": _started_at(before, spec, at),
+        }
         if spec.canary is not None:
             row.spec["canary_state"] = {"step": 0, "state": "running", "since": time.time()}
         row.revision = current + 1
@@ -254,4 +275,16 @@ def version_for_serving(uow: UnitOfWorkProvider, name: str, ref: Reference) -> V
         spec, salt, revision = found
         return dataclasses.replace(
             record, policy={"spec": spec, "salt": salt, "revision": revision}
+        )
+
+
+def outcome_comparison(uow: UnitOfWorkProvider, view: dict[str, Any]) -> dict[str, Any]:
+    """The labelled outcome of each variant of an active policy (`view` is get_policy's),
+    each candidate against the control, merged over every process (it reads the database)."""
+    control = view["control"]
+    candidates = [v["version"] for v in view["variants"] if v["version"] != control]
+    since = datetime.fromisoformat(view["started_at"] or view["updated_at"])
+    with uow() as work:
+        return outcomes.compare_variants(
+            store.session_of(work), view["model"], view["alias"], control, candidates, since
         )

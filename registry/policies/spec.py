@@ -40,6 +40,10 @@ class Canary:
     max_error_rate_delta: float
     max_p99_ratio: float
     max_mean_shift: float | None  # |candidate mean - control mean| / control std
+    # How much higher the candidate's mean per-row loss on labelled rows may be, judged by
+    # the always-valid confidence interval; None: outcomes are not a guardrail.
+    max_metric_delta: float | None = None
+    monitor_alerts: str = "ignore"  # "abort": a firing monitor alert on the candidate aborts
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +54,8 @@ class Canary:
                 "max_error_rate_delta": self.max_error_rate_delta,
                 "max_p99_ratio": self.max_p99_ratio,
                 "max_mean_shift": self.max_mean_shift,
+                "max_metric_delta": self.max_metric_delta,
+                "monitor_alerts": self.monitor_alerts,
             },
         }
 
@@ -167,7 +173,16 @@ def parse_policy(body: Any) -> PolicySpec:
 
 
 CANARY_KEYS = frozenset({"steps", "bake_seconds", "min_requests", "guardrails"})
-GUARDRAIL_KEYS = frozenset({"max_error_rate_delta", "max_p99_ratio", "max_mean_shift"})
+GUARDRAIL_KEYS = frozenset(
+    {
+        "max_error_rate_delta",
+        "max_p99_ratio",
+        "max_mean_shift",
+        "max_metric_delta",
+        "monitor_alerts",
+    }
+)
+MONITOR_ALERT_ACTIONS = ("ignore", "abort")
 
 
 def _canary(value: Any, variants: int) -> Canary | None:
@@ -202,6 +217,12 @@ def _canary(value: Any, variants: int) -> Canary | None:
     if unknown:
         raise InvalidInput("invalid policy", {f"canary.guardrails.{unknown[0]}": "unknown field"})
     shift = guardrails.get("max_mean_shift")
+    metric_delta = guardrails.get("max_metric_delta")
+    alerts = guardrails.get("monitor_alerts", "ignore")
+    if alerts not in MONITOR_ALERT_ACTIONS:
+        raise InvalidInput(
+            "invalid policy", {"canary.guardrails.monitor_alerts": '"ignore" or "abort"'}
+        )
     return Canary(
         steps=tuple(steps),
         bake_seconds=_number(
@@ -233,4 +254,10 @@ def _canary(value: Any, variants: int) -> Canary | None:
         max_mean_shift=None
         if shift is None
         else _number(shift, "canary.guardrails.max_mean_shift", 0, 1e6, "a number from 0"),
+        max_metric_delta=None
+        if metric_delta is None
+        else _number(
+            metric_delta, "canary.guardrails.max_metric_delta", 0, 1e12, "a number from 0"
+        ),
+        monitor_alerts=alerts,
     )

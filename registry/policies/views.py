@@ -107,6 +107,24 @@ POLICY_STATS = JsonSchema(
             "variants": {"type": "array", "items": _OBJECT},
             "shadows": {"type": "array", "items": _OBJECT},
             "sample_ratio": {"type": ["object", "null"], "additionalProperties": True},
+            "outcome": {
+                "type": "object",
+                "description": "Labelled outcomes since the experiment began, from every "
+                "process: per variant its live metrics; per candidate a comparison with the "
+                "control on the per-row loss (squared error, log loss or 0/1 error) by an "
+                "always-valid sequential test (mSPRT): verdict better | worse | "
+                "inconclusive, difference (candidate - control), confidence interval, "
+                "p-value, labels per arm. Safe to watch continuously.",
+                "additionalProperties": True,
+                "properties": {
+                    "since": {"type": "string", "format": "date-time"},
+                    "control": {"type": "integer"},
+                    "alpha": {"type": "number"},
+                    "loss": {"type": ["string", "null"]},
+                    "variants": {"type": "array", "items": _OBJECT},
+                    "comparisons": {"type": "array", "items": _OBJECT},
+                },
+            },
         },
     },
 )
@@ -257,5 +275,6 @@ def policy_stats(name: str, alias: str) -> Response:
             "process": os.getpid(),
             "shadow_queue": deps.dataplane.shadows.pending(),
             **stats,
+            "outcome": service.outcome_comparison(deps.uow, current),
         }
     )

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from serving.dataplane import Inference
 from serving.monitoring.context import CURRENT_REQUEST_ID
 from serving.monitoring.fold import Accumulator, CompiledProfile, compile_profile, sample_rows
 
@@ -37,9 +36,6 @@ Key = tuple[str, int, str]  # (model, version, variant)
 BUFFER_ROWS = 4_096  # rows per numeric buffer before it is concatenated and queued
 _ROW_INDEX = re.compile(r"\[\d+\]")
 MAX_REFUSED_FIELDS = 50
-# Traffic policies label an inference with its variant; until then every row is variant "".
-# Asked once: getattr with a default on a missing slot raises and catches on every call.
-_HAS_VARIANT = "variant" in getattr(Inference, "__slots__", ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +121,7 @@ class LiveMonitor:
         now = self._clock()
         window = self.settings.window_seconds
         start = int(now // window) * window
-        key = (inference.name, inference.version, inference.variant if _HAS_VARIANT else "")
+        key = (inference.name, inference.version, inference.variant)
         method = batch.methods[0]
         X = batch.X
         y = inference.outputs[0] if method == "predict" else None

@@ -49,21 +49,28 @@ class World:
         name = f"m{next(_counter)}"
         self.admin("POST", "/models", json={"name": name})
         for _ in range(versions):
-            self.admin("POST", f"/models/{name}/versions", data=_multipart(self.artifact),
-                       content_type="multipart/form-data")
+            self.admin(
+                "POST",
+                f"/models/{name}/versions",
+                data=_multipart(self.artifact),
+                content_type="multipart/form-data",
+            )
         for version in promote:
             self.admin("POST", f"/models/{name}/versions/{version}/promote", json={})
         return name
 
     def event_count(self, name: str) -> int:
-        response = self.client.get(f"/models/{name}/events?limit=500",
-                                   headers=self.headers("admin"))
+        response = self.client.get(
+            f"/models/{name}/events?limit=500", headers=self.headers("admin")
+        )
         return len(response.get_json()["events"]) if response.status_code == 200 else -1
 
 
 def _multipart(artifact: bytes) -> dict[str, Any]:
-    return {"artifact": (io.BytesIO(artifact), "m.joblib"),
-            "metadata": json.dumps({"format": "joblib"})}
+    return {
+        "artifact": (io.BytesIO(artifact), "m.joblib"),
+        "metadata": json.dumps({"format": "joblib"}),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -76,15 +83,16 @@ def world(tmp_path_factory) -> World:
     secrets = {}
     for role in ROLES:
         secrets[role], _ = auth.create_token(uow, name=f"{role}-token", role=role, actor="test")
-    secrets["expired"], _ = auth.create_token(uow, name="expired-token", role="admin",
-                                              actor="test", expires_in=timedelta(days=1))
-    secrets["revoked"], _ = auth.create_token(uow, name="revoked-token", role="admin",
-                                              actor="test")
+    secrets["expired"], _ = auth.create_token(
+        uow, name="expired-token", role="admin", actor="test", expires_in=timedelta(days=1)
+    )
+    secrets["revoked"], _ = auth.create_token(uow, name="revoked-token", role="admin", actor="test")
     auth.revoke_token(uow, "revoked-token")
     with uow(write=True) as work:
-        work.session.execute(text("UPDATE api_tokens SET expires_at = :past WHERE name = :n"),
-                             {"past": (utcnow() - timedelta(minutes=1)).replace(tzinfo=None),
-                              "n": "expired-token"})
+        work.session.execute(
+            text("UPDATE api_tokens SET expires_at = :past WHERE name = :n"),
+            {"past": (utcnow() - timedelta(minutes=1)).replace(tzinfo=None), "n": "expired-token"},
+        )
         work.commit()
     yield World(app.test_client(), secrets, joblib_bytes(fit_linear()), app)
     app.extensions["modelreg"].engine.dispose()
@@ -100,65 +108,175 @@ def _predict_body() -> dict[str, Any]:
 
 ENDPOINTS: dict[str, tuple[str, str, int, Setup]] = {
     "list models": ("GET", "reader", 200, lambda w: ("/models", {}, None)),
-    "create model": ("POST", "publisher", 201,
-                     lambda w: ("/models", {"json": {"name": f"new{next(_counter)}"}}, None)),
+    "create model": (
+        "POST",
+        "publisher",
+        201,
+        lambda w: ("/models", {"json": {"name": f"new{next(_counter)}"}}, None),
+    ),
     "get model": ("GET", "reader", 200, lambda w: (f"/models/{(n := w.model())}", {}, n)),
-    "patch model": ("PATCH", "publisher", 200, lambda w: (
-        f"/models/{(n := w.model())}", {"json": {"description": "x"}}, n)),
+    "patch model": (
+        "PATCH",
+        "publisher",
+        200,
+        lambda w: (f"/models/{(n := w.model())}", {"json": {"description": "x"}}, n),
+    ),
     "delete model": ("DELETE", "operator", 204, lambda w: (f"/models/{(n := w.model(1))}", {}, n)),
-    "register version": ("POST", "publisher", 201, lambda w: (
-        f"/models/{(n := w.model())}/versions",
-        {"data": _multipart(w.artifact), "content_type": "multipart/form-data"}, n)),
-    "list versions": ("GET", "reader", 200,
-                      lambda w: (f"/models/{(n := w.model(1))}/versions", {}, n)),
-    "get version": ("GET", "reader", 200,
-                    lambda w: (f"/models/{(n := w.model(1))}/versions/1", {}, n)),
-    "patch version": ("PATCH", "publisher", 200, lambda w: (
-        f"/models/{(n := w.model(1))}/versions/1", {"json": {"description": "d"}}, n)),
-    "archive version": ("PATCH", "operator", 200, lambda w: (
-        f"/models/{(n := w.model(1))}/versions/1", {"json": {"status": "archived"}}, n)),
-    "delete version": ("DELETE", "operator", 204,
-                       lambda w: (f"/models/{(n := w.model(1))}/versions/1", {}, n)),
-    "download artifact": ("GET", "reader", 200,
-                          lambda w: (f"/models/{(n := w.model(1))}/versions/1/artifact", {}, n)),
-    "promote": ("POST", "operator", 200, lambda w: (
-        f"/models/{(n := w.model(1))}/versions/1/promote", {"json": {}}, n)),
-    "rollback": ("POST", "operator", 200, lambda w: (
-        f"/models/{(n := w.model(2, (1, 2)))}/aliases/production/rollback", {}, n)),
-    "list aliases": ("GET", "reader", 200,
-                     lambda w: (f"/models/{(n := w.model(1, (1,)))}/aliases", {}, n)),
-    "delete alias": ("DELETE", "operator", 204, lambda w: (
-        f"/models/{(n := w.model(1, (1,)))}/aliases/production", {}, n)),
+    "register version": (
+        "POST",
+        "publisher",
+        201,
+        lambda w: (
+            f"/models/{(n := w.model())}/versions",
+            {"data": _multipart(w.artifact), "content_type": "multipart/form-data"},
+            n,
+        ),
+    ),
+    "list versions": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions", {}, n),
+    ),
+    "get version": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1", {}, n),
+    ),
+    "patch version": (
+        "PATCH",
+        "publisher",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1", {"json": {"description": "d"}}, n),
+    ),
+    "archive version": (
+        "PATCH",
+        "operator",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1", {"json": {"status": "archived"}}, n),
+    ),
+    "delete version": (
+        "DELETE",
+        "operator",
+        204,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1", {}, n),
+    ),
+    "download artifact": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1/artifact", {}, n),
+    ),
+    "promote": (
+        "POST",
+        "operator",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/versions/1/promote", {"json": {}}, n),
+    ),
+    "rollback": (
+        "POST",
+        "operator",
+        200,
+        lambda w: (f"/models/{(n := w.model(2, (1, 2)))}/aliases/production/rollback", {}, n),
+    ),
+    "list aliases": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/models/{(n := w.model(1, (1,)))}/aliases", {}, n),
+    ),
+    "delete alias": (
+        "DELETE",
+        "operator",
+        204,
+        lambda w: (f"/models/{(n := w.model(1, (1,)))}/aliases/production", {}, n),
+    ),
     "events": ("GET", "reader", 200, lambda w: (f"/models/{(n := w.model())}/events", {}, n)),
-    "predict": ("POST", "reader", 200,
-                lambda w: (f"/models/{(n := w.model(1))}/1/predict", _predict_body(), n)),
+    "predict": (
+        "POST",
+        "reader",
+        200,
+        lambda w: (f"/models/{(n := w.model(1))}/1/predict", _predict_body(), n),
+    ),
     "cache status": ("GET", "reader", 200, lambda w: ("/serving/cache", {}, None)),
-    "warm": ("POST", "operator", 200,
-             lambda w: (f"/serving/cache/{(n := w.model(1))}/1", {}, n)),
-    "evict": ("DELETE", "operator", 200,
-              lambda w: (f"/serving/cache/{(n := w.model(1))}/1", {}, n)),
-    "create token": ("POST", "admin", 201, lambda w: (
-        "/tokens", {"json": {"name": f"t{next(_counter)}", "role": "reader"}}, None)),
+    "warm": ("POST", "operator", 200, lambda w: (f"/serving/cache/{(n := w.model(1))}/1", {}, n)),
+    "evict": (
+        "DELETE",
+        "operator",
+        200,
+        lambda w: (f"/serving/cache/{(n := w.model(1))}/1", {}, n),
+    ),
+    "create token": (
+        "POST",
+        "admin",
+        201,
+        lambda w: ("/tokens", {"json": {"name": f"t{next(_counter)}", "role": "reader"}}, None),
+    ),
     "list tokens": ("GET", "admin", 200, lambda w: ("/tokens", {}, None)),
-    "revoke token": ("DELETE", "admin", 200, lambda w: (
-        f"/tokens/{w.admin('POST', '/tokens', json={'name': f't{next(_counter)}', 'role': 'reader'}).get_json()['name']}",  # noqa: E501
-        {}, None)),
+    "revoke token": (
+        "DELETE",
+        "admin",
+        200,
+        lambda w: (
+            f"/tokens/{w.admin('POST', '/tokens', json={'name': f't{next(_counter)}', 'role': 'reader'}).get_json()['name']}",  # noqa: E501
+            {},
+            None,
+        ),
+    ),
     # Open Inference Protocol routes: the same roles, errors as {"error": ...}.
-    "v2 model metadata": ("GET", "reader", 200,
-                          lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1", {}, n)),
-    "v2 model ready": ("GET", "reader", 200,
-                       lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1/ready", {}, n)),
-    "v2 infer": ("POST", "reader", 200, lambda w: (
-        f"/v2/models/{(n := w.model(1))}/versions/1/infer",
-        {"json": {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64",
-                              "data": [0.1, 0.2, 0.3]}]}}, n)),
+    "v2 model metadata": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1", {}, n),
+    ),
+    "v2 model ready": (
+        "GET",
+        "reader",
+        200,
+        lambda w: (f"/v2/models/{(n := w.model(1))}/versions/1/ready", {}, n),
+    ),
+    "v2 infer": (
+        "POST",
+        "reader",
+        200,
+        lambda w: (
+            f"/v2/models/{(n := w.model(1))}/versions/1/infer",
+            {
+                "json": {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 3],
+                            "datatype": "FP64",
+                            "data": [0.1, 0.2, 0.3],
+                        }
+                    ]
+                }
+            },
+            n,
+        ),
+    ),
     "v2 stats": ("GET", "reader", 200, lambda w: ("/v2/models/stats", {}, None)),
-    "v2 repository index": ("POST", "reader", 200,
-                            lambda w: ("/v2/repository/index", {"json": {}}, None)),
-    "v2 load": ("POST", "operator", 200, lambda w: (
-        f"/v2/repository/models/{(n := w.model(1, (1,)))}/load", {"json": {}}, n)),
-    "v2 unload": ("POST", "operator", 200, lambda w: (
-        f"/v2/repository/models/{(n := w.model(1, (1,)))}/unload", {"json": {}}, n)),
+    "v2 repository index": (
+        "POST",
+        "reader",
+        200,
+        lambda w: ("/v2/repository/index", {"json": {}}, None),
+    ),
+    "v2 load": (
+        "POST",
+        "operator",
+        200,
+        lambda w: (f"/v2/repository/models/{(n := w.model(1, (1,)))}/load", {"json": {}}, n),
+    ),
+    "v2 unload": (
+        "POST",
+        "operator",
+        200,
+        lambda w: (f"/v2/repository/models/{(n := w.model(1, (1,)))}/unload", {"json": {}}, n),
+    ),
 }
 
 
@@ -197,31 +315,45 @@ def test_health_endpoints_are_public(world: World, path: str, caller: str):
 
 def test_denied_create_model_stores_nothing(world: World):
     for caller in ["none", "bad", "reader"]:
-        world.client.post("/models", json={"name": f"ghost-{caller}"},
-                          headers=world.headers(caller))
-        assert world.client.get(f"/models/ghost-{caller}",
-                                headers=world.headers("admin")).status_code == 404
+        world.client.post(
+            "/models", json={"name": f"ghost-{caller}"}, headers=world.headers(caller)
+        )
+        assert (
+            world.client.get(f"/models/ghost-{caller}", headers=world.headers("admin")).status_code
+            == 404
+        )
 
 
 def test_actor_in_events_is_the_token_name(world: World):
     name = world.model(1)
-    world.client.post(f"/models/{name}/versions/1/promote", json={"reason": "ship it"},
-                      headers=world.headers("operator"))
+    world.client.post(
+        f"/models/{name}/versions/1/promote",
+        json={"reason": "ship it"},
+        headers=world.headers("operator"),
+    )
     events = world.client.get(f"/models/{name}/events", headers=world.headers("reader"))
     promote = events.get_json()["events"][0]
     assert (promote["type"], promote["actor"], promote["reason"]) == (
-        "promote", "operator-token", "ship it")
+        "promote",
+        "operator-token",
+        "ship it",
+    )
 
 
 def test_model_scoped_token(world: World):
     allowed = world.model(1)
     other = world.model(1)
-    created = world.admin("POST", "/tokens", json={"name": f"scoped{next(_counter)}",
-                                                   "role": "reader", "models": [allowed]})
+    created = world.admin(
+        "POST",
+        "/tokens",
+        json={"name": f"scoped{next(_counter)}", "role": "reader", "models": [allowed]},
+    )
     headers = {"Authorization": f"Bearer {created.get_json()['token']}"}
     body = _predict_body()["json"]
-    assert world.client.post(f"/models/{allowed}/1/predict", json=body,
-                             headers=headers).status_code == 200
+    assert (
+        world.client.post(f"/models/{allowed}/1/predict", json=body, headers=headers).status_code
+        == 200
+    )
     denied = world.client.post(f"/models/{other}/1/predict", json=body, headers=headers)
     assert denied.status_code == 403
     listed = world.client.get("/models?limit=500", headers=headers).get_json()["models"]
@@ -229,8 +361,9 @@ def test_model_scoped_token(world: World):
 
 
 def test_revocation_takes_effect(world: World):
-    created = world.admin("POST", "/tokens", json={"name": f"short{next(_counter)}",
-                                                   "role": "reader"}).get_json()
+    created = world.admin(
+        "POST", "/tokens", json={"name": f"short{next(_counter)}", "role": "reader"}
+    ).get_json()
     headers = {"Authorization": f"Bearer {created['token']}"}
     assert world.client.get("/models", headers=headers).status_code == 200
     world.admin("DELETE", f"/tokens/{created['name']}")
@@ -239,8 +372,9 @@ def test_revocation_takes_effect(world: World):
 
 def test_secrets_are_stored_hashed_and_never_logged(world: World, caplog):
     caplog.set_level(logging.DEBUG)
-    created = world.admin("POST", "/tokens", json={"name": f"secret{next(_counter)}",
-                                                   "role": "admin"}).get_json()
+    created = world.admin(
+        "POST", "/tokens", json={"name": f"secret{next(_counter)}", "role": "admin"}
+    ).get_json()
     secret = created["token"]
     assert secret.startswith("mr_") and len(secret) >= 40
     world.client.get("/models", headers={"Authorization": f"Bearer {secret}"})

@@ -34,13 +34,17 @@ def _metric(text: str, name: str, model: str) -> float:
 def test_concurrent_requests_of_mixed_sizes_each_get_exactly_their_rows(app):
     client = app.test_client()
     forest = RandomForestRegressor(n_estimators=60, max_depth=8, random_state=0).fit(X, Y)
-    assert register(client, "forest", skops_bytes(forest), {"format": "skops"},
-                    filename="f.skops").status_code == 201
+    assert (
+        register(
+            client, "forest", skops_bytes(forest), {"format": "skops"}, filename="f.skops"
+        ).status_code
+        == 201
+    )
     sizes = RNG.integers(1, 40, 96)
     starts = RNG.integers(0, len(X) - 40, 96)
 
     def predict(i: int) -> tuple[int, list[float]]:
-        rows = X[starts[i]:starts[i] + sizes[i]]
+        rows = X[starts[i] : starts[i] + sizes[i]]
         response = client.post("/models/forest/1/predict", json={"instances": rows.tolist()})
         assert response.status_code == 200, response.get_json()
         return i, response.get_json()["predictions"]
@@ -48,7 +52,7 @@ def test_concurrent_requests_of_mixed_sizes_each_get_exactly_their_rows(app):
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(predict, range(len(sizes))))
     for i, predictions in answers:
-        expected = forest.predict(X[starts[i]:starts[i] + sizes[i]])
+        expected = forest.predict(X[starts[i] : starts[i] + sizes[i]])
         assert len(predictions) == sizes[i]
         assert np.allclose(predictions, expected), f"request {i} got someone else's rows"
     text = client.get("/metrics").get_data(as_text=True)
@@ -66,7 +70,7 @@ def test_classifier_probabilities_split_back_per_request(app):
     register(client, "cls", skops_bytes(forest), {"format": "skops"}, filename="c.skops")
 
     def predict(i: int):
-        rows = X[i:i + 1 + i % 5]
+        rows = X[i : i + 1 + i % 5]
         body = {"instances": rows.tolist(), "method": "predict_proba" if i % 2 else "predict"}
         return i, rows, client.post("/models/cls/1/predict", json=body).get_json()
 
@@ -81,12 +85,18 @@ def test_classifier_probabilities_split_back_per_request(app):
 
 def test_fast_models_are_never_batched(app):
     client = app.test_client()
-    register(client, "linear", skops_bytes(fit_linear(8)), {"format": "skops"},
-             filename="l.skops")
+    register(client, "linear", skops_bytes(fit_linear(8)), {"format": "skops"}, filename="l.skops")
     with ThreadPoolExecutor(8) as pool:
-        statuses = list(pool.map(lambda i: client.post(
-            "/models/linear/1/predict", json={"instances": [X[i].tolist()]}).status_code,
-            range(80)))
+        statuses = list(
+            pool.map(
+                lambda i: (
+                    client.post(
+                        "/models/linear/1/predict", json={"instances": [X[i].tolist()]}
+                    ).status_code
+                ),
+                range(80),
+            )
+        )
     assert statuses == [200] * 80
     text = client.get("/metrics").get_data(as_text=True)
     assert _metric(text, "modelreg_batch_requests_count", "linear") == 0
@@ -100,7 +110,13 @@ def test_batching_off_calls_the_model_directly(tmp_path):
     forest = RandomForestRegressor(n_estimators=30, random_state=0).fit(X, Y)
     register(client, "forest", skops_bytes(forest), {"format": "skops"}, filename="f.skops")
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda i: client.post("/models/forest/1/predict",
-                                            json={"instances": [X[i].tolist()]}), range(40)))
+        list(
+            pool.map(
+                lambda i: client.post(
+                    "/models/forest/1/predict", json={"instances": [X[i].tolist()]}
+                ),
+                range(40),
+            )
+        )
     text = client.get("/metrics").get_data(as_text=True)
     assert _metric(text, "modelreg_batch_requests_count", "forest") == 0

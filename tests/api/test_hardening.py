@@ -12,8 +12,11 @@ from registry.logs import JsonFormatter
 from tests.conftest import fit_linear, joblib_bytes, make_config
 from tests.helpers import problem, register
 
-SECURITY = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-            "Referrer-Policy": "no-referrer"}
+SECURITY = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def _deep(levels: int):
@@ -23,13 +26,16 @@ def _deep(levels: int):
     return value
 
 
-@pytest.mark.parametrize("metadata", [
-    {"params": {"p": _deep(300)}},
-    {"tags": {"k": "v"}, "source": {"run": "r"}, "params": {"a": {"b": _deep(40)}}},
-    {"input_example": [[_deep(300), 1, 2]]},
-    {"input_example": [[[1], 2, 3]]},
-    {"input_example": [[{"x": 1}, 2, 3]]},
-])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"params": {"p": _deep(300)}},
+        {"tags": {"k": "v"}, "source": {"run": "r"}, "params": {"a": {"b": _deep(40)}}},
+        {"input_example": [[_deep(300), 1, 2]]},
+        {"input_example": [[[1], 2, 3]]},
+        {"input_example": [[{"x": 1}, 2, 3]]},
+    ],
+)
 def test_metadata_that_could_not_be_served_back_is_refused_and_nothing_stored(client, metadata):
     response = register(client, "m", joblib_bytes(fit_linear()), metadata)
     assert response.status_code == 422, response.get_data(as_text=True)[:300]
@@ -74,8 +80,9 @@ def test_no_warning_header_when_auth_is_on(tmp_path):
 def test_access_log_lines_are_json_with_request_model_version_and_latency(sqlite_client, caplog):
     register(sqlite_client, "m", joblib_bytes(fit_linear()))
     caplog.set_level(logging.INFO, logger="modelreg.access")
-    response = sqlite_client.post("/models/m/1/predict", json={"instances": [[1, 2, 3]]},
-                                  headers={"X-Request-ID": "trace-42"})
+    response = sqlite_client.post(
+        "/models/m/1/predict", json={"instances": [[1, 2, 3]]}, headers={"X-Request-ID": "trace-42"}
+    )
     assert response.status_code == 200
     record = next(r for r in caplog.records if r.name == "modelreg.access")
     line = json.loads(JsonFormatter().format(record))
@@ -138,8 +145,9 @@ def test_ranged_downloads_resume_an_artifact(client):
     assert tail.status_code == 206 and tail.data == artifact[-25:]
     rest = client.get("/models/m/versions/1/artifact", headers={"Range": "bytes=100-"})
     assert rest.data == artifact[100:]
-    beyond = client.get("/models/m/versions/1/artifact",
-                        headers={"Range": f"bytes={len(artifact) + 5}-"})
+    beyond = client.get(
+        "/models/m/versions/1/artifact", headers={"Range": f"bytes={len(artifact) + 5}-"}
+    )
     assert beyond.status_code == 416
     problem(beyond)
 
@@ -166,10 +174,16 @@ def test_every_get_route_answers_no_store(tmp_path):
     checked = []
     for rule in rules:
         path = _concrete(rule)
-        for response in (client.get(path), client.get(path + "-missing"),
-                         client.get(path, headers={"Range": "bytes=0-9"})):
+        for response in (
+            client.get(path),
+            client.get(path + "-missing"),
+            client.get(path, headers={"Range": "bytes=0-9"}),
+        ):
             assert response.headers.get("Cache-Control") == "no-store", (
-                path, response.status_code, response.headers.get("Cache-Control"))
+                path,
+                response.status_code,
+                response.headers.get("Cache-Control"),
+            )
             assert "Expires" not in response.headers, path
         checked.append(path)
     assert len(checked) == len(rules)
@@ -192,11 +206,14 @@ def test_double_slashes_are_404_and_never_a_redirect_built_from_the_host(tmp_pat
                 # A scheme-relative target is what a proxy or a raw client may send, but the
                 # test client would read it as a host: build the environ by hand.
                 environ = {"PATH_INFO": doubled, "HTTP_HOST": "evil.example"}
-                responses = [client.open(method=m, environ_overrides=environ)
-                             for m in ("GET", "POST")]
+                responses = [
+                    client.open(method=m, environ_overrides=environ) for m in ("GET", "POST")
+                ]
             else:
-                responses = [client.open(doubled, method=m, headers={"Host": "evil.example"})
-                             for m in ("GET", "POST")]
+                responses = [
+                    client.open(doubled, method=m, headers={"Host": "evil.example"})
+                    for m in ("GET", "POST")
+                ]
             for response in responses:
                 assert response.status_code == 404, (doubled, response.status_code)
                 assert "Location" not in response.headers, (doubled, response.headers["Location"])

@@ -20,14 +20,18 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{.*\})? ")
 def series(client) -> set[str]:
     """Every sample's name and labels in /metrics (values left out)."""
     text = client.get("/metrics").get_data(as_text=True)
-    return {m.group(1) + (m.group(2) or "") for line in text.splitlines()
-            if (m := SAMPLE.match(line))}
+    return {
+        m.group(1) + (m.group(2) or "") for line in text.splitlines() if (m := SAMPLE.match(line))
+    }
 
 
 def labelled(client, **labels: str) -> bool:
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
-    return any(all(w in s for w in wanted) for s in series(client)
-               if s.startswith("modelreg_http_requests_total"))
+    return any(
+        all(w in s for w in wanted)
+        for s in series(client)
+        if s.startswith("modelreg_http_requests_total")
+    )
 
 
 @pytest.fixture
@@ -35,8 +39,9 @@ def world(tmp_path):
     from manage import create_app
 
     app = create_app(make_config(tmp_path, AUTH_DISABLED=False))
-    secret, _ = auth.create_token(app.extensions["modelreg"].uow, name="ops", role="admin",
-                                  actor="test")
+    secret, _ = auth.create_token(
+        app.extensions["modelreg"].uow, name="ops", role="admin", actor="test"
+    )
     client = app.test_client()
     token = {"Authorization": f"Bearer {secret}"}
     assert register(client, "price", joblib_bytes(fit_linear()), headers=token).status_code == 201
@@ -59,8 +64,9 @@ def _requests(client, token, rng: random.Random) -> None:
     client.get(f"/models/{name}", headers=token)
     client.get(f"/models/{name}/versions/1/artifact", headers=token)
     # An existing model, with made-up versions and aliases, and without a token.
-    client.post(f"/models/price/{rng.randrange(2, 10**6)}/predict", json={"instances": [[1]]},
-                headers=token)
+    client.post(
+        f"/models/price/{rng.randrange(2, 10**6)}/predict", json={"instances": [[1]]}, headers=token
+    )
     client.post(f"/models/price/{name}/predict", json={"instances": [[1]]}, headers=token)
     client.post("/models/price/1/predict", json={"instances": [[1, 2, 3]]})
     # Made-up methods and paths.
@@ -84,15 +90,21 @@ def test_a_thousand_made_up_requests_add_no_series(world):
 
 def test_real_models_are_labelled_only_after_authentication(world):
     client, token = world
-    assert client.post("/models/price/1/predict", json={"instances": [[1, 2, 3]]},
-                       headers=token).status_code == 200
+    assert (
+        client.post(
+            "/models/price/1/predict", json={"instances": [[1, 2, 3]]}, headers=token
+        ).status_code
+        == 200
+    )
     assert labelled(client, model="price", version="1", status="200")
     client.post("/models/price/1/predict", json={"instances": [[1, 2, 3]]})  # no token
     assert labelled(client, model=UNKNOWN_MODEL, status="401")
     assert not labelled(client, model="price", status="401")
     # A refused input on a model that exists still counts under its name.
-    assert client.post("/models/price/1/predict", json={"instances": [[1]]},
-                       headers=token).status_code == 422
+    assert (
+        client.post("/models/price/1/predict", json={"instances": [[1]]}, headers=token).status_code
+        == 422
+    )
     assert labelled(client, model="price", status="422")
 
 
@@ -104,9 +116,15 @@ def test_label_sets_are_capped(tmp_path):
     for n in range(5):
         assert register(client, f"m{n}", joblib_bytes(fit_linear())).status_code == 201
     for n in range(5):
-        assert client.post(f"/models/m{n}/1/predict",
-                           json={"instances": [[1, 2, 3]]}).status_code == 200
-    models = {m for s in series(client) if s.startswith("modelreg_http_requests_total")
-              for m in re.findall(r'model="([^"]*)"', s)}
+        assert (
+            client.post(f"/models/m{n}/1/predict", json={"instances": [[1, 2, 3]]}).status_code
+            == 200
+        )
+    models = {
+        m
+        for s in series(client)
+        if s.startswith("modelreg_http_requests_total")
+        for m in re.findall(r'model="([^"]*)"', s)
+    }
     assert OTHER_LABEL in models
     assert len(models - {"", UNKNOWN_MODEL, OTHER_LABEL}) <= 3

@@ -69,8 +69,13 @@ def test_pickle_already_in_registry_is_never_loaded_when_refused(tmp_path):
     staged = deps.store.stage()
     staged.write(_evil_joblib(marker))
     version_service.register_version(
-        deps.uow, deps.store, lambda path, fmt: None, name="evil", staged=staged,
-        meta=version_service.NewVersion(format="joblib"), actor="importer",
+        deps.uow,
+        deps.store,
+        lambda path, fmt: None,
+        name="evil",
+        staged=staged,
+        meta=version_service.NewVersion(format="joblib"),
+        actor="importer",
     )
     client = app.test_client()
     predicted = client.post("/models/evil/1/predict", json={"instances": [[1.0]]})
@@ -93,8 +98,9 @@ def test_benign_joblib_served_when_pickles_allowed(tmp_path):
 def test_skops_with_untrusted_type_is_refused_with_the_type_named(tmp_path):
     client = _app(tmp_path, ALLOW_PICKLE=False).test_client()
     model = HomemadeScaler().fit(np.random.default_rng(0).random((10, 2)))
-    response = register(client, "homemade", skops.io.dumps(model),
-                        {"format": "skops"}, filename="m.skops")
+    response = register(
+        client, "homemade", skops.io.dumps(model), {"format": "skops"}, filename="m.skops"
+    )
     body = problem(response)
     assert response.status_code == 422
     assert "HomemadeScaler" in body["detail"]
@@ -109,8 +115,13 @@ def test_skops_with_sklearn_types_is_accepted_with_pickles_off(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.random((30, 4)), rng.random(30)
     forest = RandomForestRegressor(n_estimators=3, max_depth=3, random_state=0).fit(X, y)
-    response = register(client, "forest", skops_bytes(forest),
-                        {"format": "skops", "input_example": X[:2].tolist()}, filename="f.skops")
+    response = register(
+        client,
+        "forest",
+        skops_bytes(forest),
+        {"format": "skops", "input_example": X[:2].tolist()},
+        filename="f.skops",
+    )
     assert response.status_code == 201, response.get_json()
     predicted = client.post("/models/forest/1/predict", json={"instances": X[:3].tolist()})
     assert predicted.status_code == 200
@@ -129,8 +140,10 @@ def test_metadata_part_may_be_sent_as_a_file(tmp_path):
     client = _app(tmp_path).test_client()
     response = client.post(
         "/models/filemeta/versions",
-        data={"artifact": (io.BytesIO(skops_bytes(fit_linear())), "m.skops"),
-              "metadata": (io.BytesIO(json.dumps({"description": "d"}).encode()), "meta.json")},
+        data={
+            "artifact": (io.BytesIO(skops_bytes(fit_linear())), "m.skops"),
+            "metadata": (io.BytesIO(json.dumps({"description": "d"}).encode()), "meta.json"),
+        },
         content_type="multipart/form-data",
     )
     assert response.status_code == 201, response.get_json()
@@ -140,8 +153,12 @@ def test_metadata_part_may_be_sent_as_a_file(tmp_path):
 
 # --- gadgets: artifacts whose loading runs code (tests/gadgets.py) ---------------------------
 
-GADGET_CASES = ["numpy runstring (exec)", "os.system (process)", "scipy savemat (file)",
-                "sklearn dump_svmlight_file (file)"]
+GADGET_CASES = [
+    "numpy runstring (exec)",
+    "os.system (process)",
+    "scipy savemat (file)",
+    "sklearn dump_svmlight_file (file)",
+]
 
 
 @pytest.mark.parametrize("name", GADGET_CASES)
@@ -149,8 +166,9 @@ def test_a_skops_gadget_is_refused_at_registration_by_name(tmp_path, name):
     marker = tmp_path / "ran"
     node = gadgets.SKOPS_GADGETS[name](marker)
     client = _app(tmp_path, ALLOW_PICKLE=False).test_client()
-    response = register(client, "gadget", gadgets.skops_with_gadget(node),
-                        {"format": "skops"}, filename="m.skops")
+    response = register(
+        client, "gadget", gadgets.skops_with_gadget(node), {"format": "skops"}, filename="m.skops"
+    )
     body = problem(response)
     assert response.status_code == 422
     assert f"{node['__module__']}.{node['__class__']}" in body["errors"]["artifact"]
@@ -161,8 +179,9 @@ def test_a_skops_gadget_is_refused_at_registration_by_name(tmp_path, name):
 @pytest.mark.parametrize("where", ["attribute", "object-array"])
 def test_a_pickle_gadget_is_refused_at_registration_even_with_pickles_allowed(tmp_path, where):
     marker = tmp_path / "ran"
-    model = gadgets.pipeline_hiding(gadgets.PICKLE_GADGETS["os.system"](marker),
-                                    in_object_array=where == "object-array")
+    model = gadgets.pipeline_hiding(
+        gadgets.PICKLE_GADGETS["os.system"](marker), in_object_array=where == "object-array"
+    )
     client = _app(tmp_path, ALLOW_PICKLE=True).test_client()
     response = register(client, "gadget", gadgets.joblib_with(model))
     body = problem(response)
@@ -178,8 +197,13 @@ def _store_unjudged(app, name: str, data: bytes, fmt: str) -> None:
     staged = deps.store.stage()
     staged.write(data)
     version_service.register_version(
-        deps.uow, deps.store, lambda path, fmt: None, name=name, staged=staged,
-        meta=version_service.NewVersion(format=fmt), actor="importer",
+        deps.uow,
+        deps.store,
+        lambda path, fmt: None,
+        name=name,
+        staged=staged,
+        meta=version_service.NewVersion(format=fmt),
+        actor="importer",
     )
 
 
@@ -189,8 +213,9 @@ def test_a_stored_gadget_refuses_to_load_after_a_restart_and_to_be_promoted(tmp_
     if fmt == "skops":
         data = gadgets.skops_with_gadget(gadgets.SKOPS_GADGETS["numpy runstring (exec)"](marker))
     else:
-        data = gadgets.joblib_with(gadgets.pipeline_hiding(
-            gadgets.PICKLE_GADGETS["numpy runstring"](marker)))
+        data = gadgets.joblib_with(
+            gadgets.pipeline_hiding(gadgets.PICKLE_GADGETS["numpy runstring"](marker))
+        )
     _store_unjudged(_app(tmp_path, ALLOW_PICKLE=True), "old", data, fmt)
 
     client = _app(tmp_path, ALLOW_PICKLE=True).test_client()  # a restarted server
@@ -211,11 +236,11 @@ class CustomRegressor(LinearRegression):
 
 def test_a_custom_class_registers_only_when_the_server_names_it(tmp_path):
     data = skops.io.dumps(CustomRegressor().fit(gadgets.X_TRAIN, gadgets.Y_TRAIN))
-    refused = register(_app(tmp_path / "a").test_client(), "custom", data,
-                       {"format": "skops"}, filename="m.skops")
+    refused = register(
+        _app(tmp_path / "a").test_client(), "custom", data, {"format": "skops"}, filename="m.skops"
+    )
     assert refused.status_code == 422
-    client = _app(tmp_path / "b",
-                  TRUSTED_MODEL_CLASSES=f"{__name__}.CustomRegressor").test_client()
+    client = _app(tmp_path / "b", TRUSTED_MODEL_CLASSES=f"{__name__}.CustomRegressor").test_client()
     accepted = register(client, "custom", data, {"format": "skops"}, filename="m.skops")
     assert accepted.status_code == 201, accepted.get_json()
 
@@ -228,8 +253,9 @@ def test_an_onnx_model_with_external_data_is_refused_and_reveals_nothing(tmp_pat
     client = _app(tmp_path).test_client()
     answers = []
     for location in ("exists.bin", "missing.bin"):
-        response = register(client, "ext", _onnx_adding(_external(location)),
-                            {"format": "onnx"}, filename="m.onnx")
+        response = register(
+            client, "ext", _onnx_adding(_external(location)), {"format": "onnx"}, filename="m.onnx"
+        )
         answers.append((response.status_code, problem(response)["errors"]))
     assert answers[0] == answers[1]
     assert answers[0][0] == 422

@@ -522,8 +522,9 @@ def _overwrite_blob(store: ArtifactStore, key: str, data: bytes) -> None:
         (store.root / key).write_bytes(data)
         return
     sha = key.rsplit("/", 1)[1]
-    store.client.put_object(Bucket=store.bucket, Key=store.prefix + key, Body=data,
-                            Metadata={"sha256": sha})
+    store.client.put_object(
+        Bucket=store.bucket, Key=store.prefix + key, Body=data, Metadata={"sha256": sha}
+    )
 
 
 def test_committing_the_right_bytes_replaces_a_corrupted_blob_of_the_same_size(

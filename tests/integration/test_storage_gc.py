@@ -143,6 +143,7 @@ def test_gc_racing_registrations_of_an_orphans_bytes_never_loses_a_blob(app, cli
     assert not errors, errors
     assert len(versions) >= 5
     final = register(client, "race", artifact).get_json()
-    predicted = client.post(f"/models/race/{final['version']}/predict",
-                            json={"instances": [[1, 2, 3]]})
+    predicted = client.post(
+        f"/models/race/{final['version']}/predict", json={"instances": [[1, 2, 3]]}
+    )
     assert predicted.status_code == 200

@@ -43,9 +43,7 @@ NATIVE_BODIES = {
     "instances empty rows": _repeat(b'{"instances": [', b"[]", OVER, b"]}"),
     "records": _repeat(b'{"dataframe_records": [', b'{"x":1}', OVER, b"]}"),
     "split": _repeat(b'{"dataframe_split": {"columns": ["x"], "data": [', b"[1]", OVER, b"]}}"),
-    "split index": _repeat(
-        b'{"dataframe_split": {"data": [[1]], "index": [', b"[0]", OVER, b"]}}"
-    ),
+    "split index": _repeat(b'{"dataframe_split": {"data": [[1]], "index": [', b"[0]", OVER, b"]}}"),
     "columns": _repeat(b'{"inputs": {"x": [', b"1", OVER, b"]}}"),
     "unknown key": _repeat(b'{"instances": [[1]], "other": [', b"{}", OVER, b"]}"),
     "method after rows": _repeat(b'{"inputs": [', b"[1]", OVER, b'], "method": "predict"}'),
@@ -102,7 +100,10 @@ V2_BODIES = {
     "flat": _v2(b"1", OVER, b"[%d, 1]" % OVER),
     "in parameters": _repeat(
         b'{"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 1], "data": [1]}], '
-        b'"parameters": {"x": [', b"[]", OVER, b"]}}"
+        b'"parameters": {"x": [',
+        b"[]",
+        OVER,
+        b"]}}",
     ),
 }
 
@@ -116,10 +117,18 @@ def test_a_v2_body_far_over_the_row_limit_is_refused_before_it_is_parsed(form):
 
 
 def test_only_the_json_header_of_a_binary_v2_request_is_counted():
-    header = orjson.dumps({"inputs": [{
-        "name": "input", "datatype": "FP64", "shape": [MAX_ROWS, 1],
-        "parameters": {"binary_data_size": MAX_ROWS * 8},
-    }]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP64",
+                    "shape": [MAX_ROWS, 1],
+                    "parameters": {"binary_data_size": MAX_ROWS * 8},
+                }
+            ]
+        }
+    )
     raw = b"[{,[{,[{,[" * MAX_ROWS * 8  # binary data that looks like far too many rows
     request = decode_request(header + raw[: MAX_ROWS * 8], str(len(header)), ONE.tensor_budget)
     assert request.inputs[0].shape == (MAX_ROWS, 1)
@@ -137,8 +146,13 @@ def test_bodies_at_the_limit_are_accepted_in_every_form():
         {"dataframe_records": [{"x": r[0]} for r in rows]},
         {"dataframe_split": {"columns": ["x"], "data": rows, "index": list(range(MAX_ROWS))}},
         # A MultiIndex comes out of pandas as one list per row.
-        {"dataframe_split": {"columns": ["x"], "data": rows, "index": [[i, "a"] for i in
-                                                                        range(MAX_ROWS)]}},
+        {
+            "dataframe_split": {
+                "columns": ["x"],
+                "data": rows,
+                "index": [[i, "a"] for i in range(MAX_ROWS)],
+            }
+        },
         {"inputs": {"x": [r[0] for r in rows]}},
     ):
         raw = orjson.dumps(body, option=orjson.OPT_INDENT_2)  # whitespace changes nothing
@@ -148,7 +162,8 @@ def test_bodies_at_the_limit_are_accepted_in_every_form():
     assert decode_predict_body(orjson.dumps({"instances": wide}), WIDE).n_rows == MAX_ROWS
     for form in ("rows", "columns"):
         body = orjson.dumps(
-            {"instances": [[1.0] * 8] * (MAX_ROWS + 1)} if form == "rows"
+            {"instances": [[1.0] * 8] * (MAX_ROWS + 1)}
+            if form == "rows"
             else {"inputs": {"x": [1.0] * (MAX_ROWS + 1)}}
         )
         with pytest.raises(InvalidInput, match="too many rows"):  # the exact limit still holds
@@ -167,16 +182,32 @@ def test_brackets_and_commas_inside_strings_do_not_count():
 
 def test_v2_bodies_at_the_limit_are_accepted():
     names = [f"f{j}" for j in range(8)]
-    plan = build_input_plan({"n_features": 8, "feature_names": names}, max_rows=MAX_ROWS,
-                            methods=["predict"])
-    per_feature = {"inputs": [
-        {"name": n, "datatype": "FP64", "shape": [MAX_ROWS, 1],
-         "data": [[float(i)] for i in range(MAX_ROWS)]}  # nested: a list per value
-        for n in names
-    ]}
-    single = {"inputs": [{"name": "input", "datatype": "FP64", "shape": [MAX_ROWS, 8],
-                          "data": [[1.0] * 8] * MAX_ROWS}],
-              "outputs": [{"name": "predict"}], "parameters": {"content_type": "np"}}
+    plan = build_input_plan(
+        {"n_features": 8, "feature_names": names}, max_rows=MAX_ROWS, methods=["predict"]
+    )
+    per_feature = {
+        "inputs": [
+            {
+                "name": n,
+                "datatype": "FP64",
+                "shape": [MAX_ROWS, 1],
+                "data": [[float(i)] for i in range(MAX_ROWS)],
+            }  # nested: a list per value
+            for n in names
+        ]
+    }
+    single = {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP64",
+                "shape": [MAX_ROWS, 8],
+                "data": [[1.0] * 8] * MAX_ROWS,
+            }
+        ],
+        "outputs": [{"name": "predict"}],
+        "parameters": {"content_type": "np"},
+    }
     for body in (per_feature, single):
         raw = orjson.dumps(body)
         assert len(raw) > plan.tensor_budget.scan_above
@@ -195,22 +226,26 @@ def test_an_unterminated_string_is_counted_in_linear_time():
 @given(
     rows=st.lists(
         st.tuples(st.text(alphabet='[]{},"\\ a', max_size=8), st.floats(-1e9, 1e9)),
-        min_size=1, max_size=40,
+        min_size=1,
+        max_size=40,
     ),
     form=st.sampled_from(["instances", "records", "split", "columns"]),
 )
 def test_no_acceptable_body_is_ever_refused(rows, form):
     plan = build_input_plan(
         {"inputs": [{"name": "t", "type": "string"}, {"name": "n", "type": "double"}]},
-        max_rows=len(rows), methods=["predict"],
+        max_rows=len(rows),
+        methods=["predict"],
     )
     as_lists = [list(r) for r in rows]
-    body = orjson.dumps({
-        "instances": {"instances": as_lists},
-        "records": {"dataframe_records": [{"t": t, "n": n} for t, n in rows]},
-        "split": {"dataframe_split": {"columns": ["t", "n"], "data": as_lists}},
-        "columns": {"inputs": {"t": [t for t, _ in rows], "n": [n for _, n in rows]}},
-    }[form])
+    body = orjson.dumps(
+        {
+            "instances": {"instances": as_lists},
+            "records": {"dataframe_records": [{"t": t, "n": n} for t, n in rows]},
+            "split": {"dataframe_split": {"columns": ["t", "n"], "data": as_lists}},
+            "columns": {"inputs": {"t": [t for t, _ in rows], "n": [n for _, n in rows]}},
+        }[form]
+    )
     enforce(body, plan.body_budget)
     assert decode_predict_body(body, plan).n_rows == len(rows)
 

@@ -179,10 +179,19 @@ def test_agreement_holds_under_every_blas_thread_setting(setting):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+    }
     env.update(THREAD_SETTINGS[setting])
     root = pathlib.Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", _AGREEMENT_SCRIPT], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _AGREEMENT_SCRIPT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -124,13 +124,17 @@ def _classes_of_zero_byte_elements():
 ATTACKS = {
     "stacking-calls-ndarray-tofile": (lambda: _stacking_calling("tofile"), "tofile"),
     "function-transformer-holds-bytes": (
-        lambda: FunctionTransformer(bytes).fit(X), "builtins.bytes"),
+        lambda: FunctionTransformer(bytes).fit(X),
+        "builtins.bytes",
+    ),
     "vectorizer-opens-request-paths": (_vectorizer_reading_files, "filename"),
     "sparse-index-outside-the-shape": (_sparse_coef_outside_its_shape, "sparse matrix"),
     "tree-wider-than-its-estimator": (_tree_wider_than_its_estimator, "decision tree"),
     "boosting-member-wider": (_boosting_member_wider_than_the_ensemble, "width"),
     "categorical-split-outside-bin-mapper": (
-        _categorical_split_outside_the_bin_mapper, "bin mapper"),
+        _categorical_split_outside_the_bin_mapper,
+        "bin mapper",
+    ),
     "known-category-past-the-bitset": (_known_category_past_the_bitset, "0..255"),
     "metric-matrix-of-the-wrong-shape": (_mahalanobis_matrix_of_the_wrong_shape, "square"),
     "classes-of-zero-byte-elements": (_classes_of_zero_byte_elements, "zero bytes"),
@@ -198,8 +202,7 @@ def test_a_pickle_cannot_set_attributes_on_a_shared_class():
     """BUILD on a class object would replace LinearRegression.predict for every model in the
     process; the stream below is the class, then the state (None, {"predict": positive})."""
     original = LinearRegression.predict
-    hostile = (b"csklearn.linear_model._base\nLinearRegression\n"
-               b"(N(Vpredict\ncnumpy\npositive\ndtb.")
+    hostile = b"csklearn.linear_model._base\nLinearRegression\n(N(Vpredict\ncnumpy\npositive\ndtb."
     with pytest.raises(InvalidInput, match="class or function"):
         deserialize(io.BytesIO(hostile), "joblib", trust=TRUST)
     assert LinearRegression.predict is original
@@ -314,8 +317,11 @@ def test_a_compressed_joblib_file_is_bounded_while_it_inflates():
     joblib.dump(np.zeros(8 * 1024**2), buffer, compress=3)  # 64 MiB of zeros, ~70 KB stored
     limits = SkopsLimits(max_uncompressed_bytes=16 * 1024**2)
     with pytest.raises(InvalidInput, match="inflates"):
-        deserialize(io.BytesIO(buffer.getvalue()), "joblib",
-                    trust=TrustPolicy(allow_pickle=True, skops_limits=limits))
+        deserialize(
+            io.BytesIO(buffer.getvalue()),
+            "joblib",
+            trust=TrustPolicy(allow_pickle=True, skops_limits=limits),
+        )
 
 
 def test_a_file_that_breaks_the_build_is_a_422_not_a_crash():

@@ -77,8 +77,9 @@ def _round_trip(model, data, *, skops_too: bool = True):
 
 DEFAULT_ESTIMATORS = [
     pytest.param(cls, id=name)
-    for name, cls in all_estimators(type_filter=["classifier", "regressor", "transformer",
-                                                  "cluster"])
+    for name, cls in all_estimators(
+        type_filter=["classifier", "regressor", "transformer", "cluster"]
+    )
 ]
 
 
@@ -98,32 +99,51 @@ def test_every_estimator_fitted_with_defaults_loads_safely(cls):
 COMPOSITES = {
     "column-transformer-on-a-frame": (
         make_pipeline(
-            ColumnTransformer([("num", StandardScaler(), ["size", "age"]),
-                               ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"])]),
+            ColumnTransformer(
+                [
+                    ("num", StandardScaler(), ["size", "age"]),
+                    ("cat", OneHotEncoder(handle_unknown="ignore"), ["city"]),
+                ]
+            ),
             LogisticRegression(),
         ),
-        FRAME, Y_CLASS,
+        FRAME,
+        Y_CLASS,
     ),
     "hist-gradient-boosting-categorical": (
         HistGradientBoostingClassifier(max_iter=5, categorical_features=[3]),
-        np.column_stack([X[:, :3], RNG.integers(0, 4, 60)]), Y_CLASS,
+        np.column_stack([X[:, :3], RNG.integers(0, 4, 60)]),
+        Y_CLASS,
     ),
     "kd-tree-neighbors": (KNeighborsClassifier(3, algorithm="kd_tree"), X, Y_CLASS),
     "ball-tree-manhattan": (
-        KNeighborsClassifier(3, algorithm="ball_tree", metric="manhattan"), X, Y_CLASS),
+        KNeighborsClassifier(3, algorithm="ball_tree", metric="manhattan"),
+        X,
+        Y_CLASS,
+    ),
     "forest": (RandomForestClassifier(5, max_depth=4, random_state=0), X, Y_CLASS),
     "boosting": (GradientBoostingRegressor(n_estimators=5, random_state=0), X, Y_REG),
     "select-k-best-mutual-info": (
         make_pipeline(SelectKBest(mutual_info_classif, k=2), DecisionTreeClassifier()),
-        X, Y_CLASS),
+        X,
+        Y_CLASS,
+    ),
     "stacking": (
         StackingClassifier([("lr", LogisticRegression()), ("tree", DecisionTreeClassifier())]),
-        X, Y_CLASS),
-    "voting": (VotingRegressor([("ridge", Ridge()), ("gb", GradientBoostingRegressor(
-        n_estimators=3))]), X, Y_REG),
+        X,
+        Y_CLASS,
+    ),
+    "voting": (
+        VotingRegressor([("ridge", Ridge()), ("gb", GradientBoostingRegressor(n_estimators=3))]),
+        X,
+        Y_REG,
+    ),
     "calibrated-svc": (CalibratedClassifierCV(LinearSVC()), X, Y_CLASS),
-    "log-target": (TransformedTargetRegressor(Ridge(), func=np.log1p, inverse_func=np.expm1),
-                   X, Y_REG),
+    "log-target": (
+        TransformedTargetRegressor(Ridge(), func=np.log1p, inverse_func=np.expm1),
+        X,
+        Y_REG,
+    ),
     "splines": (make_pipeline(SplineTransformer(), Ridge()), X, Y_REG),
     "gaussian-process": (GaussianProcessRegressor(RBF() + WhiteKernel()), X, Y_REG),
     "sgd-log-loss": (SGDClassifier(loss="log_loss", random_state=0), X, Y_CLASS),

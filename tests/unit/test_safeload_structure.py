@@ -67,8 +67,11 @@ def test_a_tampered_tree_deep_inside_a_forest_is_refused_on_load(fmt):
         loaded = load_pickle(io.BytesIO(buffer.getvalue()))
     with pytest.raises(MalformedModel):
         check_model_structure(loaded)
-    check_model_structure(make_pipeline(StandardScaler(), RandomForestRegressor(
-        n_estimators=2, random_state=0).fit(X, Y)))
+    check_model_structure(
+        make_pipeline(
+            StandardScaler(), RandomForestRegressor(n_estimators=2, random_state=0).fit(X, Y)
+        )
+    )
 
 
 def test_a_tree_wider_than_its_owner_is_refused():
@@ -112,18 +115,27 @@ def _onnx_adding(weights: onnx.TensorProto, *, in_subgraph: bool = False) -> byt
     x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 2])
     y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, 2])
     if not in_subgraph:
-        graph = helper.make_graph([helper.make_node("Add", ["X", "W"], ["Y"])], "g", [x], [y],
-                                  initializer=[weights])
+        graph = helper.make_graph(
+            [helper.make_node("Add", ["X", "W"], ["Y"])], "g", [x], [y], initializer=[weights]
+        )
     else:
         branch_out = helper.make_tensor_value_info("B", TensorProto.FLOAT, [None, 2])
-        branch = helper.make_graph([helper.make_node("Add", ["X", "W"], ["B"])], "branch", [],
-                                   [branch_out], initializer=[weights])
+        branch = helper.make_graph(
+            [helper.make_node("Add", ["X", "W"], ["B"])],
+            "branch",
+            [],
+            [branch_out],
+            initializer=[weights],
+        )
         cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
         graph = helper.make_graph(
             [helper.make_node("If", ["cond"], ["Y"], then_branch=branch, else_branch=branch)],
-            "g", [x], [y], initializer=[cond])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])\
-        .SerializeToString()
+            "g",
+            [x],
+            [y],
+            initializer=[cond],
+        )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
 
 
 def _external(location: str) -> onnx.TensorProto:
@@ -137,8 +149,7 @@ def _external(location: str) -> onnx.TensorProto:
 
 
 @pytest.mark.parametrize("in_subgraph", [False, True], ids=["graph", "if-branch"])
-def test_onnx_external_data_is_refused_before_a_session_exists(tmp_path, in_subgraph,
-                                                                monkeypatch):
+def test_onnx_external_data_is_refused_before_a_session_exists(tmp_path, in_subgraph, monkeypatch):
     secret = tmp_path / "secret.txt"
     secret.write_bytes(b"TOPSECRETTOKEN12")
     monkeypatch.chdir(tmp_path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registry.monitoring.sequential import ArmStats, SequentialTest, compare
+from registry.monitoring.sequential import ArmStats, SequentialTest, compare, walk
 
 LOOKS = 40
 BATCH = 50  # labels per arm between looks: 2,000 per arm in all
@@ -69,3 +69,42 @@ def test_arm_stats_of_values():
     stats = ArmStats.of([1.0, 2.0, 3.0])
     assert (stats.n, stats.mean) == (3, 2.0)
     assert stats.var == pytest.approx(1.0, abs=1e-12)
+
+
+def _interleaved(rng, margin: float, n: int = 1_000) -> list[tuple[int, float]]:
+    """Outcomes of both arms arriving in a random order, one label at a time."""
+    arms = rng.integers(0, 2, 2 * n)
+    values = rng.normal(1.0, 1.0, 2 * n) - margin * arms
+    return list(zip(arms.tolist(), values.tolist(), strict=True))
+
+
+def test_replaying_every_label_keeps_an_aa_test_inconclusive_in_95_percent_of_200_runs():
+    rng = np.random.default_rng(2027)
+    verdicts = [walk(_interleaved(rng, 0.0)).verdict for _ in range(200)]
+    assert verdicts.count("inconclusive") >= 190, verdicts.count("inconclusive")
+
+
+def test_replaying_finds_a_truly_better_candidate_and_its_interval_covers_the_margin():
+    rng = np.random.default_rng(11)
+    results = [walk(_interleaved(rng, 0.25)) for _ in range(40)]
+    assert [r.verdict for r in results].count("better") >= 36
+    assert "worse" not in [r.verdict for r in results]
+    covered = [r.ci_low <= -0.25 <= r.ci_high for r in results]
+    assert sum(covered) >= 36  # the running intersection is a 95% confidence sequence
+    assert all(r.ci_high - r.ci_low < 1.0 for r in results)
+
+
+def test_a_replay_is_the_same_whoever_looks_and_stands_once_decided():
+    rng = np.random.default_rng(12)
+    outcomes = _interleaved(rng, 0.5)
+    first, again = walk(outcomes), walk(list(outcomes))
+    assert first == again and first.verdict == "better"
+    # a later run of bad luck for the candidate does not revoke the verdict
+    later = walk(outcomes + [(1, 3.0)] * 30)
+    assert later.verdict == "better" and later.p_value == first.p_value
+
+
+def test_a_replay_with_too_few_labels_per_arm_is_inconclusive():
+    result = walk([(0, 1.0)] * 500 + [(1, 0.0)] * 29)
+    assert result.verdict == "inconclusive" and result.p_value == 1.0
+    assert result.ci_low == -np.inf and result.ci_high == np.inf
