@@ -102,6 +102,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="measure only these points (repeatable), e.g. bench-linear:1:8 or v2:bench-linear:1:8",
     )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "COMPARE.md")
+    parser.add_argument(
+        "--after-accelerate",
+        choices=["float32"],
+        default=None,
+        help="register the after side's models with this `accelerate` metadata (float32: the "
+        "served form of trees an older commit used, to compare the rest like with like)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument(
@@ -159,7 +166,16 @@ def worktree(label: str, ref: str, parent: Path):
 class TreeTarget(ModelregTarget):
     """`modelreg serve` of one tree: cwd and PYTHONPATH are the tree, the venv is the bench's."""
 
-    def __init__(self, tree: Tree, home: Path, log_dir: Path, *, workers: int, threads: int):
+    def __init__(
+        self,
+        tree: Tree,
+        home: Path,
+        log_dir: Path,
+        *,
+        workers: int,
+        threads: int,
+        accelerate: str | None = None,
+    ):
         super().__init__(
             home,
             log_dir,
@@ -167,6 +183,7 @@ class TreeTarget(ModelregTarget):
             threads=threads,
             env={"PYTHONPATH": str(tree.path)},
             name=tree.label,
+            accelerate=accelerate,
         )
         self.tree = tree
         self.code: list[str] = []  # manage.py, registry/, serving/__init__.py as loaded
@@ -569,6 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_dir,
                 workers=args.workers,
                 threads=args.threads,
+                accelerate=args.after_accelerate if tree.label == "after" else None,
             )
             stack.callback(target.stop)
             start_tree(target, models)

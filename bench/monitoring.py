@@ -120,13 +120,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "MONITORING.md")
+    parser.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[rows for _, rows, _ in POINTS],
+        help="only the points with these rows per request (e.g. --rows 1 for more rounds of "
+        "the noisier 1-row point in the same time)",
+    )
     args = parser.parse_args()
+    args.points = tuple(point for point in POINTS if point[1] in args.rows)
 
     work = Path(tempfile.mkdtemp(prefix="modelreg-bench-monitoring-"))
     spec = next(s for s in REFERENCE_MODELS if s.name == "bench-linear")
     model = train(spec, work / "models")
     bodies = {}
-    for label, rows, _ in POINTS:
+    for label, rows, _ in args.points:
         bodies[label] = work / f"body-{rows}.json"
         bodies[label].write_bytes(instances_body(request_rows(rows, spec.n_features)))
     targets = {
@@ -156,7 +165,7 @@ def main() -> None:
             answer.raise_for_status()
             target.warm([model])
         for n in range(args.rounds):
-            for label, _, connections in POINTS:
+            for label, _, connections in args.points:
                 # The order turns every round, so that no side always follows another.
                 for side in SIDES[n % len(SIDES) :] + SIDES[: n % len(SIDES)]:
                     target = targets[side]
@@ -183,8 +192,8 @@ def main() -> None:
     base = inprocess_cost(spec.n_features, 1, 1)  # imports and first compile, not timed
     del base
     costs = {
-        "1 row, c8": inprocess_cost(spec.n_features, 1, 50_000),
-        "10,000 rows, c4": inprocess_cost(spec.n_features, 10_000, 300),
+        label: inprocess_cost(spec.n_features, rows, 50_000 if rows == 1 else 300)
+        for label, rows, _ in args.points
     }
     write_report(args, results, cpu, per_window, summary_rows, costs)
 
@@ -204,7 +213,8 @@ def write_report(
     lines = [
         "# Monitoring and predictions",
         "",
-        f"Command: `python bench/monitoring.py --rounds {args.rounds} --duration {args.duration}`",
+        f"Command: `python bench/monitoring.py --rounds {args.rounds} --duration {args.duration}"
+        f" --rows {' '.join(str(r) for r in args.rows)}`",
         "",
         f"Two `modelreg serve --workers 2` servers, LinearRegression on 8 features, wrk "
         f"({wrk_version()}) on one server at a time, {args.duration:.0f} s per round after a "
@@ -219,7 +229,7 @@ def write_report(
         "| point | side | req/s | p99 ms | req/s / off | CPU us/req | CPU / off | rounds (req/s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label, _, _ in POINTS:
+    for label, _, _ in args.points:
         for side in SIDES:
             ratios = [
                 r.req_per_s / o.req_per_s

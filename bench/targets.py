@@ -152,8 +152,10 @@ class ModelregTarget(Target):
         threads: int = 2,
         env: Mapping[str, str] | None = None,
         name: str = "modelreg",
+        accelerate: bool | str | None = None,
     ) -> None:
         self.name = name
+        self.accelerate = accelerate  # the versions' `accelerate` metadata; None: the default
         self.home = home
         self.log_dir = log_dir
         self.workers = workers
@@ -224,6 +226,7 @@ class ModelregTarget(Target):
                     model.skops_path,
                     description=f"bench reference model: {model.spec.label}",
                     input_example=model.example,
+                    **({} if self.accelerate is None else {"accelerate": self.accelerate}),
                 )
                 client.promote(
                     model.spec.name, record["version"], alias="production", reason="benchmark"

@@ -85,6 +85,14 @@ def versions_list(ctx: click.Context, name: str, status: str | None, as_json: bo
     type=click.File("rb"),
     help="A JSON file with tags, metrics, params, source, input_example, signature.",
 )
+@click.option(
+    "--accelerate",
+    type=click.Choice(["auto", "off", "float32"]),
+    default=None,
+    help="auto (default): the fastest verified form, float64 where one exists; off: the "
+    "library's own predict; float32: prefer a float32 form (faster trees on many rows, "
+    "answers within the tolerance).",
+)
 @remote_options
 @click.pass_context
 def register(
@@ -95,6 +103,7 @@ def register(
     description: str | None,
     input_example: str | None,
     metadata: Any,
+    accelerate: str | None,
 ) -> None:
     """Register FILE (a model file, or an MLflow model directory or archive) as the next
     version of NAME."""
@@ -107,6 +116,8 @@ def register(
         extra["input_example"] = json_value(input_example, "--input-example")
     if fmt:
         extra["format"] = fmt
+    if accelerate is not None:
+        extra["accelerate"] = {"auto": True, "off": False}.get(accelerate, accelerate)
     record = client(ctx).register(name, file, **extra)
     click.echo(
         f"registered {name} version {record['version']} "

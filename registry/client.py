@@ -772,6 +772,7 @@ class Client:
         signature: Mapping[str, Any] | None = None,
         reference: Any = None,
         reference_target: Any = None,
+        accelerate: bool | str | None = None,
     ) -> dict[str, Any]:
         """Upload a new version of `name` (created if absent) and return its record.
 
@@ -788,6 +789,9 @@ class Client:
         `reference` (a DataFrame, a 2-D array or a list of rows, e.g. the training inputs)
         is profiled by the server for monitoring, with `reference_target` (the matching
         targets) for the reference metric; see docs/monitoring.md.
+        `accelerate`: False serves with the library's own predict, "float32" prefers a
+        float32 form (faster tree ensembles on many rows, answers within the tolerance);
+        the server's default (the fastest verified form, float64 where one exists) otherwise.
         """
         reference_body = None
         target_name = None
@@ -802,6 +806,7 @@ class Client:
                 "params": params,
                 "source": source,
                 "signature": signature,
+                "accelerate": accelerate,
             }
             metadata.update({key: value for key, value in optional.items() if value is not None})
             if input_example is not None:

@@ -64,6 +64,25 @@ class _FiniteFloat(fields.Float):
         return number
 
 
+class _AccelerateChoice(fields.Field):
+    """true (the default: the fastest form whose answers agree with scikit-learn, float64
+    where one exists), false (the model's own predict), or "float32" (prefer a float32 form:
+    faster for tree ensembles with many rows, answers within the tolerance, not exact)."""
+
+    CHOICES = (True, False, "float32")
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if value is True or value is False or value == "float32":
+            return value
+        raise ValidationError('true, false or "float32"')
+
+    def json_schema_extra(self) -> dict[str, Any]:
+        return {
+            "oneOf": [{"type": "boolean"}, {"type": "string", "enum": ["float32"]}],
+            "description": self.__doc__.replace("\n    ", " ") if self.__doc__ else "",
+        }
+
+
 class WholeNumber(fields.Integer):
     """An integer that may be written `6.0`: JSON Schema counts that as an integer and some
     encoders write every number as a float. `6.5` (or "6.5" in a query) is refused, never
@@ -165,7 +184,7 @@ class VersionMetadataSchema(StrictSchema):
         validate=validate.Length(min=1, max=MAX_EXAMPLE_ROWS),
     )
     signature = fields.Nested(SignatureSchema, allow_none=True, load_default=None)
-    accelerate = fields.Boolean(load_default=True)
+    accelerate = _AccelerateChoice(load_default=True)
 
 
 class VersionUpdateSchema(StrictSchema):

@@ -20,8 +20,10 @@ class Inspection:
         self.model = model
         self.signature = signature
 
-    def accelerate(self, signature: Any, input_example: list[Any] | None) -> Any:
-        return accelerate(self.model, signature, input_example)
+    def accelerate(
+        self, signature: Any, input_example: list[Any] | None, *, prefer_float32: bool = False
+    ) -> Any:
+        return accelerate(self.model, signature, input_example, prefer_float32=prefer_float32)
 
 
 def make_inspector(trust: TrustPolicy) -> Any:

@@ -114,13 +114,34 @@ class _Ensemble:
                     ids[at], leafs[at] = self._leaf(target, float(leaf_weight[child])), 1
         self.roots.append(index[0])
 
-    def node(self, helper: Any, numpy_helper: Any, output: str) -> Any:
+    def node(
+        self, helper: Any, numpy_helper: Any, output: str, *, source: str = "features"
+    ) -> Any:
+        """The operator; with `source` "x32" (float32 features) it runs in float32, its
+        thresholds rounded down to float32 so that `x32 <= split` decides as scikit-learn's
+        `float(x32) <= threshold` does."""
+        float32 = source == "x32"
+
         def doubles(values: list[float]) -> Any:
             return numpy_helper.from_array(np.asarray(values, dtype=np.float64))
 
+        def splits() -> Any:
+            if not float32:
+                return doubles(self.splits)
+            exact = np.asarray(self.splits, dtype=np.float64)
+            rounded = exact.astype(np.float32)
+            above = rounded.astype(np.float64) > exact
+            rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+            return numpy_helper.from_array(rounded)
+
+        def leaves() -> Any:
+            if not float32:
+                return doubles(self.leaf_weights)
+            return numpy_helper.from_array(np.asarray(self.leaf_weights, dtype=np.float32))
+
         return helper.make_node(
             "TreeEnsemble",
-            ["features"],
+            [source],
             [output],
             domain="ai.onnx.ml",
             aggregate_function=1,  # SUM: the division or offset follows, as in scikit-learn
@@ -128,7 +149,7 @@ class _Ensemble:
             n_targets=self.n_targets,
             tree_roots=self.roots,
             nodes_featureids=self.features,
-            nodes_splits=doubles(self.splits),
+            nodes_splits=splits(),
             nodes_modes=numpy_helper.from_array(np.asarray(self.modes, dtype=np.uint8)),
             nodes_missing_value_tracks_true=self.missing_true,
             nodes_truenodeids=self.true_ids,
@@ -136,7 +157,7 @@ class _Ensemble:
             nodes_falsenodeids=self.false_ids,
             nodes_falseleafs=self.false_leafs,
             leaf_targetids=self.leaf_targets,
-            leaf_weights=doubles(self.leaf_weights),
+            leaf_weights=leaves(),
         )
 
 
@@ -347,10 +368,16 @@ def _prepare_nodes(
     return nodes, last
 
 
-def tree_ensemble_onnx(model: Any, width: int) -> bytes | None:
+def tree_ensemble_onnx(model: Any, width: int, *, float32: bool = False) -> bytes | None:
     """A float64 ONNX graph computing `model`'s predict (and predict_proba), or None when
     `model` is not a tree ensemble this module knows (alone, or ending a pipeline of
-    scalers and imputers)."""
+    scalers and imputers).
+
+    `float32`: the ensemble itself in float32 (thresholds rounded down, so every row takes
+    scikit-learn's path; leaf values and their sum in float32, about 7 significant digits);
+    the rest of the graph stays float64. Only for regressors whose trees compare float32
+    features (not histogram boosting, whose float64 comparisons float32 cannot repeat):
+    None otherwise."""
     ops: list[tuple[str, np.ndarray]] = []
     if type(model).__name__ == "Pipeline" and type(model).__module__.startswith("sklearn."):
         found = _preprocessing([step for _, step in model.steps[:-1]], width)
@@ -367,24 +394,37 @@ def tree_ensemble_onnx(model: Any, width: int) -> bytes | None:
         if not all(type(label) is str for label in plan.classes):
             return None
         plan.classes = plan.classes.astype(str)
+    if float32 and (not plan.float32_features or plan.classes is not None):
+        # Classifiers stay float64: summed in float32, two classes' probabilities a rounding
+        # apart (or tied) could swap the label scikit-learn gives.
+        return None
     plan.preprocessing = ops
-    return _graph(plan, width)
+    return _graph(plan, width, float32=float32)
 
 
-def _graph(plan: _Plan, width: int) -> bytes:
+def _graph(plan: _Plan, width: int, *, float32: bool = False) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     ensemble, classes = plan.ensemble, plan.classes
     initializers: list[Any] = []
     nodes, prepared = _prepare_nodes(plan.preprocessing, helper, numpy_helper, initializers)
-    if plan.float32_features:
+    if float32:
+        nodes += [
+            helper.make_node("Cast", [prepared], ["x32"], to=TensorProto.FLOAT),
+            ensemble.node(helper, numpy_helper, "summed32", source="x32"),
+            helper.make_node("Cast", ["summed32"], ["summed"], to=TensorProto.DOUBLE),
+        ]
+    elif plan.float32_features:
         nodes += [
             helper.make_node("Cast", [prepared], ["x32"], to=TensorProto.FLOAT),
             helper.make_node("Cast", ["x32"], ["features"], to=TensorProto.DOUBLE),
+            ensemble.node(helper, numpy_helper, "summed"),
         ]
     else:
-        nodes.append(helper.make_node("Identity", [prepared], ["features"]))
-    nodes.append(ensemble.node(helper, numpy_helper, "summed"))
+        nodes += [
+            helper.make_node("Identity", [prepared], ["features"]),
+            ensemble.node(helper, numpy_helper, "summed"),
+        ]
     last = "summed"
     if plan.divide is not None:
         initializers.append(numpy_helper.from_array(np.array(plan.divide), "count"))

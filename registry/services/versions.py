@@ -47,7 +47,11 @@ class Inspection(Protocol):
     signature: dict[str, Any] | None
 
     def accelerate(
-        self, signature: Mapping[str, Any] | None, input_example: list[Any] | None
+        self,
+        signature: Mapping[str, Any] | None,
+        input_example: list[Any] | None,
+        *,
+        prefer_float32: bool = False,
     ) -> Acceleration: ...
 
 
@@ -65,7 +69,7 @@ class NewVersion:
     source: Mapping[str, Any] = field(default_factory=dict)
     input_example: list[Any] | None = None
     signature: Mapping[str, Any] | None = None
-    accelerate: bool = True
+    accelerate: bool | str = True  # True, False or "float32" (prefer a float32 form)
 
 
 def register_version(
@@ -102,7 +106,9 @@ def register_version(
     extra: StagedUpload | None = None
     acceleration: dict[str, Any] | None = None
     if accelerate and meta.accelerate and inspection is not None and meta.format != "onnx":
-        outcome = inspection.accelerate(signature, meta.input_example)
+        outcome = inspection.accelerate(
+            signature, meta.input_example, prefer_float32=meta.accelerate == "float32"
+        )
         acceleration = {"status": outcome.status, **outcome.detail}
         if outcome.artifact:
             extra = store.stage()

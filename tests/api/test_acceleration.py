@@ -3,6 +3,7 @@ it agrees; every other outcome serves with scikit-learn and says why."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import numpy as np
@@ -112,6 +113,69 @@ def test_tree_ensembles_are_served_in_float64(client, name):
     np.testing.assert_allclose(
         response.get_json()["predictions"], model.predict(PROBE), rtol=1e-12, atol=0
     )
+
+
+@pytest.mark.parametrize("name", ["forest", "boosting"])
+def test_a_publisher_may_prefer_the_float32_form_said_on_the_record(client, name):
+    model = REGRESSORS[name].fit(X, Y_REG)
+    accel = _register(client, name, model, accelerate="float32")["acceleration"]
+    assert accel["status"] == "ready" and accel["requested"] == "float32", accel
+    assert accel["served"] == {
+        "form": "onnx-tree-ensemble",
+        "runtime": "onnxruntime",
+        "precision": "float32",
+        "note": accelerate_module.PRECISION_NOTES["float32-trees"],
+    }
+    assert [(a["form"], a["precision"], a["outcome"]) for a in accel["attempts"]] == [
+        ("onnx-tree-ensemble", "float32", "matched")
+    ]
+    missing = name == "forest"  # forests take NaN; GradientBoosting refuses it
+    assert (accel["rows_with_missing_values"] > 0) is missing  # NaN routed as scikit-learn's
+    holed = PROBE.copy()
+    holed[::3, 1] = np.nan
+    tolerance = accel["tolerance"]
+    for probe in (PROBE, holed) if missing else (PROBE,):
+        response = client.post(
+            f"/models/{name}/1/predict",
+            data=json.dumps({"instances": probe.tolist()}).replace("NaN", "null"),
+            content_type="application/json",
+        )
+        assert response.status_code == 200, response.get_json()
+        assert response.headers["X-Model-Runtime"] == "onnxruntime"
+        answers = np.asarray(response.get_json()["predictions"])
+        expected = model.predict(probe)
+        bound = tolerance["atol"] + tolerance["rtol"] * np.abs(expected)
+        assert np.all(np.abs(answers - expected) <= bound)
+        assert not np.array_equal(answers, expected)  # float32 leaves: close, not equal
+
+
+def test_float32_is_not_offered_where_it_could_change_a_label(client):
+    model = CLASSIFIERS["forest-classifier"].fit(X, Y_CLS)
+    accel = _register(client, "fc32", model, accelerate="float32")["acceleration"]
+    assert accel["requested"] == "float32"
+    assert accel["served"]["form"] == "onnx-tree-ensemble"
+    assert accel["served"]["precision"] == "float64"
+
+
+def test_float32_preference_keeps_the_exact_numpy_form_for_linear_models(client):
+    accel = _register(client, "linear32", LinearRegression().fit(X, Y_REG), accelerate="float32")[
+        "acceleration"
+    ]
+    assert accel["served"]["form"] == "numpy" and accel["precision"] == "float64"
+
+
+@pytest.mark.parametrize("value", ["fast", "float16", 1, None])
+def test_the_accelerate_field_is_validated(client, value):
+    response = register(
+        client,
+        "bad",
+        skops_bytes(LinearRegression().fit(X, Y_REG)),
+        {"format": "skops", "accelerate": value},
+        filename="m.skops",
+    )
+    assert response.status_code == 422
+    assert "metadata.accelerate" in response.get_json()["errors"]
+    assert client.get("/models/bad").status_code == 404
 
 
 Y_MULTI = np.digitize(X[:, 0] + X[:, 1], [-0.5, 0.5])
@@ -234,7 +298,9 @@ def test_a_mismatching_conversion_is_rejected_and_sklearn_serves(client, monkeyp
     )
     real_build = trees_module.tree_ensemble_onnx
     monkeypatch.setattr(
-        trees_module, "tree_ensemble_onnx", lambda model, width: real_build(wrong, width)
+        trees_module,
+        "tree_ensemble_onnx",
+        lambda model, width, **kwargs: real_build(wrong, width, **kwargs),
     )
     model = DecisionTreeRegressor(max_depth=3, random_state=0).fit(X, Y_REG)
     record = _register(client, "mismatch", model)
