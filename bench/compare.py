@@ -75,6 +75,13 @@ manage.cli()
 """
 
 
+def _env_item(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{item!r} is not KEY=VALUE")
+    return key, value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/compare.py",
@@ -108,6 +115,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="register the after side's models with this `accelerate` metadata (float32: the "
         "served form of trees an older commit used, to compare the rest like with like)",
+    )
+    parser.add_argument(
+        "--after-env",
+        action="append",
+        default=[],
+        type=_env_item,
+        metavar="KEY=VALUE",
+        help="environment of the after side's server (repeatable), e.g. MONITORING=false to "
+        "leave out a feature the before side does not have",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
@@ -175,13 +191,14 @@ class TreeTarget(ModelregTarget):
         workers: int,
         threads: int,
         accelerate: str | None = None,
+        env: dict[str, str] | None = None,
     ):
         super().__init__(
             home,
             log_dir,
             workers=workers,
             threads=threads,
-            env={"PYTHONPATH": str(tree.path)},
+            env={**(env or {}), "PYTHONPATH": str(tree.path)},
             name=tree.label,
             accelerate=accelerate,
         )
@@ -587,6 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers,
                 threads=args.threads,
                 accelerate=args.after_accelerate if tree.label == "after" else None,
+                env=dict(args.after_env) if tree.label == "after" else None,
             )
             stack.callback(target.stop)
             start_tree(target, models)
