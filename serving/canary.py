@@ -58,6 +58,12 @@ class CanaryController:
     def judge(self, *, lead: bool | None = None) -> list[tuple[str, str, str]]:
         """Judge every running canary if this process leads; (model, alias, decision)."""
         if lead is None:
+            # Taking the lease is a write transaction: only worth it with a canary to judge
+            # (one read, every tick, in every process).
+            with self.uow.session_factory() as session:
+                idle = not canary.running(session)
+            if idle and time.monotonic() - self._last_prune < PRUNE_SECONDS:
+                return []
             lead = take_lease(
                 self.uow.session_factory, LEASE, self.writer_id, 3 * self.tick_seconds + 2
             )
@@ -84,12 +90,16 @@ class CanaryController:
             elif decision.kind == "complete":
                 canary.complete(self.uow, run, self.promote)
             done.append((run.model, run.alias, decision.kind))
+        self._prune_now_and_then(runs)
+        return done
+
+    def _prune_now_and_then(self, runs: list[canary.Running]) -> None:
+        """Drop the counts of revisions no running canary needs, every PRUNE_SECONDS."""
         if time.monotonic() - self._last_prune >= PRUNE_SECONDS:
             self._last_prune = time.monotonic()
             keep = [(run.model, run.alias, run.revision) for run in runs]
             with self.uow.session_factory() as session, session.begin():
                 canary.prune_counts(session, keep)
-        return done
 
     def tick(self) -> None:
         self.stats.publish()  # the Prometheus counts of routed requests, once a tick

@@ -140,9 +140,14 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                self._claim_and_submit()
+                # One read per round decides whether anything is due, and feeds the queue
+                # metrics; the claim (a write transaction) runs only when something is.
+                count, oldest, due = self._queue_summary()
+                if due:
+                    self._claim_and_submit()
                 self._maybe_prune()
-                self._report_queue()
+                if self._on_queue is not None:
+                    self._on_queue(count, oldest)
             except Exception:
                 log.exception("the webhook dispatcher failed a round; it retries")
             self._wake.wait(self.settings.poll_seconds)
@@ -335,21 +340,28 @@ class Dispatcher:
 
     def queue_state(self) -> tuple[int, float]:
         """(pending deliveries, age in seconds of the oldest one)."""
+        count, oldest, _ = self._queue_summary()
+        return count, oldest
+
+    def _queue_summary(self) -> tuple[int, float, bool]:
+        """(pending deliveries, age of the oldest, whether one is due now)."""
+        now = self._clock()
         with self._sessions() as session:
-            count, oldest = session.execute(
-                select(func.count(), func.min(WebhookDelivery.created_at)).where(
-                    WebhookDelivery.status == "pending"
-                )
+            count, oldest, next_due = session.execute(
+                select(
+                    func.count(),
+                    func.min(WebhookDelivery.created_at),
+                    func.min(WebhookDelivery.next_attempt_at),
+                ).where(WebhookDelivery.status == "pending")
             ).one()
         if not count or oldest is None:
-            return 0, 0.0
+            return 0, 0.0, False
         if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=self._clock().tzinfo)
-        return int(count), max(0.0, (self._clock() - oldest).total_seconds())
-
-    def _report_queue(self) -> None:
-        if self._on_queue is not None:
-            self._on_queue(*self.queue_state())
+            oldest = oldest.replace(tzinfo=now.tzinfo)
+        if next_due is not None and next_due.tzinfo is None:
+            next_due = next_due.replace(tzinfo=now.tzinfo)
+        due = next_due is None or next_due <= now
+        return int(count), max(0.0, (now - oldest).total_seconds()), due
 
     def _write(self) -> Session:
         session = self._sessions()
