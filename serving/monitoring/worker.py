@@ -1,8 +1,8 @@
 """Each serving process's monitoring thread: fold, refresh, flush, and (one leader) judge.
 
-Every `tick_seconds` (ALIAS_REFRESH_SECONDS): fold the queue and read which profiles and
-payload rates changed elsewhere (two small queries, for the versions this process serves).
-Every `flush_seconds`: write the counts (one transaction). Every `evaluate_seconds`, if
+Every `tick_seconds` (ALIAS_REFRESH_SECONDS): fold the queue. Every `flush_seconds`: read
+which profiles and payload rates changed elsewhere (two small queries, for the versions this
+process serves), then write the counts (one transaction). Every `evaluate_seconds`, if
 this process holds the lease (`job_leases`, renewed each time): close windows, evaluate the
 monitors and, every ten minutes, apply retention. Everything runs in this thread: the
 request path never waits for it.
@@ -161,14 +161,15 @@ class MonitoringWorker:
         self._last_evaluate = float("-inf")
 
     def tick(self) -> None:
-        self.live.fold_pending()
-        # Every tick (ALIAS_REFRESH_SECONDS): a reference set through another process is
-        # used here within that bound, like an alias move.
-        self.refresh()
+        self.live.fold_pending()  # every tick: the queue holds about one tick of traffic
         now = time.monotonic()
         if now - self._last_flush < self.flush_seconds:
             return
         self._last_flush = now
+        # At the flush cadence (MONITOR_FLUSH_SECONDS): a reference or payload rate set
+        # through another process applies here within a flush, a small part of a window
+        # (MONITOR_WINDOW_SECONDS); two queries a second would cost every request.
+        self.refresh()
         self.flush()
         if now - self._last_evaluate >= self.evaluate_seconds:
             self._last_evaluate = now

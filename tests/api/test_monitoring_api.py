@@ -361,7 +361,7 @@ def test_a_reference_set_through_another_process_is_used_after_a_refresh(
             ).status_code
             == 200
         )
-        live.worker.refresh()  # what its thread does every ALIAS_REFRESH_SECONDS
+        live.worker.refresh()  # what its thread does at every flush
         _predict(there, "house", "1", _data(rng, 200)[0])
         live.worker.flush()
         (window,) = here.get(f"/models/house/versions/1/monitoring?since={T0}").get_json()[
