@@ -13,6 +13,7 @@ with the same `webhook-id` for the receiver to dedupe.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -32,6 +33,7 @@ from registry.webhooks import signing, targets
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL = 60.0  # seconds between two removals of old finished deliveries
+QUEUE_REPORT_SECONDS = 5.0  # between two counts of the pending deliveries (metrics)
 LEASE_MARGIN = 30.0  # seconds a lease outlives the longest possible attempt
 
 
@@ -138,16 +140,23 @@ class Dispatcher:
         self._wake.set()
 
     def _run(self) -> None:
+        reported = -math.inf
         while not self._stopping.is_set():
             try:
-                # One read per round decides whether anything is due, and feeds the queue
-                # metrics; the claim (a write transaction) runs only when something is.
-                count, oldest, due = self._queue_summary()
-                if due:
+                # Every commit in this process wakes the loop. With every sender busy there
+                # is nothing to claim: the round then only reports the queue, once a poll
+                # period. Otherwise one read says whether anything is due, and the claim (a
+                # write transaction) runs only when something is.
+                with self._lock:
+                    free = self.settings.senders - self._in_flight
+                if free > 0 and self._anything_due():
                     self._claim_and_submit()
+                if time.monotonic() - reported >= QUEUE_REPORT_SECONDS:
+                    # Counting a large backlog reads every pending row: not every round.
+                    if self._on_queue is not None:
+                        self._on_queue(*self.queue_state())
+                    reported = time.monotonic()
                 self._maybe_prune()
-                if self._on_queue is not None:
-                    self._on_queue(count, oldest)
             except Exception:
                 log.exception("the webhook dispatcher failed a round; it retries")
             self._wake.wait(self.settings.poll_seconds)
@@ -340,28 +349,33 @@ class Dispatcher:
 
     def queue_state(self) -> tuple[int, float]:
         """(pending deliveries, age in seconds of the oldest one)."""
-        count, oldest, _ = self._queue_summary()
-        return count, oldest
-
-    def _queue_summary(self) -> tuple[int, float, bool]:
-        """(pending deliveries, age of the oldest, whether one is due now)."""
-        now = self._clock()
         with self._sessions() as session:
-            count, oldest, next_due = session.execute(
-                select(
-                    func.count(),
-                    func.min(WebhookDelivery.created_at),
-                    func.min(WebhookDelivery.next_attempt_at),
-                ).where(WebhookDelivery.status == "pending")
+            count, oldest = session.execute(
+                select(func.count(), func.min(WebhookDelivery.created_at)).where(
+                    WebhookDelivery.status == "pending"
+                )
             ).one()
         if not count or oldest is None:
-            return 0, 0.0, False
+            return 0, 0.0
         if oldest.tzinfo is None:
-            oldest = oldest.replace(tzinfo=now.tzinfo)
-        if next_due is not None and next_due.tzinfo is None:
-            next_due = next_due.replace(tzinfo=now.tzinfo)
-        due = next_due is None or next_due <= now
-        return int(count), max(0.0, (now - oldest).total_seconds()), due
+            oldest = oldest.replace(tzinfo=self._clock().tzinfo)
+        return int(count), max(0.0, (self._clock() - oldest).total_seconds())
+
+    def _anything_due(self) -> bool:
+        """Whether a pending delivery's time has come: one read of the first entry of the
+        (status, next_attempt_at) index, however long the queue."""
+        now = self._clock()
+        with self._sessions() as session:
+            first = session.scalar(
+                select(func.min(WebhookDelivery.next_attempt_at)).where(
+                    WebhookDelivery.status == "pending"
+                )
+            )
+        if first is None:
+            return False
+        if first.tzinfo is None:
+            first = first.replace(tzinfo=now.tzinfo)
+        return first <= now
 
     def _write(self) -> Session:
         session = self._sessions()
