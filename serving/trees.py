@@ -114,9 +114,7 @@ class _Ensemble:
                     ids[at], leafs[at] = self._leaf(target, float(leaf_weight[child])), 1
         self.roots.append(index[0])
 
-    def node(
-        self, helper: Any, numpy_helper: Any, output: str, *, source: str = "features"
-    ) -> Any:
+    def node(self, helper: Any, numpy_helper: Any, output: str, *, source: str = "features") -> Any:
         """The operator; with `source` "x32" (float32 features) it runs in float32, its
         thresholds rounded down to float32 so that `x32 <= split` decides as scikit-learn's
         `float(x32) <= threshold` does."""
