@@ -19,8 +19,13 @@ gunicorn (serving/process_metrics.py), and a scrape that asks for OpenMetrics ge
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import threading
+import time
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -71,10 +76,56 @@ _STATUS_LABELS = {int(status): str(int(status)) for status in HTTPStatus}
 _MAX_CACHED_CHILDREN = 10_000
 
 bp = Blueprint("metrics", __name__)
+log = logging.getLogger(__name__)
 
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+PUBLISH_SECONDS = 1.0  # answered requests reach the Prometheus values within this
+
+
+class _Publisher:
+    """One thread per process that hands every Metrics' tallied requests to Prometheus each
+    PUBLISH_SECONDS (a worker that goes idle still publishes what it counted), started again
+    in a forked child, whose parent's thread did not come along."""
+
+    def __init__(self) -> None:
+        self._metrics: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def add(self, metrics: Metrics) -> None:
+        with self._lock:
+            self._metrics.add(metrics)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="metrics-publisher", daemon=True).start()
+
+    def publish_all(self) -> None:
+        for metrics in list(self._metrics):
+            metrics.publish_requests()
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(PUBLISH_SECONDS)
+            try:
+                self.publish_all()
+            except Exception:  # a metrics write must never end the thread
+                log.exception("publishing request metrics failed")
+
+    def after_fork(self) -> None:
+        """In a forked child: no thread yet, and the parent's tallies are the parent's."""
+        self._pid = 0
+        for metrics in list(self._metrics):
+            metrics.forget_tally()
+
+
+_PUBLISHER = _Publisher()
+atexit.register(_PUBLISHER.publish_all)  # what an exiting process counted is not lost
+os.register_at_fork(after_in_child=_PUBLISHER.after_fork)
 
 
 class Metrics:
@@ -83,6 +134,10 @@ class Metrics:
         self._model_labels: set[tuple[str, str]] = set()
         self._model_labels_lock = threading.Lock()
         self._request_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        # Requests since the last publish, per label set: [children, count, sum, buckets].
+        self._tally: dict[tuple[str, ...], list[Any]] = {}
+        self._tally_lock = threading.Lock()
+        self._publishing = False
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.process = ProcessMetrics(r, multiprocess_dir())
@@ -247,8 +302,37 @@ class Metrics:
             )
             if len(self._request_children) < _MAX_CACHED_CHILDREN:
                 self._request_children[labels] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        # A few additions here; the writes to the multiprocess files (a lock and a pid check
+        # each, three per request) happen in publish_requests, once per label set.
+        bounds = children[1]._upper_bounds
+        with self._tally_lock:
+            entry = self._tally.get(labels)
+            if entry is None:
+                entry = self._tally[labels] = [children, 0, 0.0, [0] * len(bounds)]
+            entry[1] += 1
+            entry[2] += seconds
+            entry[3][bisect_left(bounds, seconds)] += 1
+        if not self._publishing:
+            self._publishing = True
+            _PUBLISHER.add(self)
+
+    def forget_tally(self) -> None:
+        with self._tally_lock:
+            self._tally = {}
+        self._publishing = False
+
+    def publish_requests(self) -> None:
+        """Add the requests tallied since the last call to their Prometheus series."""
+        with self._tally_lock:
+            if not self._tally:
+                return
+            tally, self._tally = self._tally, {}
+        for (counter, histogram), count, total, buckets in tally.values():
+            counter.inc(count)
+            histogram._sum.inc(total)  # Histogram.observe, for many observations at once
+            for index, n in enumerate(buckets):
+                if n:
+                    histogram._buckets[index].inc(n)
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """The scrape's body and content type: OpenMetrics when `accept` asks for it (as
@@ -257,6 +341,7 @@ class Metrics:
         if not content_type.startswith(OPENMETRICS_TYPE):
             encoder, content_type = generate_latest, CONTENT_TYPE_LATEST  # the classic text
         self.process.flush()
+        self.publish_requests()
         for publish in self.before_scrape:
             publish()
         directory = multiprocess_dir()

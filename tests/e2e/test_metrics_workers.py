@@ -16,6 +16,7 @@ import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 from prometheus_client.parser import text_string_to_metric_families as classic
 
+from serving.metrics import PUBLISH_SECONDS
 from tests.api.test_metrics_formats import promtool_findings
 from tests.conftest import fit_linear, joblib_bytes
 from tests.e2e.servers import ServerProcess, wait_until
@@ -77,6 +78,15 @@ def test_metrics_count_every_request_across_two_workers(tmp_path):
             if _sample(text, "modelreg_model_loads_total", model="price") == 2:
                 break
         route = "/models/<name>/<ref>/predict"
+
+        def counted() -> str | None:
+            # Each worker publishes its request counts every PUBLISH_SECONDS (and the one
+            # answering a scrape, its own at once): the totals are whole within that bound.
+            text = requests.get(f"{server.url}/metrics", timeout=10).text
+            total = _sample(text, "modelreg_http_requests_total", route=route, status="200")
+            return text if total == sent else None
+
+        text = wait_until(counted, timeout=3 * PUBLISH_SECONDS, what="every request counted")
         assert _sample(text, "modelreg_http_requests_total", route=route, status="200") == sent
         assert (
             _sample(
