@@ -8,25 +8,13 @@ import io
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.linear_model import LinearRegression
 
 from manage import CANARY_KEY
+from tests.api.test_monitoring_api import FEATURES, T0, WINDOW, Clock, _data
 from tests.conftest import joblib_bytes, make_config
 from tests.helpers import problem
-
-FEATURES = ("sqft", "age", "rooms")
-WINDOW = 60
-T0 = 1_800_000_000 - 1_800_000_000 % WINDOW
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = float(T0 + 1)
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -44,18 +32,6 @@ def app(tmp_path, database_url):
     application.clock = clock
     yield application
     application.extensions["modelreg"].engine.dispose()
-
-
-def _data(rng, n, shift=0.0):
-    X = pd.DataFrame(
-        {
-            "sqft": rng.normal(1500, 300, n) + shift * 300,
-            "age": rng.normal(30, 10, n),
-            "rooms": rng.normal(5, 1, n),
-        }
-    )
-    y = 100 * X["sqft"] - 500 * X["age"] + 2000 * X["rooms"] + rng.normal(0, 5000, n)
-    return X, y
 
 
 def _versions(client, *, worse_by: float = 1.3):
