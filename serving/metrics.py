@@ -137,6 +137,7 @@ class Metrics:
         # Requests since the last publish, per label set: [children, count, sum, buckets].
         self._tally: dict[tuple[str, ...], list[Any]] = {}
         self._tally_lock = threading.Lock()
+        self._hits = 0  # model cache hits since the last publish
         self._publishing = False
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -256,8 +257,12 @@ class Metrics:
 
     def on_cache_event(self, kind: str, key: VersionKey, info: dict[str, Any]) -> None:
         """Listener for ModelCache events."""
-        if kind == "hit":
-            self.cache_hits.inc()
+        if kind == "hit":  # one per request: tallied, published with the request counts
+            with self._tally_lock:
+                self._hits += 1
+            if not self._publishing:
+                self._publishing = True
+                _PUBLISHER.add(self)
         elif kind == "miss":
             self.cache_misses.inc()
         elif kind == "load":
@@ -319,14 +324,18 @@ class Metrics:
     def forget_tally(self) -> None:
         with self._tally_lock:
             self._tally = {}
+            self._hits = 0
         self._publishing = False
 
     def publish_requests(self) -> None:
-        """Add the requests tallied since the last call to their Prometheus series."""
+        """Add the requests (and cache hits) tallied since the last call to their series."""
         with self._tally_lock:
-            if not self._tally:
+            if not self._tally and not self._hits:
                 return
             tally, self._tally = self._tally, {}
+            hits, self._hits = self._hits, 0
+        if hits:
+            self.cache_hits.inc(hits)
         for (counter, histogram), count, total, buckets in tally.values():
             counter.inc(count)
             histogram._sum.inc(total)  # Histogram.observe, for many observations at once
