@@ -280,7 +280,7 @@ class DataPlane:
         if policy is not None:
             self.policy_stats.success(name, policy, version, (encoded - started) / 1e9, outputs[0])
             if policy.shadows:
-                self.shadows.offer(name, policy, _reusing(decode, servable.plan, batch), outputs)
+                self.shadows.offer(name, policy, decode, outputs)
         if self.observers:
             self._notify(inference)
         return Served(inference, payload)
@@ -391,14 +391,3 @@ class DataPlane:
             return sorted(self._ready_versions(name))
         except DependencyUnavailable:
             return [resolved]
-
-
-def _reusing(decode: Decoder, plan: Any, batch: Any) -> Decoder:
-    """The shadow's decoder: the primary's batch as it is for a servable that takes the same
-    input (same plan: the same decode would give the same batch; models do not write to their
-    input), else the request decoded again for that servable's plan."""
-
-    def shadow_decode(servable: Servable) -> Any:
-        return batch if servable.plan == plan else decode(servable)
-
-    return shadow_decode
