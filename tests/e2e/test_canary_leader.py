@@ -42,7 +42,15 @@ def test_killing_the_leader_mid_canary_loses_no_step_and_repeats_none(tmp_path, 
         assert requests.post(f"{a.url}/models/price/versions/1/promote", timeout=30).ok
         body = {
             "variants": [{"version": 1, "weight": 1}, {"version": 2, "weight": 1}],
-            "canary": {"steps": [10, 40, 70, 100], "bake_seconds": 1.5, "min_requests": 5},
+            # The latency guardrail is out of the way: two identical models on a loaded
+            # machine once differed 3x at p99 and the canary was (rightly) aborted. What is
+            # under test is the hand-over, not the guardrails (tests/api/test_canary.py).
+            "canary": {
+                "steps": [10, 40, 70, 100],
+                "bake_seconds": 1.5,
+                "min_requests": 5,
+                "guardrails": {"max_p99_ratio": 1000},
+            },
         }
         put = requests.put(f"{a.url}/models/price/aliases/production/policy", json=body, timeout=60)
         assert put.status_code == 200, put.text
