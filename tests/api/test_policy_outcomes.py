@@ -175,14 +175,12 @@ def test_an_outcome_guardrail_with_room_holds_a_slightly_worse_candidate(app, cl
     assert controller.judge(lead=True) == [("house", "production", "hold")]
 
 
-def test_a_firing_monitor_alert_on_the_candidate_aborts_the_canary(app, client):
-    _versions(client)
-    assert client.put("/models/house/monitor", json={"fire_after": 1}).status_code == 200
-    _canary(client, monitor_alerts="abort")
-    controller = app.extensions[CANARY_KEY]
+def _drift_until_the_candidate_fires(app, client, controller) -> None:
+    """Serve shifted rows through the canary (both versions see the drift), check that
+    nothing is judged before the window closes, then close it: version 2's alert fires."""
     worker = app.extensions["modelreg.monitoring"].worker
     rng = np.random.default_rng(4)
-    for _ in range(10):  # every row shifted by 1.5 sigma: both versions see the drift
+    for _ in range(10):  # every row shifted by 1.5 sigma
         X, _ = _data(rng, 100, shift=1.5)
         body = {"inputs": {c: X[c].tolist() for c in FEATURES}}
         assert client.post("/models/house/production/predict", json=body).status_code == 200
@@ -192,6 +190,14 @@ def test_a_firing_monitor_alert_on_the_candidate_aborts_the_canary(app, client):
     app.clock.now = T0 + WINDOW + 60  # the window closed, past the flush grace
     fired = worker.evaluate(lead=True)
     assert 2 in {t.version for t in fired if t.kind == "fired"}
+
+
+def test_a_firing_monitor_alert_on_the_candidate_aborts_the_canary(app, client):
+    _versions(client)
+    assert client.put("/models/house/monitor", json={"fire_after": 1}).status_code == 200
+    _canary(client, monitor_alerts="abort")
+    controller = app.extensions[CANARY_KEY]
+    _drift_until_the_candidate_fires(app, client, controller)
     assert controller.judge(lead=True) == [("house", "production", "abort")]
     reason = client.get("/models/house/aliases/production/policy").get_json()["canary"]["reason"]
     assert "monitor alert" in reason and "version 2" in reason
@@ -199,9 +205,13 @@ def test_a_firing_monitor_alert_on_the_candidate_aborts_the_canary(app, client):
 
 def test_a_firing_alert_is_ignored_by_default(app, client):
     _versions(client)
+    assert client.put("/models/house/monitor", json={"fire_after": 1}).status_code == 200
     policy = _canary(client)
     assert policy["canary"]["guardrails"]["monitor_alerts"] == "ignore"
     assert policy["canary"]["guardrails"]["max_metric_delta"] is None
+    controller = app.extensions[CANARY_KEY]
+    _drift_until_the_candidate_fires(app, client, controller)
+    assert controller.judge(lead=True) == [("house", "production", "hold")]
 
 
 @pytest.mark.parametrize(
