@@ -69,8 +69,6 @@ class _AccelerateChoice(fields.Field):
     where one exists), false (the model's own predict), or "float32" (prefer a float32 form:
     faster for tree ensembles with many rows, answers within the tolerance, not exact)."""
 
-    CHOICES = (True, False, "float32")
-
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         if value is True or value is False or value == "float32":
             return value

@@ -335,11 +335,12 @@ def accelerate(
     agrees with scikit-learn; never raises. The record lists every attempt (form,
     precision, outcome, reason) and says what is served.
 
-    `prefer_float32` (the publisher's `"accelerate": "float32"`) tries skl2onnx's float32
-    conversion before the float64 ONNX forms: a float32 tree ensemble moves half the bytes
-    per node, which shows with many rows per request, at the price of answers within the
-    tolerance instead of equal to scikit-learn's. The numpy form (linear models, float64)
-    stays first: it is faster than either."""
+    `prefer_float32` (the publisher's `"accelerate": "float32"`) tries the float32 tree
+    ensemble (serving/trees.py; regressors only), then skl2onnx's float32 conversion, before
+    the float64 ONNX forms: a float32 ensemble moves half the bytes per node, which shows with
+    many rows per request, at the price of answers within the tolerance instead of equal to
+    scikit-learn's. The numpy form (linear models, float64) stays first: it is faster than
+    either."""
     from sklearn.base import BaseEstimator
 
     from serving.boosters import BoosterModel

@@ -260,9 +260,7 @@ class Metrics:
         if kind == "hit":  # one per request: tallied, published with the request counts
             with self._tally_lock:
                 self._hits += 1
-            if not self._publishing:
-                self._publishing = True
-                _PUBLISHER.add(self)
+            self._publish_soon()
         elif kind == "miss":
             self.cache_misses.inc()
         elif kind == "load":
@@ -317,6 +315,10 @@ class Metrics:
             entry[1] += 1
             entry[2] += seconds
             entry[3][bisect_left(bounds, seconds)] += 1
+        self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        """Something was tallied: make sure this process's publisher knows these metrics."""
         if not self._publishing:
             self._publishing = True
             _PUBLISHER.add(self)

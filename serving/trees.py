@@ -114,11 +114,10 @@ class _Ensemble:
                     ids[at], leafs[at] = self._leaf(target, float(leaf_weight[child])), 1
         self.roots.append(index[0])
 
-    def node(self, helper: Any, numpy_helper: Any, output: str, *, source: str = "features") -> Any:
-        """The operator; with `source` "x32" (float32 features) it runs in float32, its
-        thresholds rounded down to float32 so that `x32 <= split` decides as scikit-learn's
-        `float(x32) <= threshold` does."""
-        float32 = source == "x32"
+    def node(self, helper: Any, numpy_helper: Any, output: str, *, float32: bool = False) -> Any:
+        """The operator on "features"; with `float32`, on "x32" (the float32 features) and in
+        float32, its thresholds rounded down to float32 so that `x32 <= split` decides as
+        scikit-learn's `float(x32) <= threshold` does."""
 
         def doubles(values: list[float]) -> Any:
             return numpy_helper.from_array(np.asarray(values, dtype=np.float64))
@@ -139,7 +138,7 @@ class _Ensemble:
 
         return helper.make_node(
             "TreeEnsemble",
-            [source],
+            ["x32" if float32 else "features"],
             [output],
             domain="ai.onnx.ml",
             aggregate_function=1,  # SUM: the division or offset follows, as in scikit-learn
@@ -409,7 +408,7 @@ def _graph(plan: _Plan, width: int, *, float32: bool = False) -> bytes:
     if float32:
         nodes += [
             helper.make_node("Cast", [prepared], ["x32"], to=TensorProto.FLOAT),
-            ensemble.node(helper, numpy_helper, "summed32", source="x32"),
+            ensemble.node(helper, numpy_helper, "summed32", float32=True),
             helper.make_node("Cast", ["summed32"], ["summed"], to=TensorProto.DOUBLE),
         ]
     elif plan.float32_features:

@@ -101,12 +101,7 @@ def compare_variants(
     report["loss"] = loss
     each = alpha / max(len(candidates), 1)
     for candidate in candidates:
-        pairs = [
-            (0 if labelled.version == control else 1, value)
-            for labelled, value in zip(rows, losses, strict=True)
-            if labelled.version in (control, candidate)
-        ]
-        result = walk(pairs, alpha=each, lower_is_better=True)
+        result = _walk(rows, losses, control, candidate, each)
         report["comparisons"].append(_comparison(candidate, result, each))
     return report
 
@@ -120,11 +115,19 @@ def candidate_comparison(
     if not rows:
         return None, None
     loss, losses = live_metrics.row_losses([labelled.row for labelled in rows])
+    return loss, _walk(rows, losses, control, candidate, ALPHA)
+
+
+def _walk(
+    rows: list[Labelled], losses: list[float], control: int, candidate: int, alpha: float
+) -> Comparison:
+    """The sequential test of `candidate` against `control` over their rows, in order."""
     pairs = [
         (0 if labelled.version == control else 1, value)
         for labelled, value in zip(rows, losses, strict=True)
+        if labelled.version in (control, candidate)
     ]
-    return loss, walk(pairs, alpha=ALPHA, lower_is_better=True)
+    return walk(pairs, alpha=alpha, lower_is_better=True)
 
 
 def _arm_metrics(rows: list[Row]) -> dict[str, Any]:

@@ -163,15 +163,13 @@ def walk(
         arms[arm].add(value)
         if min(arms[0].n, arms[1].n) < MIN_PER_ARM:
             continue
-        if test.decided is None:
-            test.look(arms[0].stats(), arms[1].stats())
-        current = compare(
-            arms[0].stats(),
-            arms[1].stats(),
-            alpha=alpha,
-            tau=test.tau,
-            lower_is_better=lower_is_better,
-        )
+        control, candidate = arms[0].stats(), arms[1].stats()
+        if test.decided is None:  # the look computes this look's interval too
+            current = test.look(control, candidate)
+        else:  # decided: the look would answer the decision; the interval still narrows
+            current = compare(
+                control, candidate, alpha=alpha, tau=test.tau, lower_is_better=lower_is_better
+            )
         low, high = max(low, current.ci_low), min(high, current.ci_high)
     final = compare(
         arms[0].stats(), arms[1].stats(), alpha=alpha, tau=test.tau, lower_is_better=lower_is_better

@@ -144,9 +144,8 @@ class Dispatcher:
         while not self._stopping.is_set():
             try:
                 # Every commit in this process wakes the loop. With every sender busy there
-                # is nothing to claim: the round then only reports the queue, once a poll
-                # period. Otherwise one read says whether anything is due, and the claim (a
-                # write transaction) runs only when something is.
+                # is nothing to claim; otherwise one read says whether anything is due, and
+                # the claim (a write transaction) runs only when something is.
                 with self._lock:
                     free = self.settings.senders - self._in_flight
                 if free > 0 and self._anything_due():
