@@ -197,9 +197,9 @@ class Config:
     # the lease holder judges every running canary once per CANARY_TICK_SECONDS.
     CANARY_BACKGROUND: bool = True
     CANARY_TICK_SECONDS: float = 1.0
-    # The share of a serving process's time its shadow copies may take (docs/policies.md):
-    # beyond it the shadow queue fills and copies are dropped, counted.
-    SHADOW_MAX_SHARE: float = 0.1
+    # Shadow copies of traffic policies run in one idle-priority child process per serving
+    # process (docs/policies.md); false: copies are neither run nor counted here.
+    SHADOWS: bool = True
     MONITOR_WINDOW_SECONDS: int = 300
     MONITOR_FLUSH_SECONDS: float = 5.0
     MONITOR_EVALUATE_SECONDS: float = 30.0

@@ -119,9 +119,13 @@ def create_app(config: Config | Mapping[str, Any] | None = None) -> Flask:
         ),
         alias_refresh_seconds=config.ALIAS_REFRESH_SECONDS,
         on_policy_route=metrics.on_policy_route,
-        on_shadow_outcome=metrics.on_shadow_outcome,
-        shadow_max_share=float(config.SHADOW_MAX_SHARE),
     )
+    if config.SHADOWS:
+        from serving.shadow_process import ShadowProcess
+
+        dataplane.shadows = ShadowProcess(
+            config, dataplane.policy_stats, on_outcome=metrics.on_shadow_outcome
+        )
     finisher = AnswerFinisher(
         metrics,
         knows_model=dataplane.knows_model,

@@ -4,8 +4,11 @@ One `modelreg serve --workers 2` serves the 1-row LinearRegression at concurrenc
 while a loop edits a version's description every 20 ms (a registry change, hence an audit
 event, 50 per second). Rounds alternate between no subscription and four subscriptions to
 every event, all pointing at a receiver that takes 2 s to answer each delivery (the queue
-grows throughout: every sender thread of both workers is busy). Each round is measured after
-a warm-up; the table gives the median req/s and p99 per side and their ratio.
+grows throughout: every sender thread of both workers is busy). A third side, `queued`, is a
+second server with the same four subscriptions and WEBHOOK_DISPATCH=false: its edits write
+their deliveries to the outbox but nothing sends them, which separates what the outbox costs
+the editing requests from what dispatching costs. Each round is measured after a warm-up;
+the table gives the median req/s and p99 per side and their ratios.
 
     .venv/bin/python bench/webhooks.py --rounds 4 --duration 8 --out bench/WEBHOOKS.md
 """
@@ -86,6 +89,20 @@ def measure(target: ModelregTarget, url: str, body: Path, duration: float) -> Lo
         return run_wrk(url, body, connections=8, duration_s=duration)
 
 
+SIDES = ("none", "subscribed", "queued")
+
+
+def subscribe(target: ModelregTarget, receiver: SlowReceiver) -> list[int]:
+    hooks = []
+    for _ in range(SUBSCRIBERS):
+        answer = requests.post(
+            f"{target.url}/webhooks", json={"url": receiver.url, "events": ["*"]}, timeout=30
+        )
+        answer.raise_for_status()
+        hooks.append(answer.json()["id"])
+    return hooks
+
+
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -100,33 +117,33 @@ def main() -> None:
     body = work / "body.json"
     body.write_bytes(instances_body(request_rows(1, spec.n_features)))
     receiver = SlowReceiver()
-    target = ModelregTarget(
-        work / "home", work, env={"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}, name="modelreg"
+    allowed = {"WEBHOOK_ALLOWED_HOSTS": "127.0.0.1"}
+    dispatching = ModelregTarget(work / "home", work, env=allowed, name="modelreg")
+    queueing = ModelregTarget(
+        work / "home-queued",
+        work,
+        env={**allowed, "WEBHOOK_DISPATCH": "false"},
+        name="modelreg-queued",
     )
-    target.launch()
-    results: dict[str, list[LoadResult]] = {"none": [], "subscribed": []}
+    results: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
     try:
-        target.wait_ready()
-        target.deploy([model])
-        target.warm([model])
-        url = target.predict_url(spec)
+        for target in (dispatching, queueing):
+            target.launch()
+            target.wait_ready()
+            target.deploy([model])
+            target.warm([model])
+        subscribe(queueing, receiver)
         hooks: list[int] = []
         for n in range(args.rounds):
-            for side in ("none", "subscribed"):
+            for side in SIDES:
                 if side == "subscribed" and not hooks:
-                    for _ in range(SUBSCRIBERS):
-                        answer = requests.post(
-                            f"{target.url}/webhooks",
-                            json={"url": receiver.url, "events": ["*"]},
-                            timeout=30,
-                        )
-                        answer.raise_for_status()
-                        hooks.append(answer.json()["id"])
+                    hooks = subscribe(dispatching, receiver)
                 if side == "none" and hooks:
                     for hook in hooks:
-                        requests.delete(f"{target.url}/webhooks/{hook}", timeout=30)
-                    hooks.clear()
-                result = measure(target, url, body, args.duration)
+                        requests.delete(f"{dispatching.url}/webhooks/{hook}", timeout=30)
+                    hooks = []
+                target = queueing if side == "queued" else dispatching
+                result = measure(target, target.predict_url(spec), body, args.duration)
                 results[side].append(result)
                 print(
                     f"round {n + 1} {side:10s} {result.req_per_s:9.1f} req/s  "
@@ -134,7 +151,8 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        target.stop()
+        dispatching.stop()
+        queueing.stop()
     write_report(args, results)
 
 
@@ -143,8 +161,6 @@ def write_report(args: argparse.Namespace, results: dict[str, list[LoadResult]])
         values = [r.req_per_s if attr == "rps" else r.p99_ms for r in results[side]]
         return statistics.median(values)
 
-    rps = median("subscribed", "rps") / median("none", "rps")
-    p99 = median("subscribed", "p99") / median("none", "p99")
     lines = [
         "# Webhook dispatch and predictions",
         "",
@@ -153,17 +169,24 @@ def write_report(args: argparse.Namespace, results: dict[str, list[LoadResult]])
         f"`modelreg serve --workers 2`, 1-row LinearRegression, wrk c=8 ({wrk_version()}), a",
         f"registry edit every {EDIT_INTERVAL_S * 1000:.0f} ms in both kinds of round; "
         f"`subscribed`: {SUBSCRIBERS} subscriptions to every event, at a receiver answering",
-        f"each delivery after {RECEIVER_DELAY_S:.0f} s. Rounds alternate; medians below.",
+        f"each delivery after {RECEIVER_DELAY_S:.0f} s; `queued`: a second server with the same",
+        "subscriptions and WEBHOOK_DISPATCH=false (deliveries written, never sent). Rounds",
+        "alternate; medians below.",
         "",
         "| side | req/s | p99 ms | rounds (req/s) |",
         "|---|---|---|---|",
     ]
-    for side in ("none", "subscribed"):
+    for side in SIDES:
         rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[side])
         lines.append(
             f"| {side} | {median(side, 'rps'):,.0f} | {median(side, 'p99'):.2f} | {rounds} |"
         )
-    lines += ["", f"subscribed / none: req/s {rps:.3f}, p99 {p99:.3f}", ""]
+    lines.append("")
+    for side, against in (("subscribed", "none"), ("queued", "none"), ("subscribed", "queued")):
+        rps = median(side, "rps") / median(against, "rps")
+        p99 = median(side, "p99") / median(against, "p99")
+        lines.append(f"- {side} / {against}: req/s {rps:.3f}, p99 {p99:.3f}")
+    lines.append("")
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -30,7 +30,7 @@ from registry.errors import DependencyUnavailable, InvalidInput, MalformedReques
 from registry.names import Reference, parse_reference
 from serving.cache import LoadedModel
 from serving.loader import Servable
-from serving.policies import CompiledPolicy, OnRoute, PolicyStats, ShadowWorker
+from serving.policies import CompiledPolicy, OnRoute, PolicyStats
 from serving.resolver import Resolution
 from serving.runtime import ServingRuntime, call_model
 from serving.stats import InferenceStats
@@ -128,19 +128,13 @@ class DataPlane:
         stats: InferenceStats | None = None,
         clock: Callable[[], int] = time.perf_counter_ns,
         on_policy_route: OnRoute | None = None,
-        on_shadow_outcome: OnRoute | None = None,
-        shadow_max_share: float = 0.1,
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
         self._routed: dict[tuple[Any, bool, str, int], Resolution] = {}
         self.policy_stats = PolicyStats(on_route=on_policy_route)
-        self.shadows = ShadowWorker(
-            self._run_shadow,
-            self.policy_stats,
-            on_outcome=on_shadow_outcome,
-            max_share=shadow_max_share,
-        )
+        # Where shadow copies go (serving/shadow_process.py); None: not run, not counted.
+        self.shadows: Any = None
         self._ready_versions = ready_versions
         self._alias_refresh = alias_refresh_seconds
         self._missing_default = _MissingDefaultAlias()
@@ -279,7 +273,7 @@ class DataPlane:
         )
         if policy is not None:
             self.policy_stats.success(name, policy, version, (encoded - started) / 1e9, outputs[0])
-            if policy.shadows:
+            if policy.shadows and self.shadows is not None:
                 self.shadows.offer(name, policy, decode, outputs)
         if self.observers:
             self._notify(inference)
@@ -318,8 +312,9 @@ class DataPlane:
             routed = self._routed[key] = Resolution(spec, resolution.stale, policy)
         return routed
 
-    def _run_shadow(self, name: str, version: int, decode: Decoder) -> tuple[Any, ...]:
-        """A shadow copy, on the shadow worker's thread: may load, never answers anyone."""
+    def run_copy(self, name: str, version: int, decode: Decoder) -> tuple[Any, ...]:
+        """A shadow copy's outputs (in the shadow process): may load, never answers anyone,
+        not counted in this process's statistics nor seen by its observers."""
         spec = self._resolver.resolve(name, Reference(version=version)).spec
         servable: Servable = self._cache.get_or_load(spec.key).extra
         batch = decode(servable)

@@ -122,6 +122,7 @@ def decoder(body: bytes, media: str, content_encoding: str | None, limit: int):
             decoded = decode_predict_document(doc, servable.plan)
         return Batch(decoded.X, (decoded.method,), decoded.n_rows)
 
+    decode.replay = ("invocations", body, media, content_encoding, limit)  # type: ignore[attr-defined]
     return decode
 
 

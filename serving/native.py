@@ -42,6 +42,7 @@ def decoder(body: bytes, content_encoding: str | None = None, limit: int = 0) ->
         decoded = decode_predict_body(raw, servable.plan)
         return Batch(decoded.X, (decoded.method,), decoded.n_rows)
 
+    decode.replay = ("native", body, content_encoding, limit)  # type: ignore[attr-defined]
     return decode
 
 

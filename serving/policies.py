@@ -1,5 +1,5 @@
 """Traffic policies in a serving process: the compiled policy of an alias, variant choice,
-per-variant statistics and the shadow worker.
+per-variant statistics (shadow copies run in serving/shadow_process.py).
 
 A policy arrives with its alias's mapping (serving/resolver.py re-reads both together) and is
 compiled once: a 10,000-byte bucket -> variant table, so a request costs one hash (mmh3 of
@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import queue
 import random
 import threading
 import time
@@ -31,8 +30,6 @@ log = logging.getLogger(__name__)
 
 SRM_ALPHA = 0.001  # the sample-ratio-mismatch flag's significance level
 SRM_MIN_UNITS = 100
-SHADOW_QUEUE_SIZE = 1000
-SHADOW_MAX_SHARE = 0.1  # of the process's time the shadow thread may take (SHADOW_MAX_SHARE)
 DELTA_RESERVOIR = 2048
 MAX_CLASSES = 50
 
@@ -101,7 +98,7 @@ class _Arm:
     compared_rows: int = 0
     agreeing_rows: int = 0
     deltas: list[float] = field(default_factory=list)
-    delta_seen: int = 0
+    delta_seen: float = 0  # weighted when merged from a subsample
 
     def observe(self, seconds: float, outputs: Any) -> None:
         self.requests += 1
@@ -167,15 +164,37 @@ class _Arm:
         self.compared_rows += n
         if a.dtype.kind == "f" and b.dtype.kind == "f":
             for delta in np.abs(a - b).ravel().tolist():
-                self.delta_seen += 1
-                if len(self.deltas) < DELTA_RESERVOIR:
-                    self.deltas.append(delta)
-                else:  # a uniform reservoir sample of every delta seen
-                    slot = random.randrange(self.delta_seen)
-                    if slot < DELTA_RESERVOIR:
-                        self.deltas[slot] = delta
+                self._keep_delta(delta)
         else:
             self.agreeing_rows += int(np.count_nonzero(a == b))
+
+    def merge(self, counts: dict[str, Any]) -> None:
+        """Add another process's counters (a shadow process's report) to these."""
+        self.requests += counts["requests"]
+        self.errors += counts["errors"]
+        self.latency = [a + b for a, b in zip(self.latency, counts["latency"], strict=True)]
+        self.rows += counts["rows"]
+        self.total += counts["total"]
+        self.squares += counts["squares"]
+        for key, count in counts["classes"].items():
+            if key in self.classes or len(self.classes) < MAX_CLASSES:
+                self.classes[key] = self.classes.get(key, 0) + count
+        self.compared_rows += counts["compared_rows"]
+        self.agreeing_rows += counts["agreeing_rows"]
+        deltas, seen = counts["deltas"], counts["delta_seen"]
+        if deltas:  # each reported delta stands for seen / len(deltas) of those seen
+            weight = seen / len(deltas)
+            for delta in deltas:
+                self._keep_delta(delta, weight)
+
+    def _keep_delta(self, delta: float, weight: float = 1.0) -> None:
+        self.delta_seen += weight
+        if len(self.deltas) < DELTA_RESERVOIR:
+            self.deltas.append(delta)
+        else:  # a uniform reservoir sample of every delta seen
+            slot = random.randrange(max(int(self.delta_seen), 1))
+            if slot < DELTA_RESERVOIR:
+                self.deltas[slot] = delta
 
     def shadow_view(self) -> dict[str, Any]:
         view = self.view()
@@ -312,6 +331,29 @@ class PolicyStats:
     def shadow(self, name: str, policy: CompiledPolicy, version: int) -> _Arm | None:
         return self._arms(name, policy)[1].get(version)
 
+    def add_offers(
+        self, name: str, alias: str, revision: int, version: int, sampled: int, dropped: int
+    ) -> None:
+        """Copies of requests handed to a shadow (`sampled`) or dropped, at `revision`."""
+        found = self._policies.get((name, alias))
+        if found is None or found[0] != revision or version not in found[2]:
+            return
+        with self._lock:
+            arm = found[2][version]
+            arm.sampled += sampled
+            arm.dropped += dropped
+
+    def merge_shadow(
+        self, name: str, alias: str, revision: int, version: int, counts: dict[str, Any]
+    ) -> None:
+        """A shadow process's counters for one shadow of (name, alias) at `revision`;
+        dropped when the policy has changed since."""
+        found = self._policies.get((name, alias))
+        if found is None or found[0] != revision or version not in found[2]:
+            return
+        with self._lock:
+            found[2][version].merge(counts)
+
     def locked(self) -> threading.Lock:
         return self._lock
 
@@ -336,115 +378,3 @@ class PolicyStats:
             ],
             "sample_ratio": sample_ratio_mismatch(assigned, policy.weights),
         }
-
-
-# ---- shadows -------------------------------------------------------------------------------
-
-# (model, policy, shadow version, the request's decoder, the primary's outputs)
-ShadowJob = tuple[str, CompiledPolicy, int, Any, tuple[Any, ...]]
-
-
-class ShadowWorker:
-    """Runs shadow copies on one background thread from a bounded queue: a full queue drops
-    the copy (counted), so shadows never hold up the primary's answer.
-
-    The thread shares the process (and its GIL) with the primaries, so it takes at most
-    `max_share` of the time: after each copy it rests for the copy's time x (1/share - 1).
-    When copies arrive faster than that budget, the queue fills and the rest are dropped,
-    rather than the shadows halving the primaries' throughput."""
-
-    def __init__(
-        self,
-        run: Callable[[str, int, Any], tuple[Any, ...]],
-        stats: PolicyStats,
-        *,
-        queue_size: int = SHADOW_QUEUE_SIZE,
-        on_outcome: OnRoute | None = None,
-        max_share: float = SHADOW_MAX_SHARE,
-    ) -> None:
-        self._rest_factor = 1.0 / max_share - 1.0 if 0 < max_share < 1 else 0.0
-        self._run = run
-        self._stats = stats
-        self._queue: queue.Queue[ShadowJob] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._on_outcome = on_outcome
-        self.dropped = 0
-
-    def offer(
-        self, name: str, policy: CompiledPolicy, decode: Any, outputs: tuple[Any, ...]
-    ) -> None:
-        for version, sample in policy.shadows:
-            if sample < 1.0 and random.random() >= sample:
-                continue
-            arm = self._stats.shadow(name, policy, version)
-            try:
-                self._queue.put_nowait((name, policy, version, decode, outputs))
-            except queue.Full:
-                self.dropped += 1
-                if arm is not None:
-                    with self._stats.locked():
-                        arm.dropped += 1
-                if self._on_outcome is not None:
-                    self._on_outcome(name, policy.alias, version, "dropped")
-                continue
-            if arm is not None:
-                with self._stats.locked():
-                    arm.sampled += 1
-            if self._thread is None:
-                self._start()
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="modelreg-shadows", daemon=True
-                )
-                self._thread.start()
-
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    def join(self, timeout: float = 5.0) -> bool:
-        """Wait until the queue is empty (tests); whether it emptied in time."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
-                return True
-            time.sleep(0.005)
-        return False
-
-    def _serve(self) -> None:
-        while True:
-            name, policy, version, decode, primary = self._queue.get()
-            started = time.perf_counter()
-            try:
-                self._one(name, policy, version, decode, primary)
-            except Exception:
-                log.exception("a shadow copy to %s version %d failed", name, version)
-            finally:
-                self._queue.task_done()
-            if self._rest_factor:
-                time.sleep((time.perf_counter() - started) * self._rest_factor)
-
-    def _one(
-        self, name: str, policy: CompiledPolicy, version: int, decode: Any, primary: tuple[Any, ...]
-    ) -> None:
-        arm = self._stats.shadow(name, policy, version)
-        started = time.perf_counter()
-        try:
-            outputs = self._run(name, version, decode)
-        except Exception:
-            if arm is not None:
-                with self._stats.locked():
-                    arm.errors += 1
-            if self._on_outcome is not None:
-                self._on_outcome(name, policy.alias, version, "error")
-            return
-        seconds = time.perf_counter() - started
-        if arm is not None:
-            with self._stats.locked():
-                arm.observe(seconds, outputs[0])
-                arm.compare(primary[0], outputs[0])
-        if self._on_outcome is not None:
-            self._on_outcome(name, policy.alias, version, "compared")

@@ -76,6 +76,23 @@ def _payload(doc: dict[str, Any]) -> str:
     return present[0]
 
 
+def decoder(
+    body: bytes, content_encoding: str | None, limit: int, keys: list[str] | None = None
+) -> Any:
+    """The V1 decoder; `keys` receives the payload key ('instances' or 'inputs')."""
+    found = [] if keys is None else keys
+
+    def decode(servable: Servable) -> Batch:
+        raw = decode_content(body, content_encoding, limit) if content_encoding else body
+        doc = parse_predict_json(raw, servable.plan)
+        found.append(_payload(doc))
+        decoded = decode_predict_document(doc, servable.plan)
+        return Batch(decoded.X, (decoded.method,), decoded.n_rows, found[0])
+
+    decode.replay = ("v1", body, content_encoding, limit)  # type: ignore[attr-defined]
+    return decode
+
+
 def predict_answer(
     dataplane: DataPlane,
     name: str,
@@ -88,13 +105,7 @@ def predict_answer(
 ) -> Answer:
     """A V1 predict's 200 answer (failures raise their domain errors)."""
     keys: list[str] = []
-
-    def decode(servable: Servable) -> Batch:
-        raw = decode_content(body, content_encoding, max_body_bytes) if content_encoding else body
-        doc = parse_predict_json(raw, servable.plan)
-        keys.append(_payload(doc))
-        decoded = decode_predict_document(doc, servable.plan)
-        return Batch(decoded.X, (decoded.method,), decoded.n_rows, keys[0])
+    decode = decoder(body, content_encoding, max_body_bytes, keys)
 
     def encode(inference: Inference) -> bytes:
         field = "outputs" if keys[0] == "inputs" else "predictions"

@@ -388,6 +388,28 @@ def _infer(name: str, version: str | None) -> Response:
     return to_response(answer)
 
 
+def decoder(
+    raw: bytes,
+    content_encoding: str | None,
+    header_length: str | None,
+    limit: int,
+    parsed: list[tuple[InferRequest, list[RequestedOutput]]] | None = None,
+) -> Any:
+    """The V2 infer decoder; `parsed` receives the request and its outputs for the encoder."""
+    found: list[tuple[InferRequest, list[RequestedOutput]]] = [] if parsed is None else parsed
+
+    def decode(servable: Servable) -> Batch:
+        body = decode_content(raw, content_encoding, limit)
+        decoded = decode_request(body, header_length, servable.plan.tensor_budget)
+        outputs = _requested_outputs(decoded, servable)
+        found.append((decoded, outputs))
+        X = to_matrix(decoded, servable.plan)
+        return Batch(X, tuple(o.name for o in outputs), int(X.shape[0]), FIELD)
+
+    decode.replay = ("v2", raw, content_encoding, header_length, limit)  # type: ignore[attr-defined]
+    return decode
+
+
 def infer_answer(
     dataplane: DataPlane,
     name: str,
@@ -403,14 +425,7 @@ def infer_answer(
     """A V2 infer request's 200 answer, free of any transport (failures raise)."""
     # What decode learnt that encode needs (the request id, binary output choices).
     parsed: list[tuple[InferRequest, list[RequestedOutput]]] = []
-
-    def decode(servable: Servable) -> Batch:
-        body = decode_content(raw, content_encoding, max_body_bytes)
-        decoded = decode_request(body, header_length, servable.plan.tensor_budget)
-        outputs = _requested_outputs(decoded, servable)
-        parsed.append((decoded, outputs))
-        X = to_matrix(decoded, servable.plan)
-        return Batch(X, tuple(o.name for o in outputs), int(X.shape[0]), FIELD)
+    decode = decoder(raw, content_encoding, header_length, max_body_bytes, parsed)
 
     def encode(inference: Inference) -> tuple[bytes, int | None]:
         decoded, outputs = parsed[0]

@@ -82,13 +82,21 @@ def make_config(tmp_path, database_url: str | None = None, **overrides) -> TestC
     ).resolved()
 
 
+def close_app(application) -> None:
+    """Stop what an app started: its shadow process, its database connections."""
+    services = application.extensions["modelreg"]
+    if services.dataplane.shadows is not None:
+        services.dataplane.shadows.stop()
+    services.engine.dispose()
+
+
 @pytest.fixture
 def app(tmp_path, database_url: str):
     from manage import create_app
 
     application = create_app(make_config(tmp_path, database_url))
     yield application
-    application.extensions["modelreg"].engine.dispose()
+    close_app(application)
 
 
 @pytest.fixture
@@ -102,7 +110,7 @@ def sqlite_app(tmp_path):
 
     application = create_app(make_config(tmp_path))
     yield application
-    application.extensions["modelreg"].engine.dispose()
+    close_app(application)
 
 
 @pytest.fixture

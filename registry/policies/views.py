@@ -266,6 +266,9 @@ def policy_stats(name: str, alias: str) -> Response:
     if current["state"] != "active":
         raise NotFound(f"alias '{alias}' of '{name}' has no policy")
     resolution = deps.dataplane.resolve(name, alias)
+    shadows = deps.dataplane.shadows
+    if shadows is not None:
+        shadows.publish()  # copies offered since the shadow process's last report
     stats = deps.dataplane.policy_stats.view(name, resolution.policy)
     return json_response(
         {
@@ -273,7 +276,7 @@ def policy_stats(name: str, alias: str) -> Response:
             "alias": alias,
             "policy_revision": current["revision"],
             "process": os.getpid(),
-            "shadow_queue": deps.dataplane.shadows.pending(),
+            "shadow_queue": shadows.pending() if shadows is not None else 0,
             **stats,
             "outcome": service.outcome_comparison(deps.uow, current),
         }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,27 +270,76 @@ def test_a_classifier_shadow_reports_its_agreement(client, app):
     assert 0.0 <= shadow["agreement"] <= 1.0
 
 
-def test_a_full_shadow_queue_drops_copies_and_counts_them(three, app):
-    dataplane = app.extensions["modelreg"].dataplane
-    # a worker whose copies never finish: the queue (2 deep) fills and the rest are dropped
-    import threading
+def _shadow_process(app, **options):
+    from serving.shadow_process import ShadowProcess
 
-    from serving.policies import ShadowWorker
+    services = app.extensions["modelreg"]
+    dataplane = services.dataplane
+    dataplane.shadows.stop()
+    dataplane.shadows = ShadowProcess(
+        services.config,
+        dataplane.policy_stats,
+        on_outcome=services.metrics.on_shadow_outcome,
+        **options,
+    )
+    return dataplane.shadows
 
-    release = threading.Event()
 
-    def stuck(name, version, decode):
-        release.wait(10)
-        return (np.zeros(1),)
+def _shadow_stats(client):
+    return client.get("/models/price/aliases/production/policy/stats").get_json()["shadows"][0]
 
-    dataplane.shadows = ShadowWorker(stuck, dataplane.policy_stats, queue_size=2)
+
+def test_a_shadow_process_that_falls_behind_drops_copies_and_counts_them(three, app):
+    """The child stopped (SIGSTOP): its socket and the parent's buffer fill, the rest of the
+    copies are dropped and counted, and the primaries are answered as before."""
+    shadows = _shadow_process(app, buffer_bytes=2048, socket_buffer_bytes=4096)
     body = {"variants": [{"version": 1, "weight": 1}], "shadows": [{"version": 2}]}
     assert _put(three, body).status_code == 200
-    assert set(_versions(three, 20)) == {1}
-    stats = three.get("/models/price/aliases/production/policy/stats").get_json()["shadows"][0]
-    release.set()
-    assert stats["dropped"] >= 17 and stats["sampled"] + stats["dropped"] == 20
-    assert dataplane.shadows.dropped == stats["dropped"]
+    assert set(_versions(three, 1)) == {1}
+    assert shadows.join()
+    child = shadows.child_pid()
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        assert set(_versions(three, 300)) == {1}
+        stopped = _shadow_stats(three)
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert stopped["sampled"] + stopped["dropped"] == 301
+    assert stopped["dropped"] >= 200
+    assert shadows.dropped == stopped["dropped"]
+    assert shadows.join()
+    caught_up = _shadow_stats(three)
+    assert caught_up["requests"] == caught_up["sampled"] == stopped["sampled"]
+    assert caught_up["dropped"] == stopped["dropped"]
+    metrics = three.get("/metrics").get_data(as_text=True)
+    assert (
+        'modelreg_policy_shadow_total{alias="production",model="price",outcome="dropped",'
+        f'version="2"}} {float(stopped["dropped"])}' in metrics
+    )
+
+
+def test_a_killed_shadow_process_is_replaced_and_never_fails_a_primary(three, app):
+    shadows = _shadow_process(app, restart_seconds=0.5)
+    body = {"variants": [{"version": 1, "weight": 1}], "shadows": [{"version": 2}]}
+    assert _put(three, body).status_code == 200
+    assert set(_versions(three, 5)) == {1}
+    assert shadows.join()
+    first = shadows.child_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while shadows.child_pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert shadows.child_pid() is None  # noticed: copies are dropped during the pause
+    assert set(_versions(three, 5)) == {1}
+    time.sleep(0.6)
+    assert set(_versions(three, 5)) == {1}
+    assert shadows.join()
+    second = shadows.child_pid()
+    assert second is not None and second != first
+    stats = _shadow_stats(three)
+    assert stats["requests"] >= 10 and stats["dropped"] >= 5
+    assert stats["requests"] + stats["dropped"] == 15
 
 
 def test_policy_events_are_webhook_event_types():

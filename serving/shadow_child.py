@@ -1,0 +1,171 @@
+"""The shadow process: `python -m serving.shadow_child <fd>`, started by serving/shadow_process.py.
+
+It reads the serving process's settings, builds its own serving stack from them (registry
+lookups, artifact store, model cache; no background jobs, no metrics files, no shadows of its
+own), then runs each copy it receives: rebuild the request's decoder, load the shadow version,
+predict, compare with the primary's outputs. Counters go back to the parent every
+SNAPSHOT_SECONDS while there is work. It exits when the parent's end of the socket closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import pickle
+import select
+import socket
+import sys
+import time
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("serving.shadow")
+
+# How each protocol's decoder is rebuilt from what `decode.replay` carries: (protocol, *args).
+REPLAYS = {
+    "native": ("serving.native", "decoder"),
+    "invocations": ("serving.invocations", "decoder"),
+    "v1": ("serving.v1", "decoder"),
+    "v2": ("serving.v2", "decoder"),
+}
+_COUNTED = (
+    "requests",
+    "errors",
+    "latency",
+    "rows",
+    "total",
+    "squares",
+    "classes",
+    "compared_rows",
+    "agreeing_rows",
+    "deltas",
+    "delta_seen",
+)
+
+
+def _idle_priority() -> None:
+    """Run only on CPU time nobody else wants (SCHED_IDLE; the lowest nice value where the
+    platform has no such policy)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(19)
+
+
+def _build(settings: Any) -> Any:
+    from manage import EXTENSION_KEY, create_app
+
+    quiet = dataclasses.replace(
+        settings,
+        AUTO_MIGRATE=False,
+        WEBHOOK_DISPATCH=False,
+        CANARY_BACKGROUND=False,
+        MONITORING=False,
+        MONITOR_BACKGROUND=False,
+        SHADOWS=False,
+        ACCESS_LOG=False,
+    )
+    return create_app(quiet).extensions[EXTENSION_KEY].dataplane
+
+
+class Runner:
+    def __init__(self, dataplane: Any) -> None:
+        from serving.policies import _Arm
+
+        self._dataplane = dataplane
+        self._new_arm = _Arm
+        self.arms: dict[tuple[str, str, int, int], Any] = {}
+        self.done = 0
+
+    def run(self, data: bytes) -> None:
+        try:
+            copy = pickle.loads(data)
+        except Exception:  # the parent wrote it: a bug, not a request's fault
+            log.exception("a shadow copy could not be read")
+            self.done += 1
+            return
+        name, alias, revision, version, replay, primary = copy
+        key = (name, alias, revision, version)
+        arm = self.arms.get(key)
+        if arm is None:
+            arm = self.arms[key] = self._new_arm()
+        try:
+            module, function = REPLAYS[replay[0]]
+            decode = getattr(importlib.import_module(module), function)(*replay[1:])
+            started = time.perf_counter()
+            outputs = self._dataplane.run_copy(name, version, decode)
+            seconds = time.perf_counter() - started
+        except Exception as error:  # counted; a shadow never answers anyone
+            arm.errors += 1
+            log.debug("a shadow copy to %s version %d failed: %s", name, version, error)
+        else:
+            arm.observe(seconds, outputs[0])
+            arm.compare(primary, outputs[0])
+        finally:
+            self.done += 1
+
+    def report(self) -> bytes:
+        arms = [
+            [*key, {field: getattr(arm, field) for field in _COUNTED}]
+            for key, arm in self.arms.items()
+        ]
+        self.arms = {}
+        return orjson.dumps({"done": self.done, "arms": arms}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def serve(sock: socket.socket) -> None:
+    from serving.shadow_process import SNAPSHOT_SECONDS, frame, read_frames
+
+    buffer = bytearray()
+    while len(frames := read_frames(buffer)) == 0:
+        data = sock.recv(1 << 16)
+        if not data:
+            return
+        buffer += data
+    settings = pickle.loads(frames[0])
+    from registry.logs import configure_logging
+
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
+    runner = Runner(_build(settings))
+    pending = frames[1:]
+    reported = time.monotonic()
+    while True:
+        for data in pending:
+            runner.run(data)
+            if time.monotonic() - reported >= SNAPSHOT_SECONDS:
+                sock.sendall(frame(runner.report()))
+                reported = time.monotonic()
+        busy = bool(runner.arms)
+        timeout = max(SNAPSHOT_SECONDS - (time.monotonic() - reported), 0) if busy else None
+        readable, _, _ = select.select([sock], [], [], timeout)
+        if readable:
+            data = sock.recv(1 << 20)
+            if not data:
+                return
+            buffer += data
+            pending = read_frames(buffer)
+        else:
+            pending = []
+        if busy and time.monotonic() - reported >= SNAPSHOT_SECONDS:
+            sock.sendall(frame(runner.report()))
+            reported = time.monotonic()
+
+
+def main() -> None:
+    _idle_priority()
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        serve(sock)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    main()
