@@ -200,6 +200,9 @@ class Config:
     # Shadow copies of traffic policies run in one idle-priority child process per serving
     # process (docs/policies.md); false: copies are neither run nor counted here.
     SHADOWS: bool = True
+    # ...and work only while at least this many cores are idle (0: whenever the kernel lets
+    # them; under saturation their copies back up and drop instead of slowing the workers).
+    SHADOW_MIN_IDLE_CORES: float = 0.5
     MONITOR_WINDOW_SECONDS: int = 300
     MONITOR_FLUSH_SECONDS: float = 5.0
     MONITOR_EVALUATE_SECONDS: float = 30.0
@@ -283,6 +286,8 @@ class TestConfig(Config):
     # No monitoring thread per test app; monitoring tests flush and evaluate by hand.
     MONITOR_BACKGROUND: bool = False
     CANARY_BACKGROUND: bool = False
+    # Shadow copies run whatever the load of the test machine (the gate has its own test).
+    SHADOW_MIN_IDLE_CORES: float = 0.0
     EXTRA: dict[str, Any] = field(default_factory=lambda: {"TESTING": True})
 
 

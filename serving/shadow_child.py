@@ -16,9 +16,11 @@ import logging
 import os
 import pickle
 import select
+import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -32,6 +34,7 @@ REPLAYS = {
     "v1": ("serving.v1", "decoder"),
     "v2": ("serving.v2", "decoder"),
 }
+GATE_SECONDS = 0.1
 _COUNTED = (
     "requests",
     "errors",
@@ -55,6 +58,87 @@ def _idle_priority() -> None:
     except (AttributeError, OSError):
         with contextlib.suppress(OSError):
             os.nice(19)
+
+
+Sample = Callable[[], "tuple[float, float, float] | None"]
+
+
+def machine_sample() -> tuple[float, float, float] | None:
+    """(now, idle CPU seconds of all cores, this process's CPU seconds); None without /proc."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = stat.readline().split()[1:]
+    except OSError:
+        return None
+    idle = (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")  # idle + iowait
+    return time.monotonic(), idle, time.process_time()
+
+
+class ParentAvoider:
+    """Keeps the child off the CPU its serving process last ran on (where there is another
+    one): the worker then keeps its caches warm while the child works next to it."""
+
+    def __init__(self, parent: int) -> None:
+        self.parent = parent
+        try:
+            self.cpus = set(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cpus = set()
+        self._avoided: int | None = None
+
+    def step(self) -> None:
+        if len(self.cpus) < 2:
+            return
+        try:
+            text = open(f"/proc/{self.parent}/stat", "rb").read()  # noqa: SIM115
+            cpu = int(text[text.rindex(b")") + 2 :].split()[36])  # field 39: last CPU
+        except (OSError, ValueError, IndexError):
+            return
+        if cpu != self._avoided and cpu in self.cpus:
+            self._avoided = cpu
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(0, self.cpus - {cpu})
+
+
+class IdleGate:
+    """Whether the machine has CPU to spare. Idle priority alone still lets the child run in
+    the short gaps of a saturated server, where its cache footprint slows the workers that
+    preempt it. So it also pauses (its copies back up in the parent, then drop) while fewer
+    than `min_cores` cores were idle over the last `period`, its own use counted as idle."""
+
+    def __init__(
+        self,
+        min_cores: float,
+        period: float = GATE_SECONDS,
+        sample: Sample = machine_sample,
+        every_period: Callable[[], None] | None = None,
+    ) -> None:
+        self.min_cores = min_cores
+        self._every_period = every_period
+        self.period = period
+        self._sample = sample
+        self._last = sample() if min_cores > 0 else None
+        self._open = True
+        self._checked = time.monotonic()
+
+    def open(self) -> bool:
+        """Whether to work now; judged again once per period."""
+        now = time.monotonic()
+        if now - self._checked < self.period:
+            return self._open
+        self._checked = now
+        if self._every_period is not None:
+            self._every_period()
+        if self.min_cores <= 0:
+            return True
+        sample = self._sample()
+        if sample is None or self._last is None:
+            return True
+        (t0, idle0, own0), (t1, idle1, own1) = self._last, sample
+        self._last = sample
+        if t1 > t0:
+            self._open = ((idle1 - idle0) + (own1 - own0)) / (t1 - t0) >= self.min_cores
+        return self._open
 
 
 def _build(settings: Any) -> Any:
@@ -132,11 +216,19 @@ def serve(sock: socket.socket) -> None:
 
     configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     runner = Runner(_build(settings))
+    gate = IdleGate(
+        float(settings.SHADOW_MIN_IDLE_CORES), every_period=ParentAvoider(os.getppid()).step
+    )
     pending = frames[1:]
     reported = time.monotonic()
     while True:
-        for data in pending:
-            runner.run(data)
+        done = 0
+        while done < len(pending):
+            if not gate.open():  # the machine is busy: the copies wait
+                time.sleep(gate.period)
+                continue
+            runner.run(pending[done])
+            done += 1
             if time.monotonic() - reported >= SNAPSHOT_SECONDS:
                 sock.sendall(frame(runner.report()))
                 reported = time.monotonic()
@@ -158,6 +250,9 @@ def serve(sock: socket.socket) -> None:
 
 def main() -> None:
     _idle_priority()
+    # Ctrl-C reaches the whole process group: the child ends when its parent closes the
+    # socket, not with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(sock)
