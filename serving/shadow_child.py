@@ -35,6 +35,9 @@ REPLAYS = {
     "v2": ("serving.v2", "decoder"),
 }
 GATE_SECONDS = 0.1
+# Read little at a time: what stays in the socket and the parent's buffer keeps them full, and
+# a serving process with a full buffer drops a copy without even pickling it.
+RECV_BYTES = 64 * 1024
 _COUNTED = (
     "requests",
     "errors",
@@ -236,7 +239,7 @@ def serve(sock: socket.socket) -> None:
         timeout = max(SNAPSHOT_SECONDS - (time.monotonic() - reported), 0) if busy else None
         readable, _, _ = select.select([sock], [], [], timeout)
         if readable:
-            data = sock.recv(1 << 20)
+            data = sock.recv(RECV_BYTES)
             if not data:
                 return
             buffer += data
