@@ -95,8 +95,8 @@ def _portable(outputs: Any) -> Any:
 
 class ShadowProcess:
     """The serving process's side: offers copies, keeps the child running, and folds its
-    reports into `stats`. Same interface as an in-process worker: offer, pending, join,
-    dropped."""
+    reports into `stats` (the data plane calls `offer`; the stats view `publish` and
+    `pending`; tests `join`)."""
 
     def __init__(
         self,

@@ -180,10 +180,18 @@ def _drift_until_the_candidate_fires(app, client, controller) -> None:
     nothing is judged before the window closes, then close it: version 2's alert fires."""
     worker = app.extensions["modelreg.monitoring"].worker
     rng = np.random.default_rng(4)
-    for _ in range(10):  # every row shifted by 1.5 sigma
+    answered = {1: 0, 2: 0}
+    # Every row shifted by 1.5 sigma, until each version has answered 400 rows (twice the
+    # monitor's min_rows): the split is random, and ten requests could leave one short.
+    for _ in range(200):
         X, _ = _data(rng, 100, shift=1.5)
         body = {"inputs": {c: X[c].tolist() for c in FEATURES}}
-        assert client.post("/models/house/production/predict", json=body).status_code == 200
+        answer = client.post("/models/house/production/predict", json=body)
+        assert answer.status_code == 200
+        answered[answer.get_json()["version"]] += 1
+        if min(answered.values()) >= 4:
+            break
+    assert min(answered.values()) >= 4, answered
     worker.flush()
     controller.flush()
     assert controller.judge(lead=True) == [("house", "production", "hold")]  # not judged yet
