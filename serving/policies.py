@@ -168,6 +168,22 @@ class _Arm:
         else:
             self.agreeing_rows += int(np.count_nonzero(a == b))
 
+    def counts(self) -> dict[str, Any]:
+        """What `merge` adds: the counters a shadow process reports (JSON-ready)."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency": self.latency,
+            "rows": self.rows,
+            "total": self.total,
+            "squares": self.squares,
+            "classes": self.classes,
+            "compared_rows": self.compared_rows,
+            "agreeing_rows": self.agreeing_rows,
+            "deltas": self.deltas,
+            "delta_seen": self.delta_seen,
+        }
+
     def merge(self, counts: dict[str, Any]) -> None:
         """Add another process's counters (a shadow process's report) to these."""
         self.requests += counts["requests"]
@@ -328,34 +344,32 @@ class PolicyStats:
             for (name, alias, revision, version), arm in pending.items()
         ]
 
-    def shadow(self, name: str, policy: CompiledPolicy, version: int) -> _Arm | None:
-        return self._arms(name, policy)[1].get(version)
+    def _shadow_arm(self, name: str, alias: str, revision: int, version: int) -> _Arm | None:
+        """A shadow's counters while (name, alias) still has policy `revision`."""
+        found = self._policies.get((name, alias))
+        if found is None or found[0] != revision:
+            return None
+        return found[2].get(version)
 
     def add_offers(
         self, name: str, alias: str, revision: int, version: int, sampled: int, dropped: int
     ) -> None:
         """Copies of requests handed to a shadow (`sampled`) or dropped, at `revision`."""
-        found = self._policies.get((name, alias))
-        if found is None or found[0] != revision or version not in found[2]:
-            return
-        with self._lock:
-            arm = found[2][version]
-            arm.sampled += sampled
-            arm.dropped += dropped
+        arm = self._shadow_arm(name, alias, revision, version)
+        if arm is not None:
+            with self._lock:
+                arm.sampled += sampled
+                arm.dropped += dropped
 
     def merge_shadow(
         self, name: str, alias: str, revision: int, version: int, counts: dict[str, Any]
     ) -> None:
         """A shadow process's counters for one shadow of (name, alias) at `revision`;
         dropped when the policy has changed since."""
-        found = self._policies.get((name, alias))
-        if found is None or found[0] != revision or version not in found[2]:
-            return
-        with self._lock:
-            found[2][version].merge(counts)
-
-    def locked(self) -> threading.Lock:
-        return self._lock
+        arm = self._shadow_arm(name, alias, revision, version)
+        if arm is not None:
+            with self._lock:
+                arm.merge(counts)
 
     def view(self, name: str, policy: CompiledPolicy | None) -> dict[str, Any]:
         if policy is None:

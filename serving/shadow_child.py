@@ -38,19 +38,6 @@ GATE_SECONDS = 0.1
 # Read little at a time: what stays in the socket and the parent's buffer keeps them full, and
 # a serving process with a full buffer drops a copy without even pickling it.
 RECV_BYTES = 64 * 1024
-_COUNTED = (
-    "requests",
-    "errors",
-    "latency",
-    "rows",
-    "total",
-    "squares",
-    "classes",
-    "compared_rows",
-    "agreeing_rows",
-    "deltas",
-    "delta_seen",
-)
 
 
 def _idle_priority() -> None:
@@ -197,10 +184,7 @@ class Runner:
             self.done += 1
 
     def report(self) -> bytes:
-        arms = [
-            [*key, {field: getattr(arm, field) for field in _COUNTED}]
-            for key, arm in self.arms.items()
-        ]
+        arms = [[*key, arm.counts()] for key, arm in self.arms.items()]
         self.arms = {}
         return orjson.dumps({"done": self.done, "arms": arms}, option=orjson.OPT_SERIALIZE_NUMPY)
 

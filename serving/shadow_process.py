@@ -206,7 +206,6 @@ class ShadowProcess:
         except OSError:
             log.exception("the shadow process could not start")
             parent.close()
-            child.close()
             self._failed_at = time.monotonic()
             return None
         finally:
@@ -222,7 +221,7 @@ class ShadowProcess:
         return parent
 
     def _read(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
-        """Reports from the child; sends the copies `_send` left (within READER_SECONDS)."""
+        """Reports from the child; sends the copies `_queue` appended (within READER_SECONDS)."""
         buffer = bytearray()
         try:
             while True:
