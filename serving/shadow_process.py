@@ -223,15 +223,24 @@ class ShadowProcess:
     def _read(self, sock: socket.socket, process: subprocess.Popen[bytes]) -> None:
         """Reports from the child; sends the copies `_queue` appended (within READER_SECONDS)."""
         buffer = bytearray()
+        next_send = 0.0
         try:
             while True:
-                writing = [sock] if self._outbox else []
-                readable, writable, _ = select.select([sock], writing, [], READER_SECONDS)
-                self.publish()
+                # One send per READER_SECONDS at most: a thread that sent whenever the socket
+                # could take more would wake up for every copy, and take the GIL from the
+                # requests each time.
+                wait = max(next_send - time.monotonic(), 0.0)
+                sending = self._outbox and not wait
+                writing = [sock] if sending else []
+                readable, writable, _ = select.select(
+                    [sock], writing, [], READER_SECONDS if sending or not self._outbox else wait
+                )
                 if writable:
                     with self._lock:
                         if self._sock is sock and self._outbox:
                             self._flush(sock)
+                    next_send = time.monotonic() + READER_SECONDS
+                self.publish()
                 if readable:
                     data = sock.recv(1 << 16)
                     if not data:
