@@ -46,11 +46,36 @@ def status_line(status: int) -> str:
     return line if line is not None else f"{status} {HTTPStatus(status).phrase}"
 
 
+class _FreshIds:
+    """Request ids of 128 random bits each (as random as uuid4().hex), drawn from the OS 256
+    at a time: one getrandom call per request was a measurable part of a 1-row predict."""
+
+    BLOCK = 256
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        # A forked worker must not hand out the ids its parent drew.
+        os.register_at_fork(after_in_child=self._ids.clear)
+
+    def __call__(self) -> str:
+        ids = self._ids
+        try:
+            return ids.pop()  # atomic: threads never get the same id
+        except IndexError:
+            block = os.urandom(16 * self.BLOCK).hex()
+            fresh = [block[i : i + 32] for i in range(32, len(block), 32)]
+            ids.extend(fresh)
+            return block[:32]
+
+
+fresh_request_id = _FreshIds()
+
+
 def request_id_from(incoming: str) -> str:
     """The caller's X-Request-ID when it is a sane one, else a fresh id."""
     if 0 < len(incoming) <= 64 and incoming.isprintable() and incoming.isascii():
         return incoming
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+    return fresh_request_id()
 
 
 @dataclass(slots=True)  # not frozen: built for every request, and a frozen init is slower
@@ -135,7 +160,7 @@ class AnswerFinisher:
         self._metrics.observe_request(
             done.route, done.method, label, done.version, done.status, done.seconds
         )
-        if self._access_log:
+        if self._access_log and access_log.isEnabledFor(logging.INFO):  # else: no fields built
             access_log.info(
                 "%s %s %d",
                 done.method,

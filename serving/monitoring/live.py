@@ -68,10 +68,11 @@ class _Buffer:
     appends per request (arrays are not tracked by the garbage collector), one concatenate
     per fold."""
 
-    __slots__ = ("n", "plan", "rows", "start", "width", "xs", "ys")
+    __slots__ = ("end", "n", "plan", "rows", "start", "width", "xs", "ys")
 
-    def __init__(self, start: int, width: int, plan: Any) -> None:
+    def __init__(self, start: int, end: int, width: int, plan: Any) -> None:
         self.start = start
+        self.end = end
         self.width = width
         self.xs: list[np.ndarray] = []
         self.ys: list[np.ndarray] = []
@@ -96,6 +97,9 @@ class LiveMonitor:
         writer_id: str | None = None,
     ) -> None:
         self.settings = settings
+        self._window = settings.window_seconds  # read on every request: kept at hand
+        self._rows_binned = settings.rows_binned_per_request
+        self._payload_sample = settings.payload_sample
         self._load_profiles = load_profiles
         self._write = write
         self._clock = clock
@@ -119,34 +123,45 @@ class LiveMonitor:
         batch = inference.batch
         rows = batch.rows
         now = self._clock()
-        window = self.settings.window_seconds
-        start = int(now // window) * window
         key = (inference.name, inference.version, inference.variant)
-        method = batch.methods[0]
         X = batch.X
-        y = inference.outputs[0] if method == "predict" else None
-        if rows > self.settings.rows_binned_per_request:
-            X, y = sample_rows(X, y, rows, self.settings.rows_binned_per_request)
-        queued = len(X)
-        if type(X) is np.ndarray and type(y) is np.ndarray and y.ndim == 1 and y.dtype.kind == "f":
+        y = inference.outputs[0] if batch.methods[0] == "predict" else None
+        if (
+            rows <= self._rows_binned
+            and type(X) is np.ndarray
+            and type(y) is np.ndarray
+            and y.ndim == 1
+            and y.dtype.kind == "f"
+        ):  # the usual numeric request: two appends to its window's buffer
             with self._lock:
                 buffer = self._buffers.get(key)
                 if (
                     buffer is None
-                    or buffer.start != start
+                    or not buffer.start <= now < buffer.end
                     or buffer.n >= BUFFER_ROWS
                     or buffer.width != X.shape[1]
                 ):
-                    buffer = self._swap_buffer(key, start, X.shape[1], inference.servable.plan)
+                    buffer = self._swap_buffer(
+                        key, self._window_start(now), X.shape[1], inference.servable.plan
+                    )
                 buffer.xs.append(X)
                 buffer.ys.append(y)
-                buffer.n += queued
+                buffer.n += len(X)
                 buffer.rows += rows
         else:
+            queued = rows
+            if rows > self._rows_binned:
+                X, y = sample_rows(X, y, rows, self._rows_binned)
+                queued = len(X)
+            start = self._window_start(now)
             self._queue(key, start, X, y, rows, queued, inference.servable.plan)
-        rate = self.payload_rates.get(inference.name, self.settings.payload_sample)
+        rate = self.payload_rates.get(inference.name, self._payload_sample)
         if rate > 0 and (rate >= 1 or random.random() < rate):
-            self._log_payload(inference, key, now, start)
+            self._log_payload(inference, key, now, self._window_start(now))
+
+    def _window_start(self, now: float) -> int:
+        window = self._window
+        return int(now // window) * window
 
     def _swap_buffer(self, key: Key, start: int, width: int, plan: Any) -> _Buffer:
         """A fresh buffer for `key`; the old one (if it holds rows) joins the queue. Called
@@ -154,7 +169,7 @@ class LiveMonitor:
         old = self._buffers.get(key)
         if old is not None and old.rows:
             self._retire(key, old)
-        buffer = self._buffers[key] = _Buffer(start, width, plan)
+        buffer = self._buffers[key] = _Buffer(start, start + self._window, width, plan)
         return buffer
 
     def _retire(self, key: Key, buffer: _Buffer) -> None:

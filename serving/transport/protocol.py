@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import httptools
 
 from registry.answers import Answer, status_line
-from serving.transport.responses import CONTINUE, problem_response, render_head
+from serving.transport.responses import CONTINUE, problem_response, render_own_head
 from serving.transport.wsgi import (
     ABORT,
     BodyStream,
@@ -44,6 +44,7 @@ from serving.transport.wsgi import (
 LINGER_SECONDS = 2.0  # after the last answer, how long a closing connection is drained
 LINGER_BYTES = 64 * 1024
 READ_SLACK = 256 * 1024  # one read's worth past the head limit before it is counted as over
+_FRAMING = frozenset({b"host", b"content-length", b"expect"})  # what the transport reads
 
 # What a connection is waiting for (the deadline that applies)
 IDLE = 0  # the next request on a kept-alive connection
@@ -72,6 +73,8 @@ class Settings:
         return self.max_request_line + self.max_headers * (self.max_header_field + 4) + 4
 
 
+# The whole answer from memory, or None (the app answers in a thread). Its headers include
+# Content-Length and no hop-by-hop field: the loop sends them as they are.
 MemoryAnswerer = Callable[[dict[str, Any]], Answer | None]
 
 
@@ -118,6 +121,7 @@ class Request:
         "complete",
         "continue_sent",
         "expect_continue",
+        "framing",
         "headers",
         "keep_alive",
         "length",
@@ -135,6 +139,7 @@ class Request:
         self.method = ""
         self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
+        self.framing: list[tuple[bytes, bytes]] = []  # Host, Content-Length and Expect
         self.chunks: list[bytes] = []
         self.received = 0  # body bytes so far
         self.length: int | None = None
@@ -291,7 +296,10 @@ class HttpProtocol(asyncio.Protocol):
         if request is None or request.method:
             return  # a chunked body's trailer: never a header of the request
         # llhttp keeps a value's trailing tabs; RFC 9110 5.5: not part of the value.
-        request.headers.append((name.lower(), value.strip(b" \t")))
+        name, value = name.lower(), value.strip(b" \t")
+        request.headers.append((name, value))
+        if name in _FRAMING:  # noted now: on_headers_complete then needs no second pass
+            request.framing.append((name, value))
 
     def on_headers_complete(self) -> None:
         request = self.parsing
@@ -308,11 +316,12 @@ class HttpProtocol(asyncio.Protocol):
                              "request line")  # fmt: skip
             self._reject(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
                          "This server speaks HTTP/1.0 and 1.1 only.", "version")  # fmt: skip
-        if request.version == "1.1" and not any(name == b"host" for name, _ in request.headers):
+        framing = request.framing
+        if request.version == "1.1" and not any(name == b"host" for name, _ in framing):
             # RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host.
             self._reject(HTTPStatus.BAD_REQUEST, "An HTTP/1.1 request needs a Host header.", "Host")
         settings = self.settings
-        for name, value in request.headers:
+        for name, value in framing:
             if name == b"content-length":
                 request.length = int(value)
             elif name == b"expect":
@@ -400,9 +409,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         keep_alive = request.keep_alive and self.host.accepting_requests and not self.eof
         status = status_line(answer.status)
-        head, keep_alive, _ = render_head(
-            status, answer.headers, keep_alive, length=len(answer.body)
-        )
+        head = render_own_head(status, answer.headers, keep_alive)
         self.transport.write(head + answer.body)  # type: ignore[union-attr]
         self.host.request_answered(
             environ, status, len(answer.body), request.started, answer.headers

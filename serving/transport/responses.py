@@ -84,6 +84,24 @@ def render_head(
     return head[:cut] + date_line() + head[cut:], keep_alive, has_length
 
 
+_KEEP_ALIVE_END = b"Connection: keep-alive\r\n\r\n"
+_CLOSE_END = b"Connection: close\r\n\r\n"
+
+
+def render_own_head(status: str, headers: list[tuple[str, str]], keep_alive: bool) -> bytes:
+    """The head of an answer the app gave from memory (the fast path): its headers hold
+    their own Content-Length and never a hop-by-hop field, so none is looked for."""
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    return b"".join(
+        (
+            f"HTTP/1.1 {status}\r\n".encode("latin-1"),
+            date_line(),
+            fields.encode("latin-1"),
+            _KEEP_ALIVE_END if keep_alive else _CLOSE_END,
+        )
+    )
+
+
 def problem_response(
     status: HTTPStatus, detail: str, errors: dict[str, str] | None = None
 ) -> bytes:
