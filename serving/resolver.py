@@ -79,28 +79,31 @@ class ReferenceResolver:
         self._timeout = lookup_timeout
         self._clock = clock
         self._lock = threading.Lock()
-        self._pinned: OrderedDict[tuple[str, int], VersionSpec] = OrderedDict()
+        # (name, version) -> its Resolution: a pinned version's answer, made once (a frozen
+        # dataclass costs a few attribute sets per instance)
+        self._pinned: OrderedDict[tuple[str, int], Resolution] = OrderedDict()
         self._pinned_per_model: dict[str, int] = {}  # model name -> entries in _pinned
-        # (name, alias or "latest") -> (spec, when read, the alias's compiled policy)
-        self._floating: dict[tuple[str, str], tuple[VersionSpec, float, CompiledPolicy | None]] = {}
+        # (name, alias or "latest") -> (fresh Resolution, when read): the spec and the alias's
+        # compiled policy ride in the Resolution
+        self._floating: dict[tuple[str, str], tuple[Resolution, float]] = {}
         self._unavailable_until = 0.0
 
     def resolve(self, name: str, ref: Reference) -> Resolution:
         if ref.version is not None:
-            spec = self._pinned.get((name, ref.version))
-            if spec is not None:
-                return Resolution(spec)
+            pinned = self._pinned.get((name, ref.version))
+            if pinned is not None:
+                return pinned
             record = self._lookups.call(
                 ("ref", name, ref.version), lambda: self._fetch(name, ref), self._timeout
             )
-            return Resolution(self.remember(record))
+            return self._pinned_resolution(self.remember(record))
         label = "latest" if ref.latest else str(ref.alias)
         known = self._floating.get((name, label))
         now = self._clock()
         if known is not None and now - known[1] < self._refresh:
-            return Resolution(known[0], False, known[2])
+            return known[0]
         if known is not None and now < self._unavailable_until:
-            return Resolution(known[0], True, known[2])
+            return Resolution(known[0].spec, True, known[0].policy)
         key = ("ref", name, label)
         # One request refreshes; the others wait briefly for it, then answer from what is
         # known, so a slow database never takes every request thread.
@@ -120,40 +123,45 @@ class ReferenceResolver:
                 "registry unavailable; serving %s/%s from the last known mapping (version %d)",
                 name,
                 label,
-                known[0].version,
+                known[0].spec.version,
             )
-            return Resolution(known[0], True, known[2])
+            return Resolution(known[0].spec, True, known[0].policy)
         spec = self.remember(record)
         policy = None
         if ref.alias is not None and record.policy:
             # The same revision as the one held: keep its compiled form (a refresh every
             # ALIAS_REFRESH_SECONDS would otherwise rebuild the bucket table each time).
-            held = known[2] if known is not None else None
+            held = known[0].policy if known is not None else None
             if held is not None and held.revision == record.policy["revision"]:
                 policy = held
             else:
                 policy = compile_policy(label, record.policy)
+        fresh = Resolution(spec, False, policy)
         with self._lock:
-            self._floating[(name, label)] = (spec, now, policy)
-        return Resolution(spec, False, policy)
+            self._floating[(name, label)] = (fresh, now)
+        return fresh
 
     def peek(self, name: str, ref: Reference) -> Resolution | None:
         """What `resolve` would answer without asking the registry; None when it would ask."""
         if ref.version is not None:
-            spec = self._pinned.get((name, ref.version))
-            return Resolution(spec) if spec is not None else None
+            return self._pinned.get((name, ref.version))
         known = self._floating.get((name, "latest" if ref.latest else str(ref.alias)))
         if known is None:
             return None
         now = self._clock()
         if now - known[1] < self._refresh:
-            return Resolution(known[0], False, known[2])
+            return known[0]
         if now < self._unavailable_until:
-            return Resolution(known[0], True, known[2])
+            return Resolution(known[0].spec, True, known[0].policy)
         return None
 
     def spec_for(self, name: str, version: int) -> VersionSpec | None:
-        return self._pinned.get((name, version))
+        pinned = self._pinned.get((name, version))
+        return pinned.spec if pinned is not None else None
+
+    def _pinned_resolution(self, spec: VersionSpec) -> Resolution:
+        pinned = self._pinned.get((spec.name, spec.version))
+        return pinned if pinned is not None and pinned.spec is spec else Resolution(spec)
 
     def knows_model(self, name: str) -> bool:
         """Whether a version of this model was resolved here (it exists, or did lately)."""
@@ -165,7 +173,7 @@ class ReferenceResolver:
         with self._lock:
             if key not in self._pinned:
                 self._count(spec.name, 1)
-            self._pinned[key] = spec
+            self._pinned[key] = Resolution(spec)
             self._pinned.move_to_end(key)
             while len(self._pinned) > MAX_PINNED:
                 self._count(self._pinned.popitem(last=False)[0][0], -1)
@@ -198,12 +206,12 @@ class ReferenceResolver:
                 self._count(name, -1)
             for key in [
                 k
-                for k, (spec, _, _) in self._floating.items()
-                if k[0] == name and spec.version == version
+                for k, (known, _) in self._floating.items()
+                if k[0] == name and known.spec.version == version
             ]:
                 del self._floating[key]
             self._floating.pop((name, "latest"), None)
 
     def known_versions(self) -> list[VersionSpec]:
         with self._lock:
-            return list(self._pinned.values())
+            return [pinned.spec for pinned in self._pinned.values()]
