@@ -227,7 +227,10 @@ class TreeTarget(ModelregTarget):
         return []
 
     def describe(self) -> str:
-        return f"PYTHONPATH=<{self.name} tree> " + super().describe()
+        # The tree's temporary path says nothing to a reader: named, not shown.
+        shown = f"PYTHONPATH={self.extra_env.get('PYTHONPATH')} "
+        described = super().describe().replace(shown, "")
+        return f"PYTHONPATH=<{self.name} tree> " + described
 
 
 class V2View(Target):
