@@ -104,7 +104,7 @@ class _Arm:
     deltas: list[float] = field(default_factory=list)
     delta_seen: float = 0  # weighted when merged from a subsample
     # Answers not yet counted: their latencies and outputs, each appended without a lock (an
-    # append is atomic; the latency first), taken by `fold` under the stats' lock.
+    # append is atomic; the latency first), taken by `take_queued` under the stats' lock.
     queued_seconds: list[float] = field(default_factory=list)
     queued_outputs: list[Any] = field(default_factory=list)
 
