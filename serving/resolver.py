@@ -96,7 +96,7 @@ class ReferenceResolver:
             record = self._lookups.call(
                 ("ref", name, ref.version), lambda: self._fetch(name, ref), self._timeout
             )
-            return self._pinned_resolution(self.remember(record))
+            return self._remember(record)
         label = "latest" if ref.latest else str(ref.alias)
         known = self._floating.get((name, label))
         now = self._clock()
@@ -126,7 +126,7 @@ class ReferenceResolver:
                 known[0].spec.version,
             )
             return Resolution(known[0].spec, True, known[0].policy)
-        spec = self.remember(record)
+        spec = self._remember(record).spec
         policy = None
         if ref.alias is not None and record.policy:
             # The same revision as the one held: keep its compiled form (a refresh every
@@ -159,25 +159,26 @@ class ReferenceResolver:
         pinned = self._pinned.get((name, version))
         return pinned.spec if pinned is not None else None
 
-    def _pinned_resolution(self, spec: VersionSpec) -> Resolution:
-        pinned = self._pinned.get((spec.name, spec.version))
-        return pinned if pinned is not None and pinned.spec is spec else Resolution(spec)
-
     def knows_model(self, name: str) -> bool:
         """Whether a version of this model was resolved here (it exists, or did lately)."""
         return name in self._pinned_per_model
 
     def remember(self, record: VersionRecord) -> VersionSpec:
+        return self._remember(record).spec
+
+    def _remember(self, record: VersionRecord) -> Resolution:
+        """Keep the record's version as a pinned Resolution; returns it."""
         spec = spec_from_record(record)
         key = (spec.name, spec.version)
+        pinned = Resolution(spec)
         with self._lock:
             if key not in self._pinned:
                 self._count(spec.name, 1)
-            self._pinned[key] = Resolution(spec)
+            self._pinned[key] = pinned
             self._pinned.move_to_end(key)
             while len(self._pinned) > MAX_PINNED:
                 self._count(self._pinned.popitem(last=False)[0][0], -1)
-        return spec
+        return pinned
 
     def _count(self, name: str, change: int) -> None:
         """Keep _pinned_per_model in step with _pinned; the caller holds the lock."""
