@@ -184,7 +184,17 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
-        Index("ix_webhook_deliveries_subscription", "subscription_id", "status", "id"),
+        # A subscription's deliveries in order, covering what a claim filters on, so that
+        # its oldest due one is found without reading the backlog (migration 0010).
+        Index(
+            "ix_webhook_deliveries_subscription",
+            "subscription_id",
+            "status",
+            "id",
+            "next_attempt_at",
+            "lease_until",
+        ),
+        Index("ix_webhook_deliveries_lease", "subscription_id", "status", "lease_until"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -143,9 +143,10 @@ class Dispatcher:
         reported = -math.inf
         while not self._stopping.is_set():
             try:
-                # Every commit in this process wakes the loop. With every sender busy there
-                # is nothing to claim; otherwise one read says whether anything is due, and
-                # the claim (a write transaction) runs only when something is.
+                # A round runs every poll_seconds, and when a send ends or a delivery is
+                # retried by hand. With every sender busy there is nothing to claim;
+                # otherwise one read says whether anything is due, and the claim (a write
+                # transaction) runs only when something is.
                 with self._lock:
                     free = self.settings.senders - self._in_flight
                 if free > 0 and self._anything_due():
@@ -207,10 +208,12 @@ class Dispatcher:
             )
             if delivery_id is not None:
                 due = and_(due, WebhookDelivery.id == delivery_id)
+            # Found through the (subscription, status, id) index: the first entry that is
+            # due, however long the backlog (and "has one due" is the same lookup).
             oldest_due = select(func.min(WebhookDelivery.id)).where(due).scalar_subquery()
             subscriptions = session.scalars(
                 select(WebhookSubscription)
-                .where(WebhookSubscription.enabled.is_(True), exists().where(due), ~leased)
+                .where(WebhookSubscription.enabled.is_(True), oldest_due.is_not(None), ~leased)
                 .order_by(oldest_due)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
