@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from registry.models import Event, WebhookDelivery, WebhookSubscription
@@ -26,37 +26,46 @@ def enqueue(
     model: str | None,
     event_id: int | None = None,
     only: WebhookSubscription | None = None,
-) -> list[WebhookDelivery]:
-    """A delivery for each enabled subscription asking for this event (or for `only`)."""
+) -> list[int]:
+    """A delivery for each enabled subscription asking for this event (or for `only`);
+    returns their ids."""
     if only is not None:
-        subscriptions = [only]
+        subscriptions = [only.id]
     else:
+        # Three columns, not the subscription objects: this runs in every registry change.
         subscriptions = [
-            s
-            for s in session.scalars(
-                select(WebhookSubscription).where(WebhookSubscription.enabled.is_(True))
+            subscription_id
+            for subscription_id, wanted, models in session.execute(
+                select(
+                    WebhookSubscription.id, WebhookSubscription.events, WebhookSubscription.models
+                ).where(WebhookSubscription.enabled.is_(True))
             )
-            if events.matches(s.events, event_type) and events.model_matches(s.models, model)
+            if events.matches(wanted, event_type) and events.model_matches(models, model)
         ]
     if not subscriptions:
         return []
     body = events.payload(event_type, at, data)
+    # One multi-row INSERT through Core: the rows are written, never read back here, so the
+    # ORM's unit of work (an object, its state and its flush per row) is cost without use,
+    # paid inside the editing request.
     rows = [
-        WebhookDelivery(
-            subscription_id=subscription.id,
-            event_type=event_type,
-            event_id=event_id,
-            body=body,
-            status="pending",
-            attempts=0,
-            created_at=at,
-            next_attempt_at=at,
-            retry_from=at,
-        )
-        for subscription in subscriptions
+        {
+            "subscription_id": subscription_id,
+            "event_type": event_type,
+            "event_id": event_id,
+            "body": body,
+            "status": "pending",
+            "attempts": 0,
+            "created_at": at,
+            "next_attempt_at": at,
+            "retry_from": at,
+        }
+        for subscription_id in subscriptions
     ]
-    session.add_all(rows)
-    return rows
+    inserted = session.execute(
+        insert(WebhookDelivery).returning(WebhookDelivery.id, sort_by_parameter_order=True), rows
+    )
+    return list(inserted.scalars())
 
 
 def enqueue_audit_event(session: Session, event: Event, model: str) -> None:

@@ -240,7 +240,7 @@ def queue_test(uow: UnitOfWorkFactory, webhook_id: int, *, actor: str) -> int:
     now = utcnow()
     with uow(write=True) as work:
         row = _subscription(work.session, webhook_id)
-        (delivery,) = outbox.enqueue(
+        (delivery_id,) = outbox.enqueue(
             work.session,
             events.TEST_EVENT,
             {"webhook_id": row.id, "actor": actor, "at": now},
@@ -248,8 +248,6 @@ def queue_test(uow: UnitOfWorkFactory, webhook_id: int, *, actor: str) -> int:
             model=None,
             only=row,
         )
-        work.session.flush()
-        delivery_id = delivery.id
         work.commit()
     return delivery_id
 
