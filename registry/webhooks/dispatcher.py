@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from registry.db import WRITE_OPTION, utcnow
@@ -195,45 +195,32 @@ class Dispatcher:
         """Lease up to `limit` due deliveries, at most one per subscription (or exactly the
         delivery `delivery_id`, if it is pending and not leased)."""
         now = self._clock()
+        statements = _CLAIM_ONE if delivery_id is not None else _CLAIM
+        parameters = {"now": now, "delivery_id": delivery_id}
         with self._write() as session:
-            leased = exists().where(
-                WebhookDelivery.subscription_id == WebhookSubscription.id,
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.lease_until > now,
-            )
-            due = and_(
-                WebhookDelivery.subscription_id == WebhookSubscription.id,
-                WebhookDelivery.status == "pending",
-                WebhookDelivery.next_attempt_at <= now,
-            )
-            if delivery_id is not None:
-                due = and_(due, WebhookDelivery.id == delivery_id)
-            # Found through the (subscription, status, id) index: the first entry that is
-            # due, however long the backlog (and "has one due" is the same lookup).
-            oldest_due = select(func.min(WebhookDelivery.id)).where(due).scalar_subquery()
-            subscriptions = session.scalars(
-                select(WebhookSubscription)
-                .where(WebhookSubscription.enabled.is_(True), oldest_due.is_not(None), ~leased)
-                .order_by(oldest_due)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+            subscriptions = session.execute(
+                statements.subscriptions, {**parameters, "limit": limit}
             ).all()
             jobs = []
+            lease_until = now + self.settings.lease
             for subscription in subscriptions:
                 # Read again, after the lock: under READ COMMITTED the query above saw the
                 # table as it was when it started, and another dispatcher may have leased
                 # one of this subscription's deliveries and committed (releasing the row)
                 # just before this one locked it.
-                if session.scalar(select(in_flight(subscription.id, now))):
+                mine = {**parameters, "subscription_id": subscription.id}
+                if session.scalar(statements.in_flight, mine):
                     continue
-                oldest = session.scalar(oldest_due_of(subscription.id, now, delivery_id))
-                delivery = session.get(WebhookDelivery, oldest) if oldest is not None else None
+                oldest = session.scalar(statements.oldest_due, mine)
+                delivery = None
+                if oldest is not None:
+                    delivery = session.execute(_DELIVERY_TO_SEND, {"id": oldest}).first()
                 if delivery is None:
                     continue
-                delivery.lease_until = now + self.settings.lease
+                session.execute(_LEASE, {"delivery": oldest, "until": lease_until})
                 jobs.append(
                     Job(
-                        delivery.id,
+                        oldest,
                         subscription.url,
                         secrets_in_use(subscription, now),
                         delivery.body,
@@ -278,54 +265,50 @@ class Dispatcher:
         if error is None and not ok:
             error = f"HTTP {response.status}"
         with self._write() as session:
-            delivery = session.get(WebhookDelivery, job.delivery_id)
-            if delivery is None:
+            row = session.execute(_ATTEMPTS_SO_FAR, {"id": job.delivery_id}).first()
+            if row is None:
                 return None  # its subscription was deleted meanwhile
-            delivery.attempts += 1
-            delivery.last_attempt_at = now
-            delivery.last_status_code = response.status
-            delivery.last_error = None if ok else error
-            delivery.lease_until = None
+            attempts = row.attempts + 1
+            changes: dict[str, Any] = {
+                "attempts": attempts,
+                "last_attempt_at": now,
+                "last_status_code": response.status,
+                "last_error": None if ok else error,
+                "lease_until": None,
+            }
             if ok:
                 outcome = "delivered"
-                delivery.status = "delivered"
-                delivery.finished_at = now
-            elif now >= delivery.retry_from + timedelta(seconds=self.settings.retry_seconds):
+                changes.update(status="delivered", finished_at=now)
+            elif now >= row.retry_from + timedelta(seconds=self.settings.retry_seconds):
                 outcome = "failed"
-                delivery.status = "failed"
-                delivery.finished_at = now
+                changes.update(status="failed", finished_at=now)
             else:
                 outcome = "retry"
-                wait = self.settings.backoff(delivery.attempts, self._rng)
-                delivery.next_attempt_at = now + timedelta(seconds=wait)
-            session.add(
-                WebhookAttempt(
-                    delivery_id=delivery.id,
-                    at=now,
-                    status_code=response.status,
-                    latency_ms=response.latency_ms,
-                    error=None if ok else error,
-                )
-            )
-            session.flush()
-            keep = (
-                select(WebhookAttempt.id)
-                .where(WebhookAttempt.delivery_id == delivery.id)
-                .order_by(WebhookAttempt.id.desc())
-                .limit(self.settings.attempts_kept)
+                wait = self.settings.backoff(attempts, self._rng)
+                changes["next_attempt_at"] = now + timedelta(seconds=wait)
+            session.execute(
+                _DELIVERIES.update().where(_DELIVERIES.c.id == job.delivery_id).values(changes)
             )
             session.execute(
-                delete(WebhookAttempt).where(
-                    WebhookAttempt.delivery_id == delivery.id,
-                    WebhookAttempt.id.not_in(keep.scalar_subquery()),
-                )
+                _ADD_ATTEMPT,
+                {
+                    "delivery_id": job.delivery_id,
+                    "at": now,
+                    "status_code": response.status,
+                    "latency_ms": response.latency_ms,
+                    "error": None if ok else error,
+                },
+            )
+            session.execute(
+                _PRUNE_ATTEMPTS,
+                {"delivery_id": job.delivery_id, "kept": self.settings.attempts_kept},
             )
             session.commit()
         if outcome == "failed":
             log.warning(
                 "webhook delivery %d failed for good after %d attempts: %s",
                 job.delivery_id,
-                delivery.attempts,
+                attempts,
                 error,
             )
         return outcome
@@ -368,11 +351,7 @@ class Dispatcher:
         (status, next_attempt_at) index, however long the queue."""
         now = self._clock()
         with self._sessions() as session:
-            first = session.scalar(
-                select(func.min(WebhookDelivery.next_attempt_at)).where(
-                    WebhookDelivery.status == "pending"
-                )
-            )
+            first = session.scalar(_FIRST_DUE)
         if first is None:
             return False
         if first.tzinfo is None:
@@ -385,29 +364,104 @@ class Dispatcher:
         return session
 
 
-def in_flight(subscription_id: int, now: datetime) -> Any:
-    """Whether a delivery of this subscription is leased (being sent) right now."""
-    return exists().where(
-        WebhookDelivery.subscription_id == subscription_id,
-        WebhookDelivery.status == "pending",
-        WebhookDelivery.lease_until > now,
+@dataclass(frozen=True)
+class _ClaimStatements:
+    """A claim's statements, built once with bound parameters (`now`, `limit`,
+    `subscription_id`, `delivery_id`): building and keying them anew cost more CPU than
+    running them, in every round of every process."""
+
+    subscriptions: Any  # enabled subscriptions with a due delivery and none leased, locked
+    in_flight: Any  # whether the subscription has a leased delivery
+    oldest_due: Any  # the id of its oldest due delivery that is not leased
+
+
+def _claim_statements(*, one: bool) -> _ClaimStatements:
+    now = bindparam("now")
+    delivery = WebhookDelivery
+    leased = exists().where(
+        delivery.subscription_id == WebhookSubscription.id,
+        delivery.status == "pending",
+        delivery.lease_until > now,
     )
-
-
-def oldest_due_of(subscription_id: int, now: datetime, delivery_id: int | None) -> Any:
-    query = select(func.min(WebhookDelivery.id)).where(
-        WebhookDelivery.subscription_id == subscription_id,
-        WebhookDelivery.status == "pending",
-        WebhookDelivery.next_attempt_at <= now,
-        or_(WebhookDelivery.lease_until.is_(None), WebhookDelivery.lease_until <= now),
+    due = and_(
+        delivery.subscription_id == WebhookSubscription.id,
+        delivery.status == "pending",
+        delivery.next_attempt_at <= now,
     )
-    if delivery_id is not None:
-        query = query.where(WebhookDelivery.id == delivery_id)
-    return query
+    if one:
+        due = and_(due, delivery.id == bindparam("delivery_id"))
+    # Found through the (subscription, status, id) index: the first entry that is due,
+    # however long the backlog (and "has one due" is the same lookup).
+    oldest_due = select(func.min(delivery.id)).where(due).scalar_subquery()
+    subscriptions = (
+        select(
+            WebhookSubscription.id,
+            WebhookSubscription.url,
+            WebhookSubscription.secret,
+            WebhookSubscription.previous_secret,
+            WebhookSubscription.previous_secret_until,
+        )
+        .where(WebhookSubscription.enabled.is_(True), oldest_due.is_not(None), ~leased)
+        .order_by(oldest_due)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    subscription_id = bindparam("subscription_id")
+    in_flight = select(
+        exists().where(
+            delivery.subscription_id == subscription_id,
+            delivery.status == "pending",
+            delivery.lease_until > now,
+        )
+    )
+    oldest = select(func.min(delivery.id)).where(
+        delivery.subscription_id == subscription_id,
+        delivery.status == "pending",
+        delivery.next_attempt_at <= now,
+        or_(delivery.lease_until.is_(None), delivery.lease_until <= now),
+    )
+    if one:
+        oldest = oldest.where(delivery.id == bindparam("delivery_id"))
+    return _ClaimStatements(subscriptions, in_flight, oldest)
 
 
-def secrets_in_use(subscription: WebhookSubscription, now: datetime) -> tuple[str, ...]:
-    """The current secret, and the previous one during its grace period."""
+_CLAIM = _claim_statements(one=False)
+_CLAIM_ONE = _claim_statements(one=True)
+
+# The rest of a round, in Core on the tables and built once: the ORM's identity map and
+# flush, and building each statement anew, cost more than running them.
+_DELIVERIES = WebhookDelivery.__table__
+_FIRST_DUE = select(func.min(_DELIVERIES.c.next_attempt_at)).where(
+    _DELIVERIES.c.status == "pending"
+)
+_DELIVERY_TO_SEND = select(_DELIVERIES.c.body, _DELIVERIES.c.created_at).where(
+    _DELIVERIES.c.id == bindparam("id")
+)
+_LEASE = (
+    _DELIVERIES.update()
+    .where(_DELIVERIES.c.id == bindparam("delivery"))
+    .values(lease_until=bindparam("until"))
+)
+_ATTEMPTS_SO_FAR = select(_DELIVERIES.c.attempts, _DELIVERIES.c.retry_from).where(
+    _DELIVERIES.c.id == bindparam("id")
+)
+_ADD_ATTEMPT = insert(WebhookAttempt.__table__)
+# A delivery's attempts beyond the newest `kept`: the delivery log's bound.
+_PRUNE_ATTEMPTS = delete(WebhookAttempt).where(
+    WebhookAttempt.delivery_id == bindparam("delivery_id"),
+    WebhookAttempt.id.not_in(
+        select(WebhookAttempt.id)
+        .where(WebhookAttempt.delivery_id == bindparam("delivery_id"))
+        .order_by(WebhookAttempt.id.desc())
+        .limit(bindparam("kept"))
+        .scalar_subquery()
+    ),
+)
+
+
+def secrets_in_use(subscription: Any, now: datetime) -> tuple[str, ...]:
+    """The current secret, and the previous one during its grace period (`subscription`:
+    a row or object with `secret`, `previous_secret` and `previous_secret_until`)."""
     if (
         subscription.previous_secret
         and subscription.previous_secret_until is not None
