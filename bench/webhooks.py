@@ -83,10 +83,18 @@ class Editor:
         self.thread.join(timeout=30)
 
 
-def measure(target: ModelregTarget, url: str, body: Path, duration: float) -> LoadResult:
+def measure(
+    target: ModelregTarget, url: str, body: Path, duration: float
+) -> tuple[LoadResult, float]:
+    """One round: (the load's result, the workers' CPU µs per prediction). CPU per request
+    is steadier than req/s on a shared machine, and it counts what the dispatcher and the
+    outbox take from the same processes."""
     with Editor(target.url, "bench-linear"):
         run_wrk(url, body, connections=8, duration_s=2)  # warm-up
-        return run_wrk(url, body, connections=8, duration_s=duration)
+        before = sum(target.worker_cpu().values())
+        result = run_wrk(url, body, connections=8, duration_s=duration)
+        used = sum(target.worker_cpu().values()) - before
+    return result, used / max(result.requests, 1) * 1e6
 
 
 SIDES = ("none", "subscribed", "queued")
@@ -126,6 +134,7 @@ def main() -> None:
         name="modelreg-queued",
     )
     results: dict[str, list[LoadResult]] = {side: [] for side in SIDES}
+    cpu: dict[str, list[float]] = {side: [] for side in SIDES}
     try:
         for target in (dispatching, queueing):
             target.launch()
@@ -143,21 +152,27 @@ def main() -> None:
                         requests.delete(f"{dispatching.url}/webhooks/{hook}", timeout=30)
                     hooks = []
                 target = queueing if side == "queued" else dispatching
-                result = measure(target, target.predict_url(spec), body, args.duration)
+                result, per_request = measure(target, target.predict_url(spec), body, args.duration)
                 results[side].append(result)
+                cpu[side].append(per_request)
                 print(
                     f"round {n + 1} {side:10s} {result.req_per_s:9.1f} req/s  "
-                    f"p99 {result.p99_ms:6.2f} ms  errors {result.non_2xx + result.socket_errors}",
+                    f"p99 {result.p99_ms:6.2f} ms  cpu {per_request:6.1f} us/req  "
+                    f"errors {result.non_2xx + result.socket_errors}",
                     flush=True,
                 )
     finally:
         dispatching.stop()
         queueing.stop()
-    write_report(args, results)
+    write_report(args, results, cpu)
 
 
-def write_report(args: argparse.Namespace, results: dict[str, list[LoadResult]]) -> None:
+def write_report(
+    args: argparse.Namespace, results: dict[str, list[LoadResult]], cpu: dict[str, list[float]]
+) -> None:
     def median(side: str, attr: str) -> float:
+        if attr == "cpu":
+            return statistics.median(cpu[side])
         values = [r.req_per_s if attr == "rps" else r.p99_ms for r in results[side]]
         return statistics.median(values)
 
@@ -173,19 +188,21 @@ def write_report(args: argparse.Namespace, results: dict[str, list[LoadResult]])
         "subscriptions and WEBHOOK_DISPATCH=false (deliveries written, never sent). Rounds",
         "alternate; medians below.",
         "",
-        "| side | req/s | p99 ms | rounds (req/s) |",
-        "|---|---|---|---|",
+        "| side | req/s | p99 ms | worker CPU µs/req | rounds (req/s) |",
+        "|---|---|---|---|---|",
     ]
     for side in SIDES:
         rounds = ", ".join(f"{r.req_per_s:,.0f}" for r in results[side])
         lines.append(
-            f"| {side} | {median(side, 'rps'):,.0f} | {median(side, 'p99'):.2f} | {rounds} |"
+            f"| {side} | {median(side, 'rps'):,.0f} | {median(side, 'p99'):.2f} | "
+            f"{median(side, 'cpu'):.1f} | {rounds} |"
         )
     lines.append("")
     for side, against in (("subscribed", "none"), ("queued", "none"), ("subscribed", "queued")):
         rps = median(side, "rps") / median(against, "rps")
         p99 = median(side, "p99") / median(against, "p99")
-        lines.append(f"- {side} / {against}: req/s {rps:.3f}, p99 {p99:.3f}")
+        used = median(side, "cpu") / median(against, "cpu")
+        lines.append(f"- {side} / {against}: req/s {rps:.3f}, p99 {p99:.3f}, CPU/req {used:.3f}")
     lines.append("")
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
