@@ -37,39 +37,44 @@ def enqueue(
     at: datetime,
     model: str | None,
     event_id: int | None = None,
-    only: WebhookSubscription | None = None,
-) -> list[int]:
-    """A delivery for each enabled subscription asking for this event (or for `only`, then
-    returning its id)."""
-    if only is not None:
-        subscriptions = [only.id]
-    else:
-        subscriptions = [
-            subscription_id
-            for subscription_id, wanted, models in session.execute(_ENABLED)
-            if events.matches(wanted, event_type) and events.model_matches(models, model)
-        ]
-    if not subscriptions:
-        return []
-    body = events.payload(event_type, at, data)
-    rows = [
-        {
-            "subscription_id": subscription_id,
-            "event_type": event_type,
-            "event_id": event_id,
-            "body": body,
-            "status": "pending",
-            "attempts": 0,
-            "created_at": at,
-            "next_attempt_at": at,
-            "retry_from": at,
-        }
-        for subscription_id in subscriptions
+) -> int:
+    """A delivery for each enabled subscription asking for this event; returns how many."""
+    subscriptions = [
+        subscription_id
+        for subscription_id, wanted, models in session.execute(_ENABLED)
+        if events.matches(wanted, event_type) and events.model_matches(models, model)
     ]
-    if only is not None:  # one row, whose id the caller reports
-        return [session.execute(_INSERT_RETURNING_ID, rows[0]).scalar_one()]
-    session.execute(_INSERT, rows)  # one executemany: nothing is read back
-    return []
+    if subscriptions:
+        body = events.payload(event_type, at, data)
+        rows = [_row(s, event_type, event_id, body, at) for s in subscriptions]
+        session.execute(_INSERT, rows)  # one executemany: nothing is read back
+    return len(subscriptions)
+
+
+def enqueue_for(
+    session: Session, subscription: WebhookSubscription, event_type: str, data: dict[str, Any]
+) -> int:
+    """One delivery for this subscription alone, whatever it asked for (a test ping);
+    returns its id."""
+    at = data["at"]
+    row = _row(subscription.id, event_type, None, events.payload(event_type, at, data), at)
+    return session.execute(_INSERT_RETURNING_ID, row).scalar_one()
+
+
+def _row(
+    subscription_id: int, event_type: str, event_id: int | None, body: str, at: datetime
+) -> dict[str, Any]:
+    return {
+        "subscription_id": subscription_id,
+        "event_type": event_type,
+        "event_id": event_id,
+        "body": body,
+        "status": "pending",
+        "attempts": 0,
+        "created_at": at,
+        "next_attempt_at": at,
+        "retry_from": at,
+    }
 
 
 def enqueue_audit_event(session: Session, event: Event, model: str) -> None:

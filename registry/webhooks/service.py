@@ -240,13 +240,8 @@ def queue_test(uow: UnitOfWorkFactory, webhook_id: int, *, actor: str) -> int:
     now = utcnow()
     with uow(write=True) as work:
         row = _subscription(work.session, webhook_id)
-        (delivery_id,) = outbox.enqueue(
-            work.session,
-            events.TEST_EVENT,
-            {"webhook_id": row.id, "actor": actor, "at": now},
-            at=now,
-            model=None,
-            only=row,
+        delivery_id = outbox.enqueue_for(
+            work.session, row, events.TEST_EVENT, {"webhook_id": row.id, "actor": actor, "at": now}
         )
         work.commit()
     return delivery_id
