@@ -52,11 +52,15 @@ def enqueue(
 
 
 def enqueue_for(
-    session: Session, subscription: WebhookSubscription, event_type: str, data: dict[str, Any]
+    session: Session,
+    subscription: WebhookSubscription,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    at: datetime,
 ) -> int:
     """One delivery for this subscription alone, whatever it asked for (a test ping);
     returns its id."""
-    at = data["at"]
     row = _row(subscription.id, event_type, None, events.payload(event_type, at, data), at)
     return session.execute(_INSERT_RETURNING_ID, row).scalar_one()
 

@@ -241,7 +241,11 @@ def queue_test(uow: UnitOfWorkFactory, webhook_id: int, *, actor: str) -> int:
     with uow(write=True) as work:
         row = _subscription(work.session, webhook_id)
         delivery_id = outbox.enqueue_for(
-            work.session, row, events.TEST_EVENT, {"webhook_id": row.id, "actor": actor, "at": now}
+            work.session,
+            row,
+            events.TEST_EVENT,
+            {"webhook_id": row.id, "actor": actor, "at": now},
+            at=now,
         )
         work.commit()
     return delivery_id
