@@ -27,9 +27,18 @@ class VersionRemoved:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionStatusChanged:
+    """Version `version` of `name` was archived or restored: a traffic policy that names it
+    routes by its new status."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRemoved:
     name: str
 
 
-RegistryChange = AliasMoved | VersionRemoved | ModelRemoved
+RegistryChange = AliasMoved | VersionRemoved | VersionStatusChanged | ModelRemoved
 ChangeListener = Callable[[RegistryChange], None]

@@ -131,7 +131,10 @@ class DataPlane:
     ) -> None:
         self._resolver = runtime.resolver
         self._cache = runtime.cache
-        self._routed: dict[tuple[Any, bool, str, int], Resolution] = {}
+        # (id of a variant's pinned Resolution, stale, id of the policy) -> (that pinned
+        # Resolution, that policy, the routed Resolution): the entry holds both objects, so
+        # their ids stay theirs while it exists.
+        self._routed: dict[tuple[int, bool, int], tuple[Resolution, Any, Resolution]] = {}
         self.policy_stats = PolicyStats(on_route=on_policy_route)
         # Where shadow copies go (serving/shadow_process.py); None: not run, not counted.
         self.shadows: Any = None
@@ -294,22 +297,25 @@ class DataPlane:
         version = policy.versions[policy.assign(key)]
         if version == resolution.spec.version:
             return resolution
-        spec = self._resolver.spec_for(name, version)
-        if spec is None:
+        pinned = self._resolver.pinned(name, version)
+        if pinned is None:
             if memory_only:
                 raise NotInMemory
             try:
-                spec = self._resolver.resolve(name, Reference(version=version)).spec
+                pinned = self._resolver.resolve(name, Reference(version=version))
             except NotFound:
                 return resolution  # the variant was deleted since: its share goes to control
+        memo_key = (id(pinned), resolution.stale, id(policy))
+        memo = self._routed.get(memo_key)
+        if memo is not None:  # one Resolution per (variant, policy), not per request
+            return memo[2]
+        spec = pinned.spec
         if spec.status != "ready":
             return resolution  # archived since the policy was set: the control answers
-        key = (spec.key, resolution.stale, policy.alias, policy.revision)
-        routed = self._routed.get(key)
-        if routed is None:  # one Resolution per (variant, policy revision), not per request
-            if len(self._routed) >= _MAX_ROUTED:
-                self._routed.clear()
-            routed = self._routed[key] = Resolution(spec, resolution.stale, policy)
+        if len(self._routed) >= _MAX_ROUTED:
+            self._routed.clear()
+        routed = Resolution(spec, resolution.stale, policy)
+        self._routed[memo_key] = (pinned, policy, routed)
         return routed
 
     def run_copy(self, name: str, version: int, decode: Decoder) -> tuple[Any, ...]:

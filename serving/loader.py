@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,10 +54,11 @@ class VersionSpec:
     accel_sha256: str | None = None
     accel_size: int | None = None
     accel_runtime: str | None = None
+    # Built once: every cached predict looks its model up by it.
+    key: VersionKey = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> VersionKey:
-        return VersionKey(self.name, self.version, self.sha256)  # a tuple: cheap to build
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", VersionKey(self.name, self.version, self.sha256))
 
 
 @dataclass(frozen=True, slots=True)

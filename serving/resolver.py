@@ -1,7 +1,8 @@
 """Reference resolution: `<name>/<ref>` -> the immutable identity of one version.
 
 - A pinned version (`price/7`) is looked up once and then never again: version numbers are
-  never reused, so (name, version) always means the same bytes.
+  never reused, so (name, version) always means the same bytes. The exception: the other
+  variants of an alias's traffic policy are read again with the alias, for their status.
 - An alias or `latest` is remembered for at most `refresh_seconds` (the documented
   staleness bound: another process's promotion is seen within it); the process that moved
   the alias forgets its entry at once.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from registry.bounded import BoundedLookups
-from registry.errors import DependencyUnavailable
+from registry.errors import DependencyUnavailable, NotFound
 from registry.names import Reference
 from registry.records import VersionRecord
 from serving.loader import VersionSpec
@@ -136,6 +137,8 @@ class ReferenceResolver:
                 policy = held
             else:
                 policy = compile_policy(label, record.policy)
+            if policy is not None:
+                self._reread_variants(name, policy, spec.version)
         fresh = Resolution(spec, False, policy)
         with self._lock:
             self._floating[(name, label)] = (fresh, now)
@@ -159,6 +162,11 @@ class ReferenceResolver:
         pinned = self._pinned.get((name, version))
         return pinned.spec if pinned is not None else None
 
+    def pinned(self, name: str, version: int) -> Resolution | None:
+        """The version's Resolution when known here (no registry lookup), else None. A new
+        object whenever the version's record is read again (its status may have changed)."""
+        return self._pinned.get((name, version))
+
     def knows_model(self, name: str) -> bool:
         """Whether a version of this model was resolved here (it exists, or did lately)."""
         return name in self._pinned_per_model
@@ -170,7 +178,9 @@ class ReferenceResolver:
         """Keep the record's version as a pinned Resolution; returns it."""
         spec = spec_from_record(record)
         key = (spec.name, spec.version)
-        pinned = Resolution(spec)
+        held = self._pinned.get(key)
+        # Unchanged: the same object, so what is keyed by it (routed variants) stays valid.
+        pinned = held if held is not None and held.spec == spec else Resolution(spec)
         with self._lock:
             if key not in self._pinned:
                 self._count(spec.name, 1)
@@ -179,6 +189,28 @@ class ReferenceResolver:
             while len(self._pinned) > MAX_PINNED:
                 self._count(self._pinned.popitem(last=False)[0][0], -1)
         return pinned
+
+    def _reread_variants(self, name: str, policy: CompiledPolicy, control: int) -> None:
+        """Read the policy's other variants again with their alias, so a variant archived or
+        deleted through another process stops answering within the same bound. A registry
+        that does not answer leaves what is known (serving survives an outage)."""
+        for version in policy.versions:
+            if version == control or (name, version) not in self._pinned:
+                continue  # a variant not read yet is read at its first request
+            try:
+                record = self._lookups.call(
+                    ("ref", name, version),
+                    lambda v=version: self._fetch(name, Reference(version=v)),
+                    self._timeout,
+                )
+            except NotFound:
+                with self._lock:
+                    if self._pinned.pop((name, version), None) is not None:
+                        self._count(name, -1)
+            except DependencyUnavailable:
+                return
+            else:
+                self._remember(record)
 
     def _count(self, name: str, change: int) -> None:
         """Keep _pinned_per_model in step with _pinned; the caller holds the lock."""

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 from registry.bounded import BoundedLookups
-from registry.changes import AliasMoved, ModelRemoved, RegistryChange, VersionRemoved
+from registry.changes import (
+    AliasMoved,
+    ModelRemoved,
+    RegistryChange,
+    VersionRemoved,
+    VersionStatusChanged,
+)
 from registry.errors import (
     ArtifactIntegrityError,
     DependencyUnavailable,
@@ -136,6 +142,10 @@ class ServingRuntime:
             self.alias_moved(change.name, change.alias)
         elif isinstance(change, VersionRemoved):
             self.forget_version(change.name, change.version)
+        elif isinstance(change, VersionStatusChanged):
+            # Read its record again (its status); the loaded model stays: a pinned request
+            # may still use an archived version.
+            self.resolver.forget_version(change.name, change.version)
         elif isinstance(change, ModelRemoved):
             self.forget_model(change.name)
 

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy.exc import IntegrityError
 
-from registry.changes import AliasMoved, VersionRemoved
+from registry.changes import AliasMoved, VersionRemoved, VersionStatusChanged
 from registry.db import utcnow
 from registry.errors import (
     ArtifactIntegrityError,
@@ -304,6 +304,7 @@ def update_version(
             )
             row.status = status
             work.announce(AliasMoved(name, "latest"))  # only ready versions can be `latest`
+            work.announce(VersionStatusChanged(name, row.version))
         if after or status is not None:
             row.updated_at = utcnow()
         record = VersionRecord.from_row(name, row, aliases)

@@ -424,3 +424,31 @@ def test_policy_commands(tmp_path, monkeypatch):
     stale = runner.invoke(cli, ["policy", "clear", "price", "--expected-revision", "7"])
     assert stale.exit_code != 0 and "revision" in stale.output
     assert json.loads(run("policy", "clear", "price"))["state"] == "none"
+
+
+def test_a_variant_archived_or_deleted_after_the_policy_was_set_hands_its_share_to_control(
+    three,
+):
+    assert (
+        _put(
+            three,
+            {
+                "variants": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}],
+                "sticky": {"header": "X-Unit-Id"},
+            },
+        ).status_code
+        == 200
+    )
+    units = lambda i: {"X-Unit-Id": f"user-{i}"}  # noqa: E731
+    before = _versions(three, 40, units)
+    assert set(before) == {1, 3}
+    assert _versions(three, 40, units) == before  # served again from the routed memo
+    archived = three.patch("/models/price/versions/3", json={"status": "archived"})
+    assert archived.status_code == 200, archived.get_json()
+    assert set(_versions(three, 40, units)) == {1}  # v3's units go to the control
+    restored = three.patch("/models/price/versions/3", json={"status": "ready"})
+    assert restored.status_code == 200, restored.get_json()
+    assert _versions(three, 40, units) == before  # and come back to v3
+    deleted = three.delete("/models/price/versions/3")
+    assert deleted.status_code == 204
+    assert set(_versions(three, 40, units)) == {1}

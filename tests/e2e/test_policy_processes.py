@@ -71,6 +71,33 @@ def test_units_agree_across_processes_and_changes_cross_within_the_bound(two_ser
     assert on_a == on_b
     assert set(on_a) == {1, 2}
 
+    # v2 archived through B: on A its units go to the control within the bound, and come
+    # back to v2 once it is restored
+    on_v2 = [u for u, v in zip(units, on_a, strict=True) if v == 2][:8]
+    archived = requests.patch(
+        f"{b.url}/models/price/versions/2", json={"status": "archived"}, timeout=30
+    )
+    assert archived.status_code == 200, archived.text
+    returned_at = time.monotonic()
+    wait_until(
+        lambda: all(_version(a.url, u) == 1 for u in on_v2 for _ in range(2)),
+        timeout=REFRESH + 2,
+        interval=0.02,
+        what="A to stop routing to the archived variant",
+    )
+    elapsed = time.monotonic() - returned_at
+    assert elapsed <= REFRESH + 0.35, f"A followed the archive after {elapsed:.2f}s"
+    restored = requests.patch(
+        f"{b.url}/models/price/versions/2", json={"status": "ready"}, timeout=30
+    )
+    assert restored.status_code == 200, restored.text
+    wait_until(
+        lambda: [_version(a.url, u) for u in units] == on_a,
+        timeout=REFRESH + 2,
+        interval=0.05,
+        what="A to route to the restored variant",
+    )
+
     # widen to v3 on B; A follows within the bound (every worker: ask several times)
     wider = {
         "variants": [{"version": 1, "weight": 0}, {"version": 3, "weight": 100}],

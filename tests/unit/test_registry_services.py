@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry.changes import AliasMoved, ModelRemoved, VersionRemoved
+from registry.changes import AliasMoved, ModelRemoved, VersionRemoved, VersionStatusChanged
 from registry.errors import AlreadyExists, Conflict, NotFound
 from registry.names import Reference
 from registry.pagination import Page, make_page
@@ -226,7 +226,7 @@ def test_archiving_moves_latest(uow, register):
     register("a")
     versions.update_version(uow, "a", Reference(version=2), status="archived", actor=ACTOR)
     assert versions.get_version(uow, "a", Reference(latest=True)).version == 1
-    assert uow.delivered[-1] == AliasMoved("a", "latest")
+    assert uow.delivered[-2:] == [AliasMoved("a", "latest"), VersionStatusChanged("a", 2)]
 
 
 # ---- pagination ----------------------------------------------------------------------------
