@@ -51,6 +51,17 @@ class BoundedLookups:
                 f"the registry database did not answer within {timeout:g}s"
             ) from None
 
+    def start(self, key: Hashable, fn: Callable[[], Any]) -> None:
+        """Run `fn()` for `key` without waiting, unless a call for `key` is running; a
+        `call` for the same key meanwhile joins it. Its outcome is left to whoever joins."""
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is not None and not future.done():
+                return
+            future = self._pool.submit(fn)
+            self._inflight[key] = future
+            future.add_done_callback(lambda done, k=key: self._forget(k, done))
+
     def _forget(self, key: Hashable, done: Future[Any]) -> None:
         with self._lock:
             if self._inflight.get(key) is done:

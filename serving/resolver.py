@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -33,6 +34,8 @@ MAX_PINNED = 10_000
 # After the registry fails to answer, stale answers are served without asking it again for
 # this long, so that an outage does not add a connect timeout to every alias request.
 OUTAGE_BACKOFF_SECONDS = 1.0
+# The share of the refresh period after which a request starts a background re-read.
+REFRESH_AHEAD = 0.7
 # How long a request waits for a refresh another request started before answering stale.
 FOLLOWER_WAIT_SECONDS = 0.05
 
@@ -88,6 +91,11 @@ class ReferenceResolver:
         # compiled policy ride in the Resolution
         self._floating: dict[tuple[str, str], tuple[Resolution, float]] = {}
         self._unavailable_until = 0.0
+        # A request that finds its alias older than this starts a re-read in the background,
+        # so a busy alias is fresh again before its bound and never waits for the registry.
+        self._ahead = refresh_seconds * REFRESH_AHEAD
+        # Counts the forgets: a read that started before one does not store what it read.
+        self._generation = 0
 
     def resolve(self, name: str, ref: Reference) -> Resolution:
         if ref.version is not None:
@@ -102,10 +110,13 @@ class ReferenceResolver:
         known = self._floating.get((name, label))
         now = self._clock()
         if known is not None and now - known[1] < self._refresh:
+            if now - known[1] >= self._ahead:
+                self._refresh_ahead(name, ref, label)
             return known[0]
         if known is not None and now < self._unavailable_until:
             return Resolution(known[0].spec, True, known[0].policy)
         key = ("ref", name, label)
+        generation = self._generation
         # One request refreshes; the others wait briefly for it, then answer from what is
         # known, so a slow database never takes every request thread.
         joining = known is not None and self._lookups.in_flight(key)
@@ -127,6 +138,21 @@ class ReferenceResolver:
                 known[0].spec.version,
             )
             return Resolution(known[0].spec, True, known[0].policy)
+        return self._store_fresh(name, label, ref, record, known, now, generation)
+
+    def _store_fresh(
+        self,
+        name: str,
+        label: str,
+        ref: Reference,
+        record: VersionRecord,
+        known: tuple[Resolution, float] | None,
+        read_at: float,
+        generation: int,
+        *,
+        background: bool = False,
+    ) -> Resolution:
+        """Remember what a read of (name, label) that started at `read_at` found."""
         spec = self._remember(record).spec
         policy = None
         if ref.alias is not None and record.policy:
@@ -138,21 +164,40 @@ class ReferenceResolver:
             else:
                 policy = compile_policy(label, record.policy)
             if policy is not None:
-                self._reread_variants(name, policy, spec.version)
+                self._reread_variants(name, policy, spec.version, background=background)
         fresh = Resolution(spec, False, policy)
         with self._lock:
-            self._floating[(name, label)] = (fresh, now)
+            if generation == self._generation:  # else forgotten meanwhile: not kept
+                self._floating[(name, label)] = (fresh, read_at)
         return fresh
+
+    def _refresh_ahead(self, name: str, ref: Reference, label: str) -> None:
+        """Start a background re-read of (name, label) unless one is running."""
+        if self._lookups.in_flight(("ref", name, label)):
+            return
+        known = self._floating.get((name, label))
+        read_at = self._clock()
+        generation = self._generation
+
+        def refresh() -> VersionRecord:
+            record = self._fetch(name, ref)
+            self._store_fresh(name, label, ref, record, known, read_at, generation, background=True)
+            return record  # what a request that joins this read expects
+
+        self._lookups.start(("ref", name, label), refresh)
 
     def peek(self, name: str, ref: Reference) -> Resolution | None:
         """What `resolve` would answer without asking the registry; None when it would ask."""
         if ref.version is not None:
             return self._pinned.get((name, ref.version))
-        known = self._floating.get((name, "latest" if ref.latest else str(ref.alias)))
+        label = "latest" if ref.latest else str(ref.alias)
+        known = self._floating.get((name, label))
         if known is None:
             return None
         now = self._clock()
         if now - known[1] < self._refresh:
+            if now - known[1] >= self._ahead:
+                self._refresh_ahead(name, ref, label)
             return known[0]
         if now < self._unavailable_until:
             return Resolution(known[0].spec, True, known[0].policy)
@@ -190,18 +235,22 @@ class ReferenceResolver:
                 self._count(self._pinned.popitem(last=False)[0][0], -1)
         return pinned
 
-    def _reread_variants(self, name: str, policy: CompiledPolicy, control: int) -> None:
+    def _reread_variants(
+        self, name: str, policy: CompiledPolicy, control: int, *, background: bool = False
+    ) -> None:
         """Read the policy's other variants again with their alias, so a variant archived or
         deleted through another process stops answering within the same bound. A registry
         that does not answer leaves what is known (serving survives an outage)."""
         for version in policy.versions:
             if version == control or (name, version) not in self._pinned:
                 continue  # a variant not read yet is read at its first request
+            fetch = functools.partial(self._fetch, name, Reference(version=version))
             try:
-                record = self._lookups.call(
-                    ("ref", name, version),
-                    lambda v=version: self._fetch(name, Reference(version=v)),
-                    self._timeout,
+                # A background read already runs on the lookup pool: it reads directly.
+                record = (
+                    fetch()
+                    if background
+                    else self._lookups.call(("ref", name, version), fetch, self._timeout)
                 )
             except NotFound:
                 with self._lock:
@@ -222,11 +271,13 @@ class ReferenceResolver:
 
     def forget_alias(self, name: str, label: str) -> None:
         with self._lock:
+            self._generation += 1
             self._floating.pop((name, label), None)
             self._floating.pop((name, "latest"), None)
 
     def forget_model(self, name: str) -> None:
         with self._lock:
+            self._generation += 1
             for key in [k for k in self._floating if k[0] == name]:
                 del self._floating[key]
             for key in [k for k in self._pinned if k[0] == name]:
@@ -235,6 +286,7 @@ class ReferenceResolver:
 
     def forget_version(self, name: str, version: int) -> None:
         with self._lock:
+            self._generation += 1
             if self._pinned.pop((name, version), None) is not None:
                 self._count(name, -1)
             for key in [
