@@ -10,10 +10,11 @@ under three aliases:
 Every request carries the same `X-Unit-Id` header (on every side, so the bytes are equal):
 the sticky side still hashes it once per request, as it would a different key. Points:
 plain vs sticky at c8 (req/s, the 5% budget), plain vs shadowed at c1 (p50, the 10% budget)
-and at c8 (req/s, and the shadow copies dropped by a full queue). Rounds alternate the sides,
-each measured after a warm-up; the report gives medians and every round.
+and at c8 (req/s, and the shadow copies dropped by a full queue). Each point warms its sides,
+then runs cycles of short slices in a palindrome (A B B A); the report gives medians of the
+per-cycle ratios and every cycle.
 
-    .venv/bin/python bench/policies.py --rounds 4 --duration 8 --out bench/POLICIES.md
+    .venv/bin/python bench/policies.py --cycles 12 --slice 2 --out bench/POLICIES.md
 """
 
 from __future__ import annotations
@@ -106,11 +107,27 @@ def serving_cpu(target: ModelregTarget) -> float:
     return seconds
 
 
+def combine(slices: list[LoadResult]) -> LoadResult:
+    """One side's slices of a cycle as one result: requests and time added, latencies the
+    mean of the slices' (each slice's quantiles come from wrk)."""
+    n = len(slices)
+    return LoadResult(
+        requests=sum(r.requests for r in slices),
+        duration_s=sum(r.duration_s for r in slices),
+        p50_ms=sum(r.p50_ms for r in slices) / n,
+        p90_ms=sum(r.p90_ms for r in slices) / n,
+        p99_ms=sum(r.p99_ms for r in slices) / n,
+        max_ms=max(r.max_ms for r in slices),
+        non_2xx=sum(r.non_2xx for r in slices),
+        socket_errors=sum(r.socket_errors for r in slices),
+    )
+
+
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--cycles", type=int, default=12)
+    parser.add_argument("--slice", type=float, default=2.0, help="seconds per slice")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "POLICIES.md")
     parser.add_argument(
         "--points", default="c8,c1,c8 shadow", help="which points to run (comma-separated)"
@@ -126,6 +143,7 @@ def main() -> None:
     body.write_bytes(instances_body(request_rows(1, spec.n_features)))
     target = ModelregTarget(work / "home", work, name="modelreg")
     target.launch()
+    # Per (point, side): one combined result per cycle.
     results: dict[tuple[str, str], list[LoadResult]] = {(p, s): [] for p, s, _, _ in points}
     # The workers' CPU time per request (steadier than req/s when the machine is shared).
     cpu: dict[tuple[str, str], list[float]] = {(p, s): [] for p, s, _, _ in points}
@@ -133,36 +151,48 @@ def main() -> None:
     try:
         target.wait_ready()
         set_up(target, model.skops_path, model.example)
-        for n in range(args.rounds):
-            # Alternate the order of the sides within each point.
-            order = tuple(
-                q
-                for name in dict.fromkeys(q[0] for q in points)
-                for q in (lambda sides: sides if n % 2 == 0 else sides[::-1])(
-                    [q for q in points if q[0] == name]
+        for point in dict.fromkeys(q[0] for q in points):
+            sides = [q for q in points if q[0] == point]
+            for _, _, alias, connections in sides:  # warm every side once
+                run_wrk(
+                    target.version_url(NAME, alias),
+                    body,
+                    connections=connections,
+                    duration_s=2,
+                    header=HEADER,
                 )
-            )
-            for point, side, alias, connections in order:
-                url = target.version_url(NAME, alias)
-                before = dropped_copies(target) if side == "shadowed" and connections > 1 else 0
-                run_wrk(url, body, connections=connections, duration_s=2, header=HEADER)
-                cpu_before = serving_cpu(target)
-                result = run_wrk(
-                    url, body, connections=connections, duration_s=args.duration, header=HEADER
-                )
-                cpu_after = serving_cpu(target)
-                results[(point, side)].append(result)
-                cpu[(point, side)].append((cpu_after - cpu_before) / max(result.requests, 1) * 1e6)
-                if side == "shadowed" and connections > 1:
-                    time.sleep(0.5)
-                    drops.append(dropped_copies(target) - before)
-                print(
-                    f"round {n + 1} {point:9s} {side:8s} {result.req_per_s:9.1f} req/s  "
-                    f"p50 {result.p50_ms:6.3f} ms  p99 {result.p99_ms:6.2f} ms  "
-                    f"cpu {cpu[(point, side)][-1]:6.1f} us/req  "
-                    f"errors {result.non_2xx + result.socket_errors}",
-                    flush=True,
-                )
+            for n in range(args.cycles):
+                # A palindrome (A B C C B A): a drift of the machine's speed within the
+                # cycle weighs on every side alike.
+                slices: dict[str, list[LoadResult]] = {}
+                used: dict[str, float] = {}
+                before_drops = 0
+                for _, side, alias, connections in sides + sides[::-1]:
+                    shadow_point = side == "shadowed" and connections > 1
+                    if shadow_point and side not in slices:
+                        before_drops = dropped_copies(target)
+                    url = target.version_url(NAME, alias)
+                    cpu_before = serving_cpu(target)
+                    result = run_wrk(
+                        url, body, connections=connections, duration_s=args.slice, header=HEADER
+                    )
+                    used[side] = used.get(side, 0.0) + serving_cpu(target) - cpu_before
+                    slices.setdefault(side, []).append(result)
+                    if side == "shadowed":
+                        time.sleep(0.5)  # its backlog drains before the next side runs
+                if any(side == "shadowed" and c > 1 for _, side, _, c in sides):
+                    drops.append(dropped_copies(target) - before_drops)
+                for _, side, _, _ in sides:
+                    combined = combine(slices[side])
+                    results[(point, side)].append(combined)
+                    cpu[(point, side)].append(used[side] / max(combined.requests, 1) * 1e6)
+                    print(
+                        f"cycle {n + 1} {point:9s} {side:8s} {combined.req_per_s:9.1f} req/s  "
+                        f"p50 {combined.p50_ms:6.3f} ms  p99 {combined.p99_ms:6.2f} ms  "
+                        f"cpu {cpu[(point, side)][-1]:6.1f} us/req  "
+                        f"errors {combined.non_2xx + combined.socket_errors}",
+                        flush=True,
+                    )
     finally:
         target.stop()
     write_report(args, results, cpu, drops)
@@ -180,16 +210,18 @@ def write_report(
     lines = [
         "# Traffic policies and predictions",
         "",
-        f"Command: `python bench/policies.py --rounds {args.rounds} --duration {args.duration}`",
+        f"Command: `python bench/policies.py --cycles {args.cycles} --slice {args.slice}`",
         "",
         "`modelreg serve --workers 2`, 1-row LinearRegression (v1 and v2 the same model), wrk",
         f"({wrk_version()}) with `{HEADER}` on every request. `sticky`: the alias has a",
         "2-variant sticky policy (50/50 on the header); `shadowed`: a 1-variant policy with a",
         "100% shadow on v2; `policy`: the same 1-variant policy without the shadow; `plain`: an",
-        "alias without a policy. Worker CPU leaves out their idle-priority shadow processes. Sides",
-        "alternate their order each round; medians below.",
+        "alias without a policy. Worker CPU leaves out their idle-priority shadow processes.",
+        f"Each cycle runs a point's sides as a palindrome of {args.slice:g} s slices (A B B A, or",
+        "A B C C B A), so a drift of the machine's speed weighs on every side alike; a side's",
+        "numbers per cycle are its two slices together. Medians over cycles below.",
         "",
-        "| point | side | req/s | p50 ms | p99 ms | worker CPU µs/req | rounds (req/s) |",
+        "| point | side | req/s | p50 ms | p99 ms | worker CPU µs/req | cycles (req/s) |",
         "|---|---|---|---|---|---|---|",
     ]
     for point, side, _, _ in POINTS:
@@ -205,7 +237,7 @@ def write_report(
     lines.append("")
 
     def paired(side: tuple[str, str], against: tuple[str, str], attr: str) -> float:
-        """The median over rounds of side / against, each round's pair measured together
+        """The median over cycles of side / against, each cycle's pair measured together
         (steadier than a ratio of medians on a machine whose speed drifts)."""
         pairs = zip(results[side], results[against], strict=True)
         return statistics.median(getattr(a, attr) / getattr(b, attr) for a, b in pairs)
@@ -226,11 +258,9 @@ def write_report(
         if ("c8 shadow", "shadowed") in results:
             rps = paired(("c8 shadow", "shadowed"), ("c8 shadow", against), "req_per_s")
             lines.append(f"- shadowed / {against} at c8, req/s: {rps:.3f} (budget: at least 0.90)")
-    lines.append(
-        "Ratios are medians of the per-round ratios (each round's sides run back to back)."
-    )
+    lines.append("Ratios are medians of the per-cycle ratios.")
     if drops:
-        lines.append(f"- shadow copies dropped per c8 round: {', '.join(map(str, drops))}")
+        lines.append(f"- shadow copies dropped per c8 cycle: {', '.join(map(str, drops))}")
     lines.append("")
     args.out.write_text("\n".join(lines))
     print("\n".join(lines))
