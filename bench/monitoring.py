@@ -4,13 +4,14 @@ Two `modelreg serve --workers 2` servers on their own embedded homes serve the
 LinearRegression on 8 features: `off` with MONITORING=false, `on` with the defaults
 (MONITORING=true, a reference profile on the version so every row is binned on its 8
 features and its prediction, payload log at 1%, flushes every 5 s). wrk drives one server at
-a time; rounds alternate off/on per point: 1 row at concurrency 8, 10,000 rows at
-concurrency 4. The table gives the median req/s and p99 per side and the on/off ratio.
+a time, in cycles of short slices run as a palindrome (off on on-nolog on-nolog on off) per
+point: 1 row at concurrency 8, 10,000 rows at concurrency 4. The table gives the median
+req/s and p99 per side and the median of the per-cycle on/off ratios.
 
 Memory per monitored version is measured in-process with tracemalloc: the accumulators of
 one (version, variant, window) for this 8-feature profile, and the queue bound.
 
-    .venv/bin/python bench/monitoring.py --rounds 3 --duration 8 --out bench/MONITORING.md
+    .venv/bin/python bench/monitoring.py --cycles 8 --slice 2 --out bench/MONITORING.md
 """
 
 from __future__ import annotations
@@ -46,14 +47,28 @@ def reference_rows(n_features: int) -> list[dict[str, float]]:
 def measure(
     target: ModelregTarget, url: str, body: Path, connections: int, duration: float
 ) -> tuple[LoadResult, float]:
-    """The wrk result and the workers' CPU microseconds per request (user + system): less
-    disturbed than req/s by other work on a shared machine."""
-    run_wrk(url, body, connections=connections, duration_s=2)  # warm-up
+    """The wrk result and the workers' CPU seconds it took (user + system): less disturbed
+    than req/s by other work on a shared machine."""
     before = target.worker_cpu()
     result = run_wrk(url, body, connections=connections, duration_s=duration)
     after = target.worker_cpu()
-    spent = sum(after.get(pid, 0.0) - seconds for pid, seconds in before.items())
-    return result, spent / max(result.requests, 1) * 1e6
+    return result, sum(after.get(pid, 0.0) - seconds for pid, seconds in before.items())
+
+
+def combine(slices: list[LoadResult]) -> LoadResult:
+    """One side's slices of a cycle as one result (requests and time added, latencies the
+    mean of the slices')."""
+    n = len(slices)
+    return LoadResult(
+        requests=sum(r.requests for r in slices),
+        duration_s=sum(r.duration_s for r in slices),
+        p50_ms=sum(r.p50_ms for r in slices) / n,
+        p90_ms=sum(r.p90_ms for r in slices) / n,
+        p99_ms=sum(r.p99_ms for r in slices) / n,
+        max_ms=max(r.max_ms for r in slices),
+        non_2xx=sum(r.non_2xx for r in slices),
+        socket_errors=sum(r.socket_errors for r in slices),
+    )
 
 
 def accumulator_bytes(n_features: int) -> tuple[float, int]:
@@ -117,15 +132,15 @@ def inprocess_cost(n_features: int, rows: int, requests_: int) -> float:
 def main() -> None:
     stop_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--cycles", type=int, default=8)
+    parser.add_argument("--slice", type=float, default=2.0, help="seconds per slice")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "MONITORING.md")
     parser.add_argument(
         "--rows",
         type=int,
         nargs="+",
         default=[rows for _, rows, _ in POINTS],
-        help="only the points with these rows per request (e.g. --rows 1 for more rounds of "
+        help="only the points with these rows per request (e.g. --rows 1 for more cycles of "
         "the noisier 1-row point in the same time)",
     )
     args = parser.parse_args()
@@ -164,18 +179,30 @@ def main() -> None:
             )
             answer.raise_for_status()
             target.warm([model])
-        for n in range(args.rounds):
-            for label, _, connections in args.points:
-                # The order turns every round, so that no side always follows another.
-                for side in SIDES[n % len(SIDES) :] + SIDES[: n % len(SIDES)]:
+        for label, _, connections in args.points:
+            for target in targets.values():  # warm every side once
+                run_wrk(
+                    target.predict_url(spec), bodies[label], connections=connections, duration_s=2
+                )
+            for n in range(args.cycles):
+                # A palindrome (off on nolog nolog on off): a drift of the machine's speed
+                # within the cycle weighs on every side alike.
+                slices: dict[str, list[LoadResult]] = {}
+                spent: dict[str, float] = {}
+                for side in SIDES + SIDES[::-1]:
                     target = targets[side]
-                    result, cpu_us = measure(
-                        target, target.predict_url(spec), bodies[label], connections, args.duration
+                    result, seconds = measure(
+                        target, target.predict_url(spec), bodies[label], connections, args.slice
                     )
+                    slices.setdefault(side, []).append(result)
+                    spent[side] = spent.get(side, 0.0) + seconds
+                for side in SIDES:
+                    result = combine(slices[side])
+                    cpu_us = spent[side] / max(result.requests, 1) * 1e6
                     results.setdefault((label, side), []).append(result)
                     cpu.setdefault((label, side), []).append(cpu_us)
                     print(
-                        f"round {n + 1} {label:16s} {side:3s} {result.req_per_s:9.1f} req/s  "
+                        f"cycle {n + 1} {label:16s} {side:8s} {result.req_per_s:9.1f} req/s  "
                         f"p99 {result.p99_ms:7.2f} ms  cpu {cpu_us:8.1f} us/req  "
                         f"errors {result.non_2xx + result.socket_errors}",
                         flush=True,
@@ -213,20 +240,21 @@ def write_report(
     lines = [
         "# Monitoring and predictions",
         "",
-        f"Command: `python bench/monitoring.py --rounds {args.rounds} --duration {args.duration}"
+        f"Command: `python bench/monitoring.py --cycles {args.cycles} --slice {args.slice}"
         f" --rows {' '.join(str(r) for r in args.rows)}`",
         "",
         f"Two `modelreg serve --workers 2` servers, LinearRegression on 8 features, wrk "
-        f"({wrk_version()}) on one server at a time, {args.duration:.0f} s per round after a "
-        "2 s warm-up, the order of the sides turning each round; medians below. `on`: the defaults "
+        f"({wrk_version()}) on one server at a time. Each cycle runs the sides as a palindrome "
+        f"of {args.slice:g} s slices (off on on-nolog on-nolog on off), so a drift of the "
+        "machine's speed weighs on every side alike; medians over cycles below. `on`: the defaults "
         "(reference profile set, every row binned on 8 features and the prediction, payload "
         "log 1%, flush every 5 s); `on-nolog`: the same without the payload log; `off`: "
-        "MONITORING=false. The machine is shared: compare sides within a round. "
-        "`req/s / off` is the median of the per-round ratios; `CPU us/req` the workers' "
+        "MONITORING=false. The machine is shared: compare sides within a cycle. "
+        "`req/s / off` is the median of the per-cycle ratios; `CPU us/req` the workers' "
         "CPU time per request "
         "(user + system, from /proc), the steadier measure of what monitoring adds.",
         "",
-        "| point | side | req/s | p99 ms | req/s / off | CPU us/req | CPU / off | rounds (req/s) |",
+        "| point | side | req/s | p99 ms | req/s / off | CPU us/req | CPU / off | cycles (req/s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, _, _ in args.points:

@@ -9,15 +9,26 @@ callers for the same key share one query instead of each taking a request thread
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
-from registry.errors import DependencyUnavailable
+from registry.errors import DependencyUnavailable, ModelregError
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _log_unexpected(done: Future[Any]) -> None:
+    """A background lookup nobody joined: its failure would go unseen. The registry's own
+    errors (unavailable, not found) are for the next caller to meet; anything else is a bug."""
+    error = None if done.cancelled() else done.exception()
+    if error is not None and not isinstance(error, ModelregError):
+        log.error("a background registry lookup failed", exc_info=error)
 
 
 class LookupTimeout(DependencyUnavailable):
@@ -61,6 +72,7 @@ class BoundedLookups:
             future = self._pool.submit(fn)
             self._inflight[key] = future
             future.add_done_callback(lambda done, k=key: self._forget(k, done))
+            future.add_done_callback(_log_unexpected)
 
     def _forget(self, key: Hashable, done: Future[Any]) -> None:
         with self._lock:

@@ -12,16 +12,16 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from registry.bounded import BoundedLookups
-from registry.errors import DependencyUnavailable, NotFound
+from registry.errors import DependencyUnavailable
 from registry.names import Reference
 from registry.records import VersionRecord
 from serving.loader import VersionSpec
@@ -35,7 +35,7 @@ MAX_PINNED = 10_000
 # this long, so that an outage does not add a connect timeout to every alias request.
 OUTAGE_BACKOFF_SECONDS = 1.0
 # The share of the refresh period after which a request starts a background re-read.
-REFRESH_AHEAD = 0.7
+REFRESH_AHEAD = 0.8
 # How long a request waits for a refresh another request started before answering stale.
 FOLLOWER_WAIT_SECONDS = 0.05
 
@@ -149,8 +149,6 @@ class ReferenceResolver:
         known: tuple[Resolution, float] | None,
         read_at: float,
         generation: int,
-        *,
-        background: bool = False,
     ) -> Resolution:
         """Remember what a read of (name, label) that started at `read_at` found."""
         spec = self._remember(record).spec
@@ -163,8 +161,7 @@ class ReferenceResolver:
                 policy = held
             else:
                 policy = compile_policy(label, record.policy)
-            if policy is not None:
-                self._reread_variants(name, policy, spec.version, background=background)
+            self._follow_variants(name, record.policy, spec.version)
         fresh = Resolution(spec, False, policy)
         with self._lock:
             if generation == self._generation:  # else forgotten meanwhile: not kept
@@ -181,7 +178,7 @@ class ReferenceResolver:
 
         def refresh() -> VersionRecord:
             record = self._fetch(name, ref)
-            self._store_fresh(name, label, ref, record, known, read_at, generation, background=True)
+            self._store_fresh(name, label, ref, record, known, read_at, generation)
             return record  # what a request that joins this read expects
 
         self._lookups.start(("ref", name, label), refresh)
@@ -235,31 +232,22 @@ class ReferenceResolver:
                 self._count(self._pinned.popitem(last=False)[0][0], -1)
         return pinned
 
-    def _reread_variants(
-        self, name: str, policy: CompiledPolicy, control: int, *, background: bool = False
-    ) -> None:
-        """Read the policy's other variants again with their alias, so a variant archived or
-        deleted through another process stops answering within the same bound. A registry
-        that does not answer leaves what is known (serving survives an outage)."""
-        for version in policy.versions:
-            if version == control or (name, version) not in self._pinned:
-                continue  # a variant not read yet is read at its first request
-            fetch = functools.partial(self._fetch, name, Reference(version=version))
-            try:
-                # A background read already runs on the lookup pool: it reads directly.
-                record = (
-                    fetch()
-                    if background
-                    else self._lookups.call(("ref", name, version), fetch, self._timeout)
-                )
-            except NotFound:
-                with self._lock:
-                    if self._pinned.pop((name, version), None) is not None:
-                        self._count(name, -1)
-            except DependencyUnavailable:
-                return
-            else:
-                self._remember(record)
+    def _follow_variants(self, name: str, policy: dict[str, Any], control: int) -> None:
+        """Forget a variant whose status the alias's read found changed (archived, restored)
+        or that is gone, so its next request reads it again: a variant archived or deleted
+        through another process stops answering within the alias bound."""
+        statuses = policy.get("statuses")
+        if statuses is None:
+            return
+        with self._lock:
+            for version in policy["spec"]["variants"]:
+                number = version["version"]
+                held = self._pinned.get((name, number))
+                if number == control or held is None:
+                    continue
+                if statuses.get(number) != held.spec.status:
+                    del self._pinned[(name, number)]
+                    self._count(name, -1)
 
     def _count(self, name: str, change: int) -> None:
         """Keep _pinned_per_model in step with _pinned; the caller holds the lock."""

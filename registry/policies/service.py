@@ -273,8 +273,12 @@ def version_for_serving(uow: UnitOfWorkProvider, name: str, ref: Reference) -> V
         if found is None:
             return record
         spec, salt, revision = found
+        # Serving routes by its variants' statuses: an archived or deleted one answers no more.
+        others = [v["version"] for v in spec["variants"] if v["version"] != record.version]
+        statuses = store.variant_statuses(store.session_of(work), model.id, others)
         return dataclasses.replace(
-            record, policy={"spec": spec, "salt": salt, "revision": revision}
+            record,
+            policy={"spec": spec, "salt": salt, "revision": revision, "statuses": statuses},
         )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from registry.models import RegisteredModel
+from registry.models import ModelVersion, RegisteredModel
 from registry.policies.tables import AliasPolicy
 
 
@@ -38,3 +38,13 @@ def active_spec(
     if row is None or row.spec is None:
         return None
     return row.spec, row.salt, row.revision
+
+
+def variant_statuses(session: Session, model_id: int, versions: list[int]) -> dict[int, str]:
+    """The status of each of these versions that still exists (one query)."""
+    rows = session.execute(
+        select(ModelVersion.version, ModelVersion.status).where(
+            ModelVersion.model_id == model_id, ModelVersion.version.in_(versions)
+        )
+    )
+    return {version: status for version, status in rows}

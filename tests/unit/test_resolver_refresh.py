@@ -82,16 +82,16 @@ def test_a_busy_alias_is_read_again_in_the_background_before_its_bound():
     assert registry.reads == 1
 
     registry.version = 2  # another process moves the alias
-    clock[0] = 100.0 + 0.8  # past the refresh-ahead point, inside the bound
+    clock[0] = 100.0 + 0.85  # past the refresh-ahead point, inside the bound
     assert resolver.peek("price", ALIAS).spec.version == 1  # answered at once
     _wait_idle(lookups)
     assert registry.reads == 2
     # The background read landed: past the old bound the fast path still answers (no
-    # registry wait), with the new mapping, read 0.8 s after the first.
+    # registry wait), with the new mapping, read 0.85 s after the first.
     clock[0] = 100.0 + 1.5
     resolution = resolver.peek("price", ALIAS)
     assert resolution is not None and resolution.spec.version == 2 and not resolution.stale
-    clock[0] = 100.0 + 0.8 + 1.0  # that read is as old as the bound now: asked again
+    clock[0] = 100.0 + 0.85 + 1.0  # that read is as old as the bound now: asked again
     assert resolver.peek("price", ALIAS) is None
 
 
@@ -101,7 +101,7 @@ def test_only_one_background_read_runs_per_alias():
     resolver.resolve("price", ALIAS)
     registry.hold = threading.Event()
     registry.started.clear()
-    clock[0] += 0.8
+    clock[0] += 0.85
     for _ in range(50):
         assert resolver.peek("price", ALIAS).spec.version == 1
     assert registry.started.wait(5)
@@ -116,7 +116,7 @@ def test_a_read_that_started_before_the_alias_was_forgotten_is_not_kept():
     resolver.resolve("price", ALIAS)
     registry.hold = threading.Event()
     registry.started.clear()
-    clock[0] += 0.8
+    clock[0] += 0.85
     resolver.peek("price", ALIAS)  # starts a background read of the old mapping
     assert registry.started.wait(5)
     resolver.forget_alias("price", "production")  # this process moved the alias
@@ -128,3 +128,21 @@ def test_a_read_that_started_before_the_alias_was_forgotten_is_not_kept():
     assert resolver.peek("price", ALIAS) is None
     registry.hold = None
     assert resolver.resolve("price", ALIAS).spec.version == 3
+
+
+def test_a_background_read_that_fails_unexpectedly_is_logged_and_the_mapping_kept(caplog):
+    registry, clock = Registry(), [100.0]
+    resolver, lookups = _resolver(registry, clock)
+    resolver.resolve("price", ALIAS)
+
+    def broken(name: str, ref: Reference) -> VersionRecord:
+        raise RuntimeError("a bug in the fetch")
+
+    resolver._fetch = broken
+    clock[0] += 0.85
+    with caplog.at_level("ERROR", logger="registry.bounded"):
+        assert resolver.peek("price", ALIAS).spec.version == 1
+        _wait_idle(lookups)
+    assert "a background registry lookup failed" in caplog.text
+    assert "a bug in the fetch" in caplog.text
+    assert resolver.peek("price", ALIAS).spec.version == 1  # still within its bound
