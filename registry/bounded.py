@@ -42,6 +42,11 @@ class BoundedLookups:
         self._lock = threading.RLock()
         self._inflight: dict[Hashable, Future[Any]] = {}
 
+    def busy(self) -> bool:
+        """Whether any lookup is running."""
+        with self._lock:
+            return any(not future.done() for future in self._inflight.values())
+
     def in_flight(self, key: Hashable) -> bool:
         future = self._inflight.get(key)
         return future is not None and not future.done()

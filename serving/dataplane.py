@@ -299,12 +299,17 @@ class DataPlane:
             return resolution
         pinned = self._resolver.pinned(name, version)
         if pinned is None:
+            if self._resolver.gone(name, version):
+                return resolution  # the variant was deleted since: its share goes to control
             if memory_only:
                 raise NotInMemory
             try:
                 pinned = self._resolver.resolve(name, Reference(version=version))
             except NotFound:
-                return resolution  # the variant was deleted since: its share goes to control
+                self._resolver.mark_gone(name, version)  # not asked again per request
+                return resolution
+            except DependencyUnavailable:
+                return resolution  # the registry is down: the control answers from memory
         memo_key = (id(pinned), resolution.stale, id(policy))
         memo = self._routed.get(memo_key)
         if memo is not None:  # one Resolution per (variant, policy), not per request

@@ -82,7 +82,7 @@ class ReferenceResolver:
         self._lookups = lookups or BoundedLookups(name="resolver")
         self._timeout = lookup_timeout
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a read is stored whole under it
         # (name, version) -> its Resolution: a pinned version's answer, made once (a frozen
         # dataclass costs a few attribute sets per instance)
         self._pinned: OrderedDict[tuple[str, int], Resolution] = OrderedDict()
@@ -94,18 +94,24 @@ class ReferenceResolver:
         # A request that finds its alias older than this starts a re-read in the background,
         # so a busy alias is fresh again before its bound and never waits for the registry.
         self._ahead = refresh_seconds * REFRESH_AHEAD
-        # Counts the forgets: a read that started before one does not store what it read.
-        self._generation = 0
+        # Forgets per model name: a read that started before one does not store what it read.
+        self._generations: dict[str, int] = {}
+        # Versions known deleted (a model's version numbers are never reused): a policy's
+        # variant among them answers as the control without asking the registry each time.
+        self._gone: set[tuple[str, int]] = set()
 
     def resolve(self, name: str, ref: Reference) -> Resolution:
         if ref.version is not None:
             pinned = self._pinned.get((name, ref.version))
             if pinned is not None:
                 return pinned
+            generation = self._generation(name)
             record = self._lookups.call(
-                ("ref", name, ref.version), lambda: self._fetch(name, ref), self._timeout
+                ("ref", name, ref.version, generation),
+                lambda: self._fetch(name, ref),
+                self._timeout,
             )
-            return self._remember(record)
+            return self._remember(record, generation)
         label = "latest" if ref.latest else str(ref.alias)
         known = self._floating.get((name, label))
         now = self._clock()
@@ -115,15 +121,16 @@ class ReferenceResolver:
             return known[0]
         if known is not None and now < self._unavailable_until:
             return Resolution(known[0].spec, True, known[0].policy)
-        key = ("ref", name, label)
-        generation = self._generation
+        generation = self._generation(name)
+        # A read started before a forget is never joined: its key names the generation.
+        key = ("ref", name, label, generation)
         # One request refreshes; the others wait briefly for it, then answer from what is
         # known, so a slow database never takes every request thread.
         joining = known is not None and self._lookups.in_flight(key)
         try:
-            record = self._lookups.call(
+            read_at, record = self._lookups.call(
                 key,
-                lambda: self._fetch(name, ref),
+                lambda: self._read(name, ref),
                 FOLLOWER_WAIT_SECONDS if joining else self._timeout,
             )
         except DependencyUnavailable:
@@ -138,7 +145,19 @@ class ReferenceResolver:
                 known[0].spec.version,
             )
             return Resolution(known[0].spec, True, known[0].policy)
-        return self._store_fresh(name, label, ref, record, known, now, generation)
+        return self._store_fresh(name, label, ref, record, known, read_at, generation)
+
+    def _read(self, name: str, ref: Reference) -> tuple[float, VersionRecord]:
+        """A registry read and when it started (what it found is as old as that)."""
+        started = self._clock()
+        return started, self._fetch(name, ref)
+
+    def _generation(self, name: str) -> int:
+        return self._generations.get(name, 0)
+
+    def _forgot(self, name: str) -> None:
+        """The caller holds the lock."""
+        self._generations[name] = self._generations.get(name, 0) + 1
 
     def _store_fresh(
         self,
@@ -150,38 +169,48 @@ class ReferenceResolver:
         read_at: float,
         generation: int,
     ) -> Resolution:
-        """Remember what a read of (name, label) that started at `read_at` found."""
-        spec = self._remember(record).spec
-        policy = None
-        if ref.alias is not None and record.policy:
-            # The same revision as the one held: keep its compiled form (a refresh every
-            # ALIAS_REFRESH_SECONDS would otherwise rebuild the bucket table each time).
-            held = known[0].policy if known is not None else None
-            if held is not None and held.revision == record.policy["revision"]:
-                policy = held
-            else:
-                policy = compile_policy(label, record.policy)
-            self._follow_variants(name, record.policy, spec.version)
-        fresh = Resolution(spec, False, policy)
+        """Remember what a read of (name, label) that started at `read_at` found, unless
+        this process forgot that model's mappings since the read started."""
         with self._lock:
-            if generation == self._generation:  # else forgotten meanwhile: not kept
-                self._floating[(name, label)] = (fresh, read_at)
+            held = known[0].policy if known is not None else None
+            policy = None
+            if ref.alias is not None and record.policy:
+                # The same revision as the one held: keep its compiled form (a refresh
+                # every ALIAS_REFRESH_SECONDS would otherwise rebuild the bucket table).
+                if held is not None and held.revision == record.policy["revision"]:
+                    policy = held
+                else:
+                    policy = compile_policy(label, record.policy)
+            if generation != self._generation(name):  # answered, not kept
+                return Resolution(spec_from_record(record), False, policy)
+            spec = self._remember(record).spec
+            if policy is not None:
+                self._follow_variants(name, record.policy, spec.version)
+            fresh = Resolution(spec, False, policy)
+            self._floating[(name, label)] = (fresh, read_at)
         return fresh
 
     def _refresh_ahead(self, name: str, ref: Reference, label: str) -> None:
-        """Start a background re-read of (name, label) unless one is running."""
-        if self._lookups.in_flight(("ref", name, label)):
+        """Start a background re-read of (name, label) unless one is running or the
+        registry failed a moment ago."""
+        if self._clock() < self._unavailable_until:
+            return
+        generation = self._generation(name)
+        key = ("ref", name, label, generation)
+        if self._lookups.in_flight(key):
             return
         known = self._floating.get((name, label))
-        read_at = self._clock()
-        generation = self._generation
 
-        def refresh() -> VersionRecord:
-            record = self._fetch(name, ref)
+        def refresh() -> tuple[float, VersionRecord]:
+            try:
+                read_at, record = self._read(name, ref)
+            except DependencyUnavailable:
+                self._unavailable_until = self._clock() + OUTAGE_BACKOFF_SECONDS
+                raise
             self._store_fresh(name, label, ref, record, known, read_at, generation)
-            return record  # what a request that joins this read expects
+            return read_at, record  # what a request that joins this read expects
 
-        self._lookups.start(("ref", name, label), refresh)
+        self._lookups.start(key, refresh)
 
     def peek(self, name: str, ref: Reference) -> Resolution | None:
         """What `resolve` would answer without asking the registry; None when it would ask."""
@@ -216,14 +245,18 @@ class ReferenceResolver:
     def remember(self, record: VersionRecord) -> VersionSpec:
         return self._remember(record).spec
 
-    def _remember(self, record: VersionRecord) -> Resolution:
-        """Keep the record's version as a pinned Resolution; returns it."""
+    def _remember(self, record: VersionRecord, generation: int | None = None) -> Resolution:
+        """Keep the record's version as a pinned Resolution (unless its model was forgotten
+        since `generation`); returns it."""
         spec = spec_from_record(record)
         key = (spec.name, spec.version)
-        held = self._pinned.get(key)
-        # Unchanged: the same object, so what is keyed by it (routed variants) stays valid.
-        pinned = held if held is not None and held.spec == spec else Resolution(spec)
         with self._lock:
+            if generation is not None and generation != self._generation(spec.name):
+                return Resolution(spec)  # read before a forget: answered, not kept
+            held = self._pinned.get(key)
+            # Unchanged: the same object, so what is keyed by it (routed variants) stays valid.
+            pinned = held if held is not None and held.spec == spec else Resolution(spec)
+            self._gone.discard(key)
             if key not in self._pinned:
                 self._count(spec.name, 1)
             self._pinned[key] = pinned
@@ -240,14 +273,27 @@ class ReferenceResolver:
         if statuses is None:
             return
         with self._lock:
-            for version in policy["spec"]["variants"]:
-                number = version["version"]
-                held = self._pinned.get((name, number))
-                if number == control or held is None:
+            for variant in policy["spec"]["variants"]:
+                number = variant["version"]
+                if number == control:
                     continue
-                if statuses.get(number) != held.spec.status:
+                status = statuses.get(number)
+                if status is None:
+                    self.mark_gone(name, number)
+                held = self._pinned.get((name, number))
+                if held is not None and status != held.spec.status:
                     del self._pinned[(name, number)]
                     self._count(name, -1)
+
+    def gone(self, name: str, version: int) -> bool:
+        """Whether this version is known deleted."""
+        return (name, version) in self._gone
+
+    def mark_gone(self, name: str, version: int) -> None:
+        with self._lock:
+            if len(self._gone) >= MAX_PINNED:
+                self._gone.clear()
+            self._gone.add((name, version))
 
     def _count(self, name: str, change: int) -> None:
         """Keep _pinned_per_model in step with _pinned; the caller holds the lock."""
@@ -259,22 +305,26 @@ class ReferenceResolver:
 
     def forget_alias(self, name: str, label: str) -> None:
         with self._lock:
-            self._generation += 1
+            self._forgot(name)
             self._floating.pop((name, label), None)
             self._floating.pop((name, "latest"), None)
 
     def forget_model(self, name: str) -> None:
         with self._lock:
-            self._generation += 1
+            self._forgot(name)
+            # A model created again under this name numbers its versions from 1 again.
+            self._gone = {key for key in self._gone if key[0] != name}
             for key in [k for k in self._floating if k[0] == name]:
                 del self._floating[key]
             for key in [k for k in self._pinned if k[0] == name]:
                 del self._pinned[key]
             self._pinned_per_model.pop(name, None)
 
-    def forget_version(self, name: str, version: int) -> None:
+    def forget_version(self, name: str, version: int, *, deleted: bool = False) -> None:
         with self._lock:
-            self._generation += 1
+            self._forgot(name)
+            if deleted:
+                self.mark_gone(name, version)
             if self._pinned.pop((name, version), None) is not None:
                 self._count(name, -1)
             for key in [

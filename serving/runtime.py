@@ -133,7 +133,8 @@ class ServingRuntime:
         self.cache.evict_where(lambda key: key.name == name)
 
     def forget_version(self, name: str, version: int) -> None:
-        self.resolver.forget_version(name, version)
+        """The version was deleted here."""
+        self.resolver.forget_version(name, version, deleted=True)
         self.cache.evict_where(lambda key: key.name == name and key.version == version)
 
     def on_registry_change(self, change: RegistryChange) -> None:

@@ -442,7 +442,7 @@ def test_a_variant_archived_or_deleted_after_the_policy_was_set_hands_its_share_
     units = lambda i: {"X-Unit-Id": f"user-{i}"}  # noqa: E731
     before = _versions(three, 40, units)
     assert set(before) == {1, 3}
-    assert _versions(three, 40, units) == before  # served again from the routed memo
+    assert _versions(three, 40, units) == before
     archived = three.patch("/models/price/versions/3", json={"status": "archived"})
     assert archived.status_code == 200, archived.get_json()
     assert set(_versions(three, 40, units)) == {1}  # v3's units go to the control

@@ -79,8 +79,8 @@ def test_units_agree_across_processes_and_changes_cross_within_the_bound(two_ser
     )
     assert archived.status_code == 200, archived.text
     returned_at = time.monotonic()
-    wait_until(
-        lambda: all(_version(a.url, u) == 1 for u in on_v2 for _ in range(2)),
+    wait_until(  # each unit asked four times: both of A's workers answer some
+        lambda: all(_version(a.url, u) == 1 for u in on_v2 for _ in range(4)),
         timeout=REFRESH + 2,
         interval=0.02,
         what="A to stop routing to the archived variant",
@@ -91,12 +91,16 @@ def test_units_agree_across_processes_and_changes_cross_within_the_bound(two_ser
         f"{b.url}/models/price/versions/2", json={"status": "ready"}, timeout=30
     )
     assert restored.status_code == 200, restored.text
+    returned_at = time.monotonic()
     wait_until(
-        lambda: [_version(a.url, u) for u in units] == on_a,
+        lambda: all(_version(a.url, u) == 2 for u in on_v2 for _ in range(4)),
         timeout=REFRESH + 2,
-        interval=0.05,
+        interval=0.02,
         what="A to route to the restored variant",
     )
+    elapsed = time.monotonic() - returned_at
+    assert elapsed <= REFRESH + 0.35, f"A followed the restore after {elapsed:.2f}s"
+    assert [_version(a.url, u) for u in units] == on_a
 
     # widen to v3 on B; A follows within the bound (every worker: ask several times)
     wider = {

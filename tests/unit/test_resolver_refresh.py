@@ -4,10 +4,12 @@ alias was forgotten here (moved by this process) does not bring back what it rea
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import UTC, datetime
 
 from registry.bounded import BoundedLookups
+from registry.errors import DependencyUnavailable
 from registry.names import Reference
 from registry.records import VersionRecord
 from serving.resolver import REFRESH_AHEAD, ReferenceResolver
@@ -16,11 +18,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ALIAS = Reference(alias="production")
 
 
-def _record(version: int) -> VersionRecord:
+def _record(version: int, status: str = "ready") -> VersionRecord:
     return VersionRecord(
         name="price",
         version=version,
-        status="ready",
+        status=status,
         format="skops",
         sha256=f"{version:064x}",
         size=1,
@@ -39,21 +41,31 @@ def _record(version: int) -> VersionRecord:
 
 
 class Registry:
-    """What the alias names; counts reads; a read can be held until released."""
+    """What the alias names; counts reads; a read can be held until released, or fail."""
 
     def __init__(self) -> None:
         self.version = 1
         self.reads = 0
         self.hold: threading.Event | None = None
         self.started = threading.Event()
+        self.down = False
+        self.policy: dict | None = None  # the alias's policy, with its variants' statuses
+        self.statuses: dict[int, str] = {}  # the variants' statuses, as the registry has them
 
     def fetch(self, name: str, ref: Reference) -> VersionRecord:
         self.reads += 1
+        if self.down:
+            raise DependencyUnavailable("the registry database is down")
         version = self.version if ref.version is None else ref.version
         self.started.set()
         if self.hold is not None:
             assert self.hold.wait(10)
-        return _record(version)
+        record = _record(version, self.statuses.get(version, "ready"))
+        if ref.alias is not None and self.policy is not None:
+            record = dataclasses.replace(
+                record, policy={**self.policy, "statuses": dict(self.statuses)}
+            )
+        return record
 
 
 def _resolver(registry: Registry, clock: list[float]) -> tuple[ReferenceResolver, BoundedLookups]:
@@ -66,7 +78,7 @@ def _resolver(registry: Registry, clock: list[float]) -> tuple[ReferenceResolver
 
 def _wait_idle(lookups: BoundedLookups) -> None:
     for _ in range(500):
-        if not lookups.in_flight(("ref", "price", "production")):
+        if not lookups.busy():
             return
         threading.Event().wait(0.01)
     raise AssertionError("the background read did not finish")
@@ -146,3 +158,95 @@ def test_a_background_read_that_fails_unexpectedly_is_logged_and_the_mapping_kep
     assert "a background registry lookup failed" in caplog.text
     assert "a bug in the fetch" in caplog.text
     assert resolver.peek("price", ALIAS).spec.version == 1  # still within its bound
+
+
+def test_a_request_after_a_forget_does_not_join_a_read_that_started_before_it():
+    registry, clock = Registry(), [100.0]
+    resolver, lookups = _resolver(registry, clock)
+    resolver.resolve("price", ALIAS)
+    registry.hold = threading.Event()
+    registry.started.clear()
+    clock[0] += 0.85
+    resolver.peek("price", ALIAS)  # a read-ahead of the old mapping, held
+    assert registry.started.wait(5)
+    resolver.forget_alias("price", "production")  # this process moved the alias to v3
+    registry.version = 3
+    answers: list[int] = []
+    request = threading.Thread(
+        target=lambda: answers.append(resolver.resolve("price", ALIAS).spec.version)
+    )
+    request.start()  # its own read: the held one was started before the move
+    threading.Event().wait(0.2)
+    registry.hold.set()
+    request.join(10)
+    _wait_idle(lookups)
+    assert answers == [3]
+    assert resolver.peek("price", ALIAS).spec.version == 3
+
+
+def test_a_read_that_started_before_a_model_was_forgotten_brings_back_none_of_it():
+    registry, clock = Registry(), [100.0]
+    resolver, lookups = _resolver(registry, clock)
+    resolver.resolve("price", ALIAS)
+    registry.hold = threading.Event()
+    registry.started.clear()
+    clock[0] += 0.85
+    resolver.peek("price", ALIAS)
+    assert registry.started.wait(5)
+    resolver.forget_model("price")  # deleted here
+    registry.hold.set()
+    _wait_idle(lookups)
+    assert resolver.pinned("price", 1) is None
+    assert not resolver.knows_model("price")
+    assert resolver.peek("price", ALIAS) is None
+
+
+def test_a_failed_read_ahead_backs_off_instead_of_reading_on_every_request():
+    registry, clock = Registry(), [100.0]
+    resolver, lookups = _resolver(registry, clock)
+    resolver.resolve("price", ALIAS)
+    registry.down = True
+    clock[0] += 0.85
+    for _ in range(200):
+        assert resolver.peek("price", ALIAS).spec.version == 1
+        _wait_idle(lookups)
+    assert registry.reads == 2  # the first read and one failed read-ahead
+    # Past the bound, within the backoff: the last known mapping, marked stale, unasked.
+    clock[0] = 100.0 + 1.2
+    stale = resolver.peek("price", ALIAS)
+    assert stale is not None and stale.stale and stale.spec.version == 1
+    assert registry.reads == 2
+
+
+def test_an_alias_read_follows_its_variants_statuses():
+    registry, clock = Registry(), [100.0]
+    registry.policy = {
+        "spec": {
+            "variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
+            "ranges": [[0, 0, 5000], [1, 5000, 10000]],
+        },
+        "salt": "s",
+        "revision": 1,
+    }
+    registry.statuses = {2: "ready"}
+    resolver, lookups = _resolver(registry, clock)
+    assert resolver.resolve("price", ALIAS).policy.versions == (1, 2)
+    first = resolver.resolve("price", Reference(version=2))
+    assert resolver.pinned("price", 2) is first
+
+    def read_again() -> None:
+        clock[0] += 0.85
+        resolver.peek("price", ALIAS)
+        _wait_idle(lookups)
+
+    read_again()  # unchanged: the same object stays (routed answers keyed by it stay valid)
+    assert resolver.pinned("price", 2) is first
+    registry.statuses = {2: "archived"}  # archived through another process
+    read_again()
+    assert resolver.pinned("price", 2) is None  # its next request reads it again
+    assert resolver.resolve("price", Reference(version=2)).spec.status == "archived"
+    registry.statuses = {}  # deleted through another process
+    read_again()
+    assert resolver.pinned("price", 2) is None and resolver.gone("price", 2)
+    resolver.forget_model("price")  # a model made again under the name starts afresh
+    assert not resolver.gone("price", 2)
