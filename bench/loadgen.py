@@ -53,6 +53,22 @@ class LoadResult:
         return self.non_2xx > 0 or self.socket_errors > 0 or self.requests == 0
 
 
+def combine(slices: list[LoadResult]) -> LoadResult:
+    """Several wrk runs of one side (a cycle's slices) as one result: requests and time
+    added, latencies the mean of the runs' (each run's quantiles come from wrk)."""
+    n = len(slices)
+    return LoadResult(
+        requests=sum(r.requests for r in slices),
+        duration_s=sum(r.duration_s for r in slices),
+        p50_ms=sum(r.p50_ms for r in slices) / n,
+        p90_ms=sum(r.p90_ms for r in slices) / n,
+        p99_ms=sum(r.p99_ms for r in slices) / n,
+        max_ms=max(r.max_ms for r in slices),
+        non_2xx=sum(r.non_2xx for r in slices),
+        socket_errors=sum(r.socket_errors for r in slices),
+    )
+
+
 def _parse(stdout: str) -> LoadResult:
     line = next((x for x in stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
     if line is None:

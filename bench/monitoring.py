@@ -30,7 +30,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import LoadResult, run_wrk, wrk_version  # noqa: E402
+from bench.loadgen import LoadResult, combine, run_wrk, wrk_version  # noqa: E402
 from bench.models import REFERENCE_MODELS, TRAIN_ROWS, request_rows, synthetic_data, train  # noqa: E402
 from bench.procs import stop_on_sigterm  # noqa: E402
 from bench.targets import ModelregTarget, instances_body  # noqa: E402
@@ -53,22 +53,6 @@ def measure(
     result = run_wrk(url, body, connections=connections, duration_s=duration)
     after = target.worker_cpu()
     return result, sum(after.get(pid, 0.0) - seconds for pid, seconds in before.items())
-
-
-def combine(slices: list[LoadResult]) -> LoadResult:
-    """One side's slices of a cycle as one result (requests and time added, latencies the
-    mean of the slices')."""
-    n = len(slices)
-    return LoadResult(
-        requests=sum(r.requests for r in slices),
-        duration_s=sum(r.duration_s for r in slices),
-        p50_ms=sum(r.p50_ms for r in slices) / n,
-        p90_ms=sum(r.p90_ms for r in slices) / n,
-        p99_ms=sum(r.p99_ms for r in slices) / n,
-        max_ms=max(r.max_ms for r in slices),
-        non_2xx=sum(r.non_2xx for r in slices),
-        socket_errors=sum(r.socket_errors for r in slices),
-    )
 
 
 def accumulator_bytes(n_features: int) -> tuple[float, int]:

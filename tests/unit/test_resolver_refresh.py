@@ -84,6 +84,19 @@ def _wait_idle(lookups: BoundedLookups) -> None:
     raise AssertionError("the background read did not finish")
 
 
+def _held_read_ahead() -> tuple[Registry, ReferenceResolver, BoundedLookups]:
+    """An alias read once, then 0.85 s later a read-ahead of it that is held (running)."""
+    registry, clock = Registry(), [100.0]
+    resolver, lookups = _resolver(registry, clock)
+    resolver.resolve("price", ALIAS)
+    registry.hold = threading.Event()
+    registry.started.clear()
+    clock[0] += 0.85
+    assert resolver.peek("price", ALIAS).spec.version == 1
+    assert registry.started.wait(5)
+    return registry, resolver, lookups
+
+
 def test_a_busy_alias_is_read_again_in_the_background_before_its_bound():
     registry, clock = Registry(), [100.0]
     resolver, lookups = _resolver(registry, clock)
@@ -108,29 +121,16 @@ def test_a_busy_alias_is_read_again_in_the_background_before_its_bound():
 
 
 def test_only_one_background_read_runs_per_alias():
-    registry, clock = Registry(), [100.0]
-    resolver, lookups = _resolver(registry, clock)
-    resolver.resolve("price", ALIAS)
-    registry.hold = threading.Event()
-    registry.started.clear()
-    clock[0] += 0.85
+    registry, resolver, lookups = _held_read_ahead()
     for _ in range(50):
         assert resolver.peek("price", ALIAS).spec.version == 1
-    assert registry.started.wait(5)
     registry.hold.set()
     _wait_idle(lookups)
     assert registry.reads == 2
 
 
 def test_a_read_that_started_before_the_alias_was_forgotten_is_not_kept():
-    registry, clock = Registry(), [100.0]
-    resolver, lookups = _resolver(registry, clock)
-    resolver.resolve("price", ALIAS)
-    registry.hold = threading.Event()
-    registry.started.clear()
-    clock[0] += 0.85
-    resolver.peek("price", ALIAS)  # starts a background read of the old mapping
-    assert registry.started.wait(5)
+    registry, resolver, lookups = _held_read_ahead()
     resolver.forget_alias("price", "production")  # this process moved the alias
     registry.version = 3
     registry.hold.set()
@@ -161,14 +161,7 @@ def test_a_background_read_that_fails_unexpectedly_is_logged_and_the_mapping_kep
 
 
 def test_a_request_after_a_forget_does_not_join_a_read_that_started_before_it():
-    registry, clock = Registry(), [100.0]
-    resolver, lookups = _resolver(registry, clock)
-    resolver.resolve("price", ALIAS)
-    registry.hold = threading.Event()
-    registry.started.clear()
-    clock[0] += 0.85
-    resolver.peek("price", ALIAS)  # a read-ahead of the old mapping, held
-    assert registry.started.wait(5)
+    registry, resolver, lookups = _held_read_ahead()
     resolver.forget_alias("price", "production")  # this process moved the alias to v3
     registry.version = 3
     answers: list[int] = []
@@ -185,14 +178,7 @@ def test_a_request_after_a_forget_does_not_join_a_read_that_started_before_it():
 
 
 def test_a_read_that_started_before_a_model_was_forgotten_brings_back_none_of_it():
-    registry, clock = Registry(), [100.0]
-    resolver, lookups = _resolver(registry, clock)
-    resolver.resolve("price", ALIAS)
-    registry.hold = threading.Event()
-    registry.started.clear()
-    clock[0] += 0.85
-    resolver.peek("price", ALIAS)
-    assert registry.started.wait(5)
+    registry, resolver, lookups = _held_read_ahead()
     resolver.forget_model("price")  # deleted here
     registry.hold.set()
     _wait_idle(lookups)
