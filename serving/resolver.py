@@ -1,8 +1,9 @@
 """Reference resolution: `<name>/<ref>` -> the immutable identity of one version.
 
 - A pinned version (`price/7`) is looked up once and then never again: version numbers are
-  never reused, so (name, version) always means the same bytes. The exception: the other
-  variants of an alias's traffic policy are read again with the alias, for their status.
+  never reused, so (name, version) always means the same bytes. Its status can change:
+  the statuses of an alias's policy variants come with the alias's read, and a variant
+  whose status changed is read again at its next request.
 - An alias or `latest` is remembered for at most `refresh_seconds` (the documented
   staleness bound: another process's promotion is seen within it); the process that moved
   the alias forgets its entry at once.
