@@ -50,6 +50,15 @@ def _put(client, body, name="price", alias="production"):
     return client.put(f"/models/{name}/aliases/{alias}/policy", json=body)
 
 
+def _put_sticky_1_and_3(client):
+    """A 50/50 policy of v1 and v3, sticky on X-Unit-Id."""
+    body = {
+        "variants": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}],
+        "sticky": {"header": "X-Unit-Id"},
+    }
+    assert _put(client, body).status_code == 200
+
+
 def _versions(client, n, headers_for=lambda i: {}, ref="production", name="price"):
     seen = []
     for i in range(n):
@@ -101,16 +110,7 @@ def test_set_show_and_clear_a_policy_with_compare_and_set_and_events(three):
 
 
 def test_routing_follows_the_weights_and_sticky_units_stay(three):
-    assert (
-        _put(
-            three,
-            {
-                "variants": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}],
-                "sticky": {"header": "X-Unit-Id"},
-            },
-        ).status_code
-        == 200
-    )
+    _put_sticky_1_and_3(three)
     first = _versions(three, 60, lambda i: {"X-Unit-Id": f"user-{i}"})
     again = _versions(three, 60, lambda i: {"X-Unit-Id": f"user-{i}"})
     assert first == again
@@ -429,16 +429,7 @@ def test_policy_commands(tmp_path, monkeypatch):
 def test_a_variant_archived_or_deleted_after_the_policy_was_set_hands_its_share_to_control(
     three,
 ):
-    assert (
-        _put(
-            three,
-            {
-                "variants": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}],
-                "sticky": {"header": "X-Unit-Id"},
-            },
-        ).status_code
-        == 200
-    )
+    _put_sticky_1_and_3(three)
     units = lambda i: {"X-Unit-Id": f"user-{i}"}  # noqa: E731
     before = _versions(three, 40, units)
     assert set(before) == {1, 3}

@@ -52,6 +52,24 @@ def _version(url: str, unit: str | None = None) -> int:
     return response.json()["version"]
 
 
+def _set_status_and_follow(a, b, units: list[str], status: str, answered_by: int) -> None:
+    """Set v2's status through B; on A, `units` are answered by `answered_by` within the
+    bound (each unit asked four times: both of A's workers answer some)."""
+    changed = requests.patch(
+        f"{b.url}/models/price/versions/2", json={"status": status}, timeout=30
+    )
+    assert changed.status_code == 200, changed.text
+    returned_at = time.monotonic()
+    wait_until(
+        lambda: all(_version(a.url, u) == answered_by for u in units for _ in range(4)),
+        timeout=REFRESH + 2,
+        interval=0.02,
+        what=f"A to follow v2 {status}",
+    )
+    elapsed = time.monotonic() - returned_at
+    assert elapsed <= REFRESH + 0.35, f"A followed v2 {status} after {elapsed:.2f}s"
+
+
 def test_units_agree_across_processes_and_changes_cross_within_the_bound(two_servers):
     a, b = two_servers
     for seed in (1, 2, 3):
@@ -74,32 +92,8 @@ def test_units_agree_across_processes_and_changes_cross_within_the_bound(two_ser
     # v2 archived through B: on A its units go to the control within the bound, and come
     # back to v2 once it is restored
     on_v2 = [u for u, v in zip(units, on_a, strict=True) if v == 2][:8]
-    archived = requests.patch(
-        f"{b.url}/models/price/versions/2", json={"status": "archived"}, timeout=30
-    )
-    assert archived.status_code == 200, archived.text
-    returned_at = time.monotonic()
-    wait_until(  # each unit asked four times: both of A's workers answer some
-        lambda: all(_version(a.url, u) == 1 for u in on_v2 for _ in range(4)),
-        timeout=REFRESH + 2,
-        interval=0.02,
-        what="A to stop routing to the archived variant",
-    )
-    elapsed = time.monotonic() - returned_at
-    assert elapsed <= REFRESH + 0.35, f"A followed the archive after {elapsed:.2f}s"
-    restored = requests.patch(
-        f"{b.url}/models/price/versions/2", json={"status": "ready"}, timeout=30
-    )
-    assert restored.status_code == 200, restored.text
-    returned_at = time.monotonic()
-    wait_until(
-        lambda: all(_version(a.url, u) == 2 for u in on_v2 for _ in range(4)),
-        timeout=REFRESH + 2,
-        interval=0.02,
-        what="A to route to the restored variant",
-    )
-    elapsed = time.monotonic() - returned_at
-    assert elapsed <= REFRESH + 0.35, f"A followed the restore after {elapsed:.2f}s"
+    _set_status_and_follow(a, b, on_v2, "archived", answered_by=1)
+    _set_status_and_follow(a, b, on_v2, "ready", answered_by=2)
     assert [_version(a.url, u) for u in units] == on_a
 
     # widen to v3 on B; A follows within the bound (every worker: ask several times)
