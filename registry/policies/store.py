@@ -41,7 +41,9 @@ def active_spec(
 
 
 def variant_statuses(session: Session, model_id: int, versions: list[int]) -> dict[int, str]:
-    """The status of each of these versions that still exists (one query)."""
+    """The status of each of these versions that still exists (one query, none for none)."""
+    if not versions:
+        return {}
     rows = session.execute(
         select(ModelVersion.version, ModelVersion.status).where(
             ModelVersion.model_id == model_id, ModelVersion.version.in_(versions)
